@@ -1,0 +1,123 @@
+//! When a request is complete: the collection policy it carries.
+//!
+//! The rules, all checked for every request (the first one met completes it):
+//! - every expected node has answered (a reply or an error) and `early` is on -> now;
+//! - the quiet period: `timeout` after the last reply, or after sending when none came;
+//!   or, in Fed-BioMed's `rounds`, at the end of the first `timeout` round without a new reply;
+//! - `min_replies`: `grace` after the `count`-th reply;
+//! - `stop_on_error`: the first `error` from a targeted node;
+//! - `deadline`: that long after submission, even if still queued.
+//!
+//! The expected nodes are the `roster` when one is given, else the targeted nodes; a
+//! broadcast without a roster has none, so it ends by the quiet period or a later rule.
+
+use std::time::Duration;
+
+use crate::topic::NodeId;
+
+/// How a request collects its replies and when it completes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// The quiet period, or the round length with `rounds`. Fed-BioMed's `TIMEOUT`.
+    pub timeout: Duration,
+    /// Fed-BioMed's round semantics instead of the quiet period, for exact compatibility.
+    pub rounds: Option<Rounds>,
+    /// Complete as soon as every expected node has answered.
+    pub early: bool,
+    /// The nodes known to be online, expected to answer a broadcast.
+    pub roster: Option<Vec<NodeId>>,
+    /// Complete `grace` after this many replies.
+    pub min_replies: Option<MinReplies>,
+    /// Keep only replies with `success: true` (the others are counted, not kept).
+    pub only_successful: bool,
+    /// Complete at the first `error` message from a targeted node.
+    pub stop_on_error: bool,
+    /// Complete this long after submission whatever else happens.
+    pub deadline: Option<Duration>,
+}
+
+/// Fed-BioMed v4's `get_responses` loop: wait a whole `timeout`, take what came; stop after
+/// a round with nothing new, or after the first round unless `while_responses`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rounds {
+    /// Keep going while each round brings new replies.
+    pub while_responses: bool,
+}
+
+/// Complete `grace` after `count` replies were kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MinReplies {
+    /// Replies needed.
+    pub count: usize,
+    /// Extra wait once they are in, for stragglers.
+    pub grace: Duration,
+}
+
+/// Fed-BioMed's default `TIMEOUT`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Default for Policy {
+    /// Quiet period of 5 s, early completion on.
+    fn default() -> Self {
+        Policy::quiet(DEFAULT_TIMEOUT)
+    }
+}
+
+impl Policy {
+    /// Complete `timeout` after the last reply, or as soon as every expected node answered.
+    pub fn quiet(timeout: Duration) -> Self {
+        Policy {
+            timeout,
+            rounds: None,
+            early: true,
+            roster: None,
+            min_replies: None,
+            only_successful: false,
+            stop_on_error: false,
+            deadline: None,
+        }
+    }
+
+    /// Exactly Fed-BioMed v4.4's `get_responses(timeout, only_successful=True,
+    /// while_responses=True)`: at least two timeouts, even when everyone answered at once.
+    pub fn fedbiomed(timeout: Duration) -> Self {
+        Policy {
+            rounds: Some(Rounds {
+                while_responses: true,
+            }),
+            early: false,
+            only_successful: true,
+            ..Policy::quiet(timeout)
+        }
+    }
+
+    /// With these nodes expected to answer a broadcast.
+    pub fn with_roster(mut self, nodes: Vec<NodeId>) -> Self {
+        self.roster = Some(nodes);
+        self
+    }
+
+    /// Completing `grace` after `count` replies.
+    pub fn with_min_replies(mut self, count: usize, grace: Duration) -> Self {
+        self.min_replies = Some(MinReplies { count, grace });
+        self
+    }
+
+    /// Completing at the first error from a targeted node.
+    pub fn with_stop_on_error(mut self) -> Self {
+        self.stop_on_error = true;
+        self
+    }
+
+    /// Completing at the latest `deadline` after submission.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Keeping only successful replies.
+    pub fn with_only_successful(mut self) -> Self {
+        self.only_successful = true;
+        self
+    }
+}

@@ -1,0 +1,793 @@
+//! The researcher core: requests out, replies in, outcomes and events out.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, DefaultHasher, Hasher};
+
+use crate::error::{DecodeError, SubmitError};
+use crate::message::{
+    AddScalarMessage, Command, ErrorMessage, Limits, LogMessage, NodeMessage, Request, Sequence,
+};
+use crate::outcome::{Completion, Counters, Outcome, RequestId};
+use crate::policy::Policy;
+use crate::time::Timestamp;
+use crate::topic::{NodeId, Target};
+use crate::version::{Compatibility, ProtocolVersion};
+
+/// How a researcher core is set up.
+#[derive(Clone, Debug)]
+pub struct ResearcherConfig {
+    /// Put in every request; replies addressed to another id are not ours.
+    pub researcher_id: String,
+    /// The first sequence number. Adapters draw it at random, so that two instances
+    /// sharing a researcher id on one broker do not take each other's replies.
+    pub first_sequence: Sequence,
+    /// Keys the core's hash tables, so peers cannot choose colliding node ids.
+    pub hash_seed: u64,
+    /// Limits on incoming payloads.
+    pub limits: Limits,
+    /// How many unmatched messages the mailbox keeps; the oldest are dropped past it.
+    pub mailbox_capacity: usize,
+}
+
+impl ResearcherConfig {
+    /// A configuration with defaults: sequences from 0, 1 MiB payloads, a mailbox of 10,000.
+    pub fn new(researcher_id: impl Into<String>) -> Self {
+        ResearcherConfig {
+            researcher_id: researcher_id.into(),
+            first_sequence: 0,
+            hash_seed: 0,
+            limits: Limits::default(),
+            mailbox_capacity: 10_000,
+        }
+    }
+}
+
+/// A request to submit: what, to whom, and how to collect the replies.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Submission {
+    /// The message. Its researcher id is replaced by ours.
+    pub request: Request,
+    /// Who it goes to.
+    pub target: Target,
+    /// When it is complete.
+    pub policy: Policy,
+    /// Send the sequence the request carries instead of stamping the next one.
+    pub keep_sequence: bool,
+}
+
+impl Submission {
+    /// `request` to every node, with the default policy.
+    pub fn broadcast(request: Request) -> Self {
+        Submission {
+            request,
+            target: Target::All,
+            policy: Policy::default(),
+            keep_sequence: false,
+        }
+    }
+
+    /// `request` to these nodes only, with the default policy.
+    pub fn to_nodes(request: Request, nodes: Vec<NodeId>) -> Self {
+        Submission {
+            target: Target::Nodes(nodes),
+            ..Submission::broadcast(request)
+        }
+    }
+
+    /// The same, collected under `policy`.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+}
+
+/// One MQTT publish for the adapter to make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The topic.
+    pub topic: String,
+    /// The JSON payload.
+    pub payload: Vec<u8>,
+}
+
+/// A node's log record, with the text taken out of its inner JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeLog {
+    /// The node logging.
+    pub node_id: NodeId,
+    /// `INFO`, `ERROR`...
+    pub level: String,
+    /// The inner JSON's `message`, or the raw `msg` when it is not such JSON.
+    pub text: String,
+}
+
+impl From<LogMessage> for NodeLog {
+    fn from(log: LogMessage) -> Self {
+        let inner: Option<String> = serde_json::from_str::<serde_json::Value>(&log.msg)
+            .ok()
+            .and_then(|v| v.get("message")?.as_str().map(str::to_owned));
+        NodeLog {
+            node_id: log.node_id,
+            level: log.level,
+            text: inner.unwrap_or(log.msg),
+        }
+    }
+}
+
+/// Why a message matched no request in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unmatched {
+    /// A reply to a request of ours that had already completed.
+    Late,
+    /// Addressed to another researcher id.
+    Foreign,
+    /// From a node the matching request did not target.
+    NotTargeted,
+    /// Matches nothing we sent.
+    Unknown,
+}
+
+/// A message kept in the mailbox because it matched no request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mail {
+    /// Why it is here.
+    pub reason: Unmatched,
+    /// The message.
+    pub message: NodeMessage,
+    /// When it arrived.
+    pub at: Timestamp,
+}
+
+/// What the core tells its user.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A request completed: exactly once per submitted request.
+    Completed(Outcome),
+    /// A node's log record.
+    Log(NodeLog),
+    /// A monitoring scalar addressed to us.
+    Monitoring(AddScalarMessage),
+    /// A message went to the mailbox.
+    Unmatched {
+        /// Why.
+        reason: Unmatched,
+        /// Its command.
+        command: Command,
+        /// Its node.
+        node_id: NodeId,
+    },
+    /// A payload was refused.
+    Rejected {
+        /// The topic it came on.
+        topic: String,
+        /// Why.
+        error: DecodeError,
+    },
+    /// A node speaks an older protocol version than ours; its message was accepted.
+    OlderVersion {
+        /// The node.
+        node_id: NodeId,
+        /// Its version.
+        version: ProtocolVersion,
+    },
+}
+
+/// Core-wide counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Unmatched messages dropped from a full mailbox, oldest first.
+    pub mailbox_dropped: u64,
+}
+
+/// A hasher keyed by the configured seed.
+#[derive(Clone, Copy, Debug)]
+struct Keyed(u64);
+
+impl BuildHasher for Keyed {
+    type Hasher = DefaultHasher;
+    fn build_hasher(&self) -> DefaultHasher {
+        let mut hasher = DefaultHasher::new();
+        hasher.write_u64(self.0);
+        hasher
+    }
+}
+
+type NodeSet = HashSet<NodeId, Keyed>;
+
+/// A request between submission and completion.
+#[derive(Debug)]
+struct Active {
+    command: Command,
+    request: Request,
+    sequence: Option<Sequence>,
+    targets: Option<Vec<NodeId>>,
+    targeted: Option<NodeSet>,
+    expected: Vec<NodeId>,
+    expected_set: NodeSet,
+    policy: Policy,
+    submitted: Timestamp,
+    /// When it was published; `None` while it waits for its command's turn.
+    sent: Option<Timestamp>,
+    last_reply: Timestamp,
+    round_end: Timestamp,
+    new_in_round: usize,
+    min_reached: Option<Timestamp>,
+    replied: NodeSet,
+    errored: NodeSet,
+    expected_answered: usize,
+    replies: Vec<NodeMessage>,
+    errors: Vec<ErrorMessage>,
+    counters: Counters,
+    wake: Option<Timestamp>,
+}
+
+impl Active {
+    fn targets(&self, node: &str) -> bool {
+        self.targeted.as_ref().is_none_or(|t| t.contains(node))
+    }
+
+    fn answered(&self, node: &str) -> bool {
+        self.replied.contains(node) || self.errored.contains(node)
+    }
+
+    fn all_expected_answered(&self) -> bool {
+        self.policy.early
+            && !self.expected.is_empty()
+            && self.expected_answered == self.expected_set.len()
+    }
+
+    /// Marks `node` as having answered, for early completion.
+    fn mark_answered(&mut self, node: &str) {
+        if self.expected_set.contains(node) {
+            self.expected_answered += 1;
+        }
+    }
+
+    /// The next instant a timer rule may complete it.
+    fn next_wake(&self) -> Option<Timestamp> {
+        let deadline = self.policy.deadline.map(|d| self.submitted + d);
+        let Some(_) = self.sent else { return deadline };
+        let period = if self.policy.rounds.is_some() {
+            self.round_end
+        } else {
+            self.last_reply + self.policy.timeout
+        };
+        let grace = self
+            .min_reached
+            .zip(self.policy.min_replies)
+            .map(|(at, min)| at + min.grace);
+        [deadline, Some(period), grace].into_iter().flatten().min()
+    }
+
+    /// The timer rule that is due at `now`, if any.
+    fn due(&mut self, now: Timestamp) -> Option<Completion> {
+        if self
+            .policy
+            .deadline
+            .is_some_and(|d| self.submitted + d <= now)
+        {
+            return Some(Completion::Deadline);
+        }
+        self.sent?;
+        let grace_over = self
+            .min_reached
+            .zip(self.policy.min_replies)
+            .is_some_and(|(at, min)| at + min.grace <= now);
+        if grace_over {
+            return Some(Completion::MinReplies);
+        }
+        match self.policy.rounds {
+            Some(rounds) if self.round_end <= now => {
+                if self.new_in_round == 0 || !rounds.while_responses {
+                    return Some(Completion::Rounds);
+                }
+                self.round_end = self.round_end + self.policy.timeout;
+                self.new_in_round = 0;
+                None
+            }
+            Some(_) => None,
+            None if self.last_reply + self.policy.timeout <= now => Some(Completion::QuietPeriod),
+            None => None,
+        }
+    }
+}
+
+/// The Sans-IO researcher core.
+///
+/// - Getters: [`researcher_id`](Self::researcher_id), [`in_flight`](Self::in_flight),
+///   [`stats`](Self::stats).
+/// - Inputs: [`submit`](Self::submit) a request, [`handle_publish`](Self::handle_publish) for
+///   every MQTT publish received on the researcher's topics, [`handle_timeout`](Self::handle_timeout)
+///   when the clock reaches [`poll_timeout`](Self::poll_timeout).
+/// - Mutators: [`take_mail`](Self::take_mail) drains the mailbox of unmatched messages.
+/// - Outputs: [`poll_transmit`](Self::poll_transmit), [`poll_event`](Self::poll_event),
+///   [`poll_timeout`](Self::poll_timeout).
+///
+/// The run loop's one rule: after every input, publish every transmit, handle every event,
+/// then sleep until `poll_timeout()` or the next input, whichever comes first. `now` is always
+/// passed in, so the same inputs give the same outputs, byte for byte.
+///
+/// ```
+/// use std::time::Duration;
+/// use fedreq_protocol::{Researcher, ResearcherConfig, Request, Submission, Timestamp, Event};
+///
+/// let mut core = Researcher::new(ResearcherConfig::new("r1"));
+/// let id = core.submit(Timestamp::ZERO, Submission::broadcast(Request::ping())).unwrap();
+/// let out = core.poll_transmit().unwrap();
+/// assert_eq!(out.topic, "general/nodes");
+/// // Nobody answers: the quiet period (5 s) completes it.
+/// let wake = core.poll_timeout().unwrap();
+/// assert_eq!(wake, Timestamp::from_duration(Duration::from_secs(5)));
+/// core.handle_timeout(wake);
+/// match core.poll_event() {
+///     Some(Event::Completed(outcome)) => assert_eq!((outcome.id, outcome.replies.len()), (id, 0)),
+///     other => panic!("{other:?}"),
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Researcher {
+    config: ResearcherConfig,
+    next_id: u64,
+    next_sequence: Sequence,
+    requests: BTreeMap<RequestId, Active>,
+    by_sequence: HashMap<Sequence, RequestId, Keyed>,
+    /// The one request in flight per command without a sequence.
+    busy: BTreeMap<Command, RequestId>,
+    /// Requests waiting for their command's turn, oldest first.
+    waiting: BTreeMap<Command, VecDeque<RequestId>>,
+    /// Commands without sequence that have completed at least once, to tell late from unknown.
+    finished: BTreeSet<Command>,
+    timers: BTreeSet<(Timestamp, RequestId)>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    mailbox: VecDeque<Mail>,
+    stats: Stats,
+}
+
+impl Researcher {
+    /// A core with nothing in flight.
+    pub fn new(config: ResearcherConfig) -> Self {
+        let keyed = Keyed(config.hash_seed);
+        Researcher {
+            next_id: 0,
+            next_sequence: config.first_sequence,
+            requests: BTreeMap::new(),
+            by_sequence: HashMap::with_hasher(keyed),
+            busy: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            finished: BTreeSet::new(),
+            timers: BTreeSet::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            mailbox: VecDeque::new(),
+            stats: Stats::default(),
+            config,
+        }
+    }
+
+    /// Our researcher id.
+    pub fn researcher_id(&self) -> &str {
+        &self.config.researcher_id
+    }
+
+    /// Requests submitted and not yet completed (including those waiting their turn).
+    pub fn in_flight(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Core-wide counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Queues a request: stamps our researcher id and, where the command has one, the next
+    /// sequence number. A command without sequence waits until the previous request of the
+    /// same command completes.
+    pub fn submit(
+        &mut self,
+        now: Timestamp,
+        submission: Submission,
+    ) -> Result<RequestId, SubmitError> {
+        self.handle_timeout(now);
+        let Submission {
+            mut request,
+            target,
+            policy,
+            keep_sequence,
+        } = submission;
+        target.topics()?;
+        let command = request.command();
+        request.set_researcher_id(&self.config.researcher_id);
+        let sequence = match request.sequence_mut() {
+            Some(slot) => {
+                if !keep_sequence {
+                    *slot = self.next_sequence;
+                }
+                if self.by_sequence.contains_key(slot) {
+                    return Err(SubmitError::SequenceInUse(*slot));
+                }
+                if !keep_sequence {
+                    self.next_sequence = self.next_sequence.wrapping_add(1);
+                }
+                Some(*slot)
+            }
+            None => None,
+        };
+
+        let keyed = Keyed(self.config.hash_seed);
+        let targets = target.nodes().map(dedup);
+        let targeted = targets.as_ref().map(|t| set_of(t, keyed));
+        let expected = policy
+            .roster
+            .as_deref()
+            .map(dedup)
+            .or_else(|| targets.clone())
+            .unwrap_or_default();
+        let expected_set = set_of(&expected, keyed);
+        let id = RequestId(self.next_id);
+        self.next_id += 1;
+        let active = Active {
+            command,
+            request,
+            sequence,
+            targets,
+            targeted,
+            expected,
+            expected_set,
+            policy,
+            submitted: now,
+            sent: None,
+            last_reply: now,
+            round_end: now,
+            new_in_round: 0,
+            min_reached: None,
+            replied: NodeSet::with_hasher(keyed),
+            errored: NodeSet::with_hasher(keyed),
+            expected_answered: 0,
+            replies: Vec::new(),
+            errors: Vec::new(),
+            counters: Counters::default(),
+            wake: None,
+        };
+        self.requests.insert(id, active);
+        if let Some(sequence) = sequence {
+            self.by_sequence.insert(sequence, id);
+            self.send(id, now);
+        } else if self.busy.contains_key(&command) {
+            self.waiting.entry(command).or_default().push_back(id);
+            self.reschedule(id);
+        } else {
+            self.busy.insert(command, id);
+            self.send(id, now);
+        }
+        Ok(id)
+    }
+
+    /// Takes one MQTT publish received on `general/researcher`, `general/logger` or
+    /// `general/monitoring`. Nothing in the payload can make it fail or panic.
+    pub fn handle_publish(&mut self, now: Timestamp, topic: &str, payload: &[u8]) {
+        // A reply can only count for requests still in flight at its arrival.
+        self.handle_timeout(now);
+        let decoded = match NodeMessage::decode(payload, &self.config.limits) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                let command = error.command();
+                for active in self.requests.values_mut().filter(|a| a.sent.is_some()) {
+                    if command.is_none_or(|c| c == active.command.reply()) {
+                        active.counters.malformed += 1;
+                    }
+                }
+                self.events.push_back(Event::Rejected {
+                    topic: topic.to_owned(),
+                    error,
+                });
+                return;
+            }
+        };
+        if let Compatibility::Older(version) = decoded.compatibility {
+            self.events.push_back(Event::OlderVersion {
+                node_id: decoded.message.node_id().to_owned(),
+                version,
+            });
+        }
+        match decoded.message {
+            NodeMessage::Log(log) => self.events.push_back(Event::Log(log.into())),
+            NodeMessage::AddScalar(scalar) if scalar.researcher_id == self.config.researcher_id => {
+                self.events.push_back(Event::Monitoring(scalar))
+            }
+            NodeMessage::Error(error) if error.researcher_id == self.config.researcher_id => {
+                self.on_error(now, error)
+            }
+            message if message.researcher_id() != self.config.researcher_id => {
+                if let Some(id) = self.candidate(&message) {
+                    self.active(id).counters.foreign += 1;
+                }
+                self.to_mailbox(now, Unmatched::Foreign, message);
+            }
+            message => self.on_reply(now, message),
+        }
+    }
+
+    /// Fires every timer due at `now`. Call it when the clock reaches [`poll_timeout`](Self::poll_timeout);
+    /// calling it at other times is harmless.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        while let Some(&(at, id)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            let active = self.active(id);
+            active.wake = None;
+            match active.due(now) {
+                Some(completion) => self.complete(id, now, completion),
+                None => self.reschedule(id),
+            }
+        }
+    }
+
+    /// The next publish to make.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next; `None` when no timer runs.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.timers.first().map(|&(at, _)| at)
+    }
+
+    /// Takes the unmatched messages of these commands (all when `commands` is empty),
+    /// oldest first, leaving the others in the mailbox.
+    pub fn take_mail(&mut self, commands: &[Command]) -> Vec<Mail> {
+        let (taken, kept) = std::mem::take(&mut self.mailbox)
+            .into_iter()
+            .partition(|m| commands.is_empty() || commands.contains(&m.message.command()));
+        self.mailbox = kept;
+        taken.into()
+    }
+
+    fn active(&mut self, id: RequestId) -> &mut Active {
+        self.requests
+            .get_mut(&id)
+            .expect("timers and indexes only name requests in flight")
+    }
+
+    /// The request in flight a reply would belong to, judging by command and sequence only.
+    fn candidate(&self, reply: &NodeMessage) -> Option<RequestId> {
+        let command = reply.command();
+        let id = match reply.sequence() {
+            Some(sequence) => *self.by_sequence.get(&sequence)?,
+            None => *self.busy.get(&request_of(command))?,
+        };
+        let active = &self.requests[&id];
+        let same_job = active
+            .request
+            .job_id()
+            .is_none_or(|job| reply.job_id() == Some(job));
+        (active.command.reply() == command && same_job).then_some(id)
+    }
+
+    fn on_reply(&mut self, now: Timestamp, reply: NodeMessage) {
+        let Some(id) = self.candidate(&reply) else {
+            return self.on_stray_reply(now, reply);
+        };
+        let node = reply.node_id();
+        let active = self.requests.get_mut(&id).expect("candidate is in flight");
+        if !active.targets(node) {
+            active.counters.not_targeted += 1;
+            return self.to_mailbox(now, Unmatched::NotTargeted, reply);
+        }
+        if active.replied.contains(node) {
+            active.counters.duplicates += 1;
+            return;
+        }
+        if !active.errored.contains(node) {
+            active.mark_answered(node);
+        }
+        active.replied.insert(node.to_owned());
+        if active.policy.only_successful && reply.success() == Some(false) {
+            active.counters.unsuccessful += 1;
+        } else {
+            active.replies.push(reply);
+            active.last_reply = now;
+            active.new_in_round += 1;
+            let reached = active
+                .policy
+                .min_replies
+                .is_some_and(|m| active.replies.len() >= m.count);
+            if reached && active.min_reached.is_none() {
+                active.min_reached = Some(now);
+            }
+        }
+        if active.all_expected_answered() {
+            self.complete(id, now, Completion::AllAnswered);
+        } else {
+            self.reschedule(id);
+        }
+    }
+
+    /// A reply for us that no request in flight takes: late or unknown, counted by the
+    /// requests in flight of the same command, and kept in the mailbox.
+    fn on_stray_reply(&mut self, now: Timestamp, reply: NodeMessage) {
+        let command = reply.command();
+        let late = match reply.sequence() {
+            Some(sequence) => self.issued(sequence),
+            None => self.finished.contains(&request_of(command)),
+        };
+        for active in self.requests.values_mut() {
+            if active.sent.is_some() && active.command.reply() == command {
+                if late {
+                    active.counters.late += 1;
+                } else {
+                    active.counters.wrong_sequence += 1;
+                }
+            }
+        }
+        let reason = if late {
+            Unmatched::Late
+        } else {
+            Unmatched::Unknown
+        };
+        self.to_mailbox(now, reason, reply);
+    }
+
+    /// An `error` from a node counts for every request in flight that targets it and
+    /// has no reply from it yet.
+    fn on_error(&mut self, now: Timestamp, error: ErrorMessage) {
+        let node = error.node_id.as_str();
+        let ids: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, a)| a.sent.is_some() && a.targets(node) && !a.replied.contains(node))
+            .map(|(&id, _)| id)
+            .collect();
+        if ids.is_empty() {
+            return self.to_mailbox(now, Unmatched::Unknown, NodeMessage::Error(error));
+        }
+        for id in ids {
+            let active = self.active(id);
+            if active.errored.insert(node.to_owned()) {
+                active.mark_answered(node);
+            }
+            active.errors.push(error.clone());
+            active.last_reply = now;
+            active.new_in_round += 1;
+            if active.policy.stop_on_error {
+                self.complete(id, now, Completion::Error);
+            } else if active.all_expected_answered() {
+                self.complete(id, now, Completion::AllAnswered);
+            } else {
+                self.reschedule(id);
+            }
+        }
+    }
+
+    /// Whether `sequence` was stamped by this core on an earlier request.
+    fn issued(&self, sequence: Sequence) -> bool {
+        let first = self.config.first_sequence;
+        sequence.wrapping_sub(first) < self.next_sequence.wrapping_sub(first)
+    }
+
+    fn to_mailbox(&mut self, now: Timestamp, reason: Unmatched, message: NodeMessage) {
+        self.events.push_back(Event::Unmatched {
+            reason,
+            command: message.command(),
+            node_id: message.node_id().to_owned(),
+        });
+        self.mailbox.push_back(Mail {
+            reason,
+            message,
+            at: now,
+        });
+        while self.mailbox.len() > self.config.mailbox_capacity {
+            self.mailbox.pop_front();
+            self.stats.mailbox_dropped += 1;
+        }
+    }
+
+    /// Publishes a request and starts its timers.
+    fn send(&mut self, id: RequestId, now: Timestamp) {
+        let active = self.active(id);
+        active.sent = Some(now);
+        active.last_reply = now;
+        active.round_end = now + active.policy.timeout;
+        let payload = active.request.encode();
+        let topics = match &active.targets {
+            None => Target::All.topics(),
+            Some(nodes) => Target::Nodes(nodes.clone()).topics(),
+        };
+        // Validated at submission.
+        for topic in topics.unwrap_or_default() {
+            self.transmits.push_back(Transmit {
+                topic,
+                payload: payload.clone(),
+            });
+        }
+        self.reschedule(id);
+    }
+
+    fn reschedule(&mut self, id: RequestId) {
+        let active = self.active(id);
+        let old = active.wake.take();
+        let new = active.next_wake();
+        active.wake = new;
+        if let Some(at) = old {
+            self.timers.remove(&(at, id));
+        }
+        if let Some(at) = new {
+            self.timers.insert((at, id));
+        }
+    }
+
+    fn complete(&mut self, id: RequestId, now: Timestamp, completion: Completion) {
+        let Some(active) = self.requests.remove(&id) else {
+            return;
+        };
+        if let Some(at) = active.wake {
+            self.timers.remove(&(at, id));
+        }
+        if let Some(sequence) = active.sequence {
+            self.by_sequence.remove(&sequence);
+        }
+        let command = active.command;
+        if active.sequence.is_none() {
+            if active.sent.is_some() {
+                self.finished.insert(command);
+                self.busy.remove(&command);
+                if let Some(next) = self.waiting.get_mut(&command).and_then(VecDeque::pop_front) {
+                    self.busy.insert(command, next);
+                    self.send(next, now);
+                }
+            } else if let Some(queue) = self.waiting.get_mut(&command) {
+                queue.retain(|&waiting| waiting != id);
+            }
+        }
+        let missing = active
+            .expected
+            .iter()
+            .filter(|node| !active.answered(node))
+            .cloned()
+            .collect();
+        self.events.push_back(Event::Completed(Outcome {
+            id,
+            command,
+            sequence: active.sequence,
+            targets: active.targets,
+            replies: active.replies,
+            errors: active.errors,
+            missing,
+            counters: active.counters,
+            elapsed: now - active.submitted,
+            completion,
+        }));
+    }
+}
+
+/// The request command a reply answers.
+fn request_of(reply: Command) -> Command {
+    match reply {
+        Command::Pong => Command::Ping,
+        other => other,
+    }
+}
+
+/// The nodes in first-seen order, each once.
+fn dedup(nodes: &[NodeId]) -> Vec<NodeId> {
+    let mut seen = BTreeSet::new();
+    nodes
+        .iter()
+        .filter(|n| seen.insert(n.as_str()))
+        .cloned()
+        .collect()
+}
+
+fn set_of(nodes: &[NodeId], keyed: Keyed) -> NodeSet {
+    let mut set = NodeSet::with_hasher(keyed);
+    set.extend(nodes.iter().cloned());
+    set
+}

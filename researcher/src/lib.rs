@@ -1,0 +1,3 @@
+//! The fedreq researcher API and command-line program.
+
+#![forbid(unsafe_code)]

@@ -1,0 +1,3 @@
+//! Drives the fedreq cores over real MQTT (rumqttc).
+
+#![forbid(unsafe_code)]
