@@ -517,10 +517,11 @@ impl Researcher {
                 break;
             }
             self.timers.pop_first();
+            // Judged at the timer's own instant, so a late call changes no outcome.
             let active = self.active(id);
             active.wake = None;
-            match active.due(now) {
-                Some(completion) => self.complete(id, now, completion),
+            match active.due(at) {
+                Some(completion) => self.complete(id, at, completion),
                 None => self.reschedule(id),
             }
         }

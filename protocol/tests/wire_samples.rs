@@ -1,0 +1,109 @@
+//! Every captured payload decodes to its typed message and re-encodes to an equal JSON value;
+//! every refused one is refused. Reads `../shared/wire/` when present and the copy in
+//! `tests/wire/`, so a sample dropped in either is tested without a code change.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use fedreq_protocol::{Command, Limits, NodeMessage, Request};
+use serde_json::Value;
+
+fn sample_roots() -> Vec<PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    [
+        manifest.join("../../shared/wire"),
+        manifest.join("tests/wire"),
+    ]
+    .into_iter()
+    .filter(|p| p.is_dir())
+    .collect()
+}
+
+/// (topic folder, file) for every file under `root/kind`.
+fn samples(root: &Path, kind: &str) -> Vec<(String, PathBuf)> {
+    let mut found = Vec::new();
+    for dir in fs::read_dir(root.join(kind)).unwrap() {
+        let dir = dir.unwrap().path();
+        let topic = dir.file_name().unwrap().to_string_lossy().into_owned();
+        for file in fs::read_dir(&dir).unwrap() {
+            found.push((topic.clone(), file.unwrap().path()));
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Commands that may travel on a topic folder, nodes -> researcher.
+fn node_commands(topic: &str) -> &'static [Command] {
+    match topic {
+        "general-logger" => &[Command::Log],
+        "general-monitoring" => &[Command::AddScalar],
+        "general-researcher" => &[
+            Command::Pong,
+            Command::List,
+            Command::Search,
+            Command::Approval,
+            Command::TrainingPlanStatus,
+            Command::Train,
+            Command::Secagg,
+            Command::SecaggDelete,
+            Command::Error,
+        ],
+        other => panic!("no rule for topic folder {other}"),
+    }
+}
+
+#[test]
+fn valid_samples_decode_to_their_type_and_reencode_equal() {
+    let roots = sample_roots();
+    assert!(!roots.is_empty(), "no wire samples found");
+    let limits = Limits::default();
+    let mut seen = 0;
+    for root in &roots {
+        for (topic, path) in samples(root, "valid") {
+            let bytes = fs::read(&path).unwrap();
+            let original: Value = serde_json::from_slice(&bytes).unwrap();
+            let command = original["command"].as_str().unwrap();
+            let (decoded, encoded) = match topic.as_str() {
+                "general-nodes" | "general-NODE_ID" => {
+                    let message = Request::decode(&bytes, &limits)
+                        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+                        .message;
+                    (message.command(), message.encode())
+                }
+                _ => {
+                    let message = NodeMessage::decode(&bytes, &limits)
+                        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+                        .message;
+                    assert!(
+                        node_commands(&topic).contains(&message.command()),
+                        "{}: {} on {topic}",
+                        path.display(),
+                        message.command()
+                    );
+                    (message.command(), message.encode())
+                }
+            };
+            assert_eq!(decoded.as_str(), command, "{}", path.display());
+            let again: Value = serde_json::from_slice(&encoded).unwrap();
+            assert_eq!(again, original, "{} re-encodes differently", path.display());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 34, "only {seen} valid samples");
+}
+
+#[test]
+fn invalid_samples_are_refused_with_a_reason() {
+    let mut seen = 0;
+    for root in sample_roots() {
+        for (_, path) in samples(&root, "invalid") {
+            let bytes = fs::read(&path).unwrap();
+            let err = Request::decode(&bytes, &Limits::default())
+                .expect_err(&format!("{} was accepted", path.display()));
+            assert!(!err.to_string().is_empty());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3, "only {seen} invalid samples");
+}
