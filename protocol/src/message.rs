@@ -1092,7 +1092,8 @@ mod tests {
                 limit: 10
             })
         );
-        let cases: [(&[u8], fn(&DecodeError) -> bool); 7] = [
+        type Check = fn(&DecodeError) -> bool;
+        let cases: [(&[u8], Check); 7] = [
             (b"{\"command\": ", |e| matches!(e, DecodeError::NotJson(_))),
             (b"\xff\xfe", |e| matches!(e, DecodeError::NotJson(_))),
             (b"[1, 2]", |e| matches!(e, DecodeError::NotAnObject(_))),

@@ -1,5 +1,6 @@
 //! The researcher core: requests out, replies in, outcomes and events out.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, DefaultHasher, Hasher};
 
@@ -454,12 +455,12 @@ impl Researcher {
         if let Some(sequence) = sequence {
             self.by_sequence.insert(sequence, id);
             self.send(id, now);
-        } else if self.busy.contains_key(&command) {
+        } else if let Entry::Vacant(slot) = self.busy.entry(command) {
+            slot.insert(id);
+            self.send(id, now);
+        } else {
             self.waiting.entry(command).or_default().push_back(id);
             self.reschedule(id);
-        } else {
-            self.busy.insert(command, id);
-            self.send(id, now);
         }
         Ok(id)
     }
@@ -503,7 +504,7 @@ impl Researcher {
                 if let Some(id) = self.candidate(&message) {
                     self.active(id).counters.foreign += 1;
                 }
-                self.to_mailbox(now, Unmatched::Foreign, message);
+                self.post(now, Unmatched::Foreign, message);
             }
             message => self.on_reply(now, message),
         }
@@ -581,7 +582,7 @@ impl Researcher {
         let active = self.requests.get_mut(&id).expect("candidate is in flight");
         if !active.targets(node) {
             active.counters.not_targeted += 1;
-            return self.to_mailbox(now, Unmatched::NotTargeted, reply);
+            return self.post(now, Unmatched::NotTargeted, reply);
         }
         if active.replied.contains(node) {
             active.counters.duplicates += 1;
@@ -634,7 +635,7 @@ impl Researcher {
         } else {
             Unmatched::Unknown
         };
-        self.to_mailbox(now, reason, reply);
+        self.post(now, reason, reply);
     }
 
     /// An `error` from a node counts for every request in flight that targets it and
@@ -648,7 +649,7 @@ impl Researcher {
             .map(|(&id, _)| id)
             .collect();
         if ids.is_empty() {
-            return self.to_mailbox(now, Unmatched::Unknown, NodeMessage::Error(error));
+            return self.post(now, Unmatched::Unknown, NodeMessage::Error(error));
         }
         for id in ids {
             let active = self.active(id);
@@ -674,7 +675,7 @@ impl Researcher {
         sequence.wrapping_sub(first) < self.next_sequence.wrapping_sub(first)
     }
 
-    fn to_mailbox(&mut self, now: Timestamp, reason: Unmatched, message: NodeMessage) {
+    fn post(&mut self, now: Timestamp, reason: Unmatched, message: NodeMessage) {
         self.events.push_back(Event::Unmatched {
             reason,
             command: message.command(),

@@ -65,14 +65,12 @@ impl ProtocolVersion {
     /// Parses `N`, `N.N` or `N.N.N`.
     pub fn parse(text: &str) -> Option<ProtocolVersion> {
         let mut parts = [0u64; 3];
-        let mut count = 0;
-        for part in text.split('.') {
-            let slot = parts.get_mut(count)?;
+        for (i, part) in text.split('.').enumerate() {
+            let slot = parts.get_mut(i)?;
             if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
             *slot = part.parse().ok()?;
-            count += 1;
         }
         Some(ProtocolVersion::new(parts[0], parts[1], parts[2]))
     }
