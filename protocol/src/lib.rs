@@ -11,12 +11,14 @@
 //! - [`policy`]: when a request is complete.
 //! - [`outcome`]: what a completed request reports.
 //! - [`researcher`]: the researcher core.
+//! - [`node`]: the node core.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod error;
 pub mod message;
+pub mod node;
 pub mod outcome;
 pub mod policy;
 pub mod researcher;
@@ -26,6 +28,7 @@ pub mod version;
 
 pub use error::{DecodeError, SubmitError};
 pub use message::{Command, Decoded, Limits, NodeMessage, Request, Sequence};
+pub use node::{Node, NodeConfig};
 pub use outcome::{Completion, Counters, Outcome, RequestId};
 pub use policy::Policy;
 pub use researcher::{

@@ -1,0 +1,569 @@
+//! The node core: answers requests as a Fed-BioMed v4.4 node does.
+//!
+//! Same contract as the researcher core: [`handle_publish`](Node::handle_publish) for every
+//! publish received on `general/nodes` and `general/<node_id>`, then drain
+//! [`poll_transmit`](Node::poll_transmit) (replies, errors and logs to publish) and
+//! [`poll_fetch`](Node::poll_fetch) (training plans to download, answered through
+//! [`handle_fetched`](Node::handle_fetched)). It has no timers.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::message::{
+    ApprovalReply, ApprovalRequest, ErrorMessage, Limits, ListReply, LogMessage, NodeMessage,
+    Object, PingReply, Request, SearchReply, SecaggDeleteReply, SecaggReply, TrainReply,
+    TrainingPlanStatusReply, TrainingPlanStatusRequest,
+};
+use crate::researcher::Transmit;
+use crate::time::Timestamp;
+use crate::topic::{self, NodeId};
+
+/// The `errnum` of every protocol error a node reports.
+pub const PROTOCOL_ERROR: &str = "FB301: Protocol error";
+/// The researcher id of a reply to a message that named none.
+const UNKNOWN_RESEARCHER: &str = "unknown_researcher_id";
+/// Fields every dataset must have.
+const DATASET_FIELDS: [&str; 6] = [
+    "name",
+    "data_type",
+    "tags",
+    "description",
+    "shape",
+    "dataset_id",
+];
+
+/// How a node core is set up.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The node's id: its topic is `general/<node_id>`.
+    pub node_id: NodeId,
+    /// Its datasets; shared, so that many simulated nodes can hold one list.
+    pub datasets: Arc<[Object]>,
+    /// Whether training plans must be approved before training (`approval_obligation`).
+    pub approval_obligation: bool,
+    /// Limits on incoming payloads.
+    pub limits: Limits,
+}
+
+impl NodeConfig {
+    /// A node with these datasets, requiring approval, with default limits.
+    pub fn new(node_id: impl Into<NodeId>, datasets: Arc<[Object]>) -> Self {
+        NodeConfig {
+            node_id: node_id.into(),
+            datasets,
+            approval_obligation: true,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A dataset file that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DatasetError {
+    /// Not JSON.
+    #[error("datasets are not JSON: {0}")]
+    NotJson(String),
+    /// Not a list of objects.
+    #[error("datasets must be a JSON list of objects")]
+    NotAList,
+    /// A dataset lacks a required field.
+    #[error("dataset {index}: missing field `{field}`")]
+    MissingField {
+        /// Its position in the list.
+        index: usize,
+        /// The field.
+        field: &'static str,
+    },
+    /// `tags` is not a list of strings.
+    #[error("dataset {index}: `tags` must be a list of strings")]
+    BadTags {
+        /// Its position in the list.
+        index: usize,
+    },
+}
+
+/// Reads a dataset file: a JSON list of objects with at least `name`, `data_type`, `tags`,
+/// `description`, `shape` and `dataset_id`; other fields are kept (`path` is never sent).
+pub fn datasets_from_json(bytes: &[u8]) -> Result<Arc<[Object]>, DatasetError> {
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| DatasetError::NotJson(e.to_string()))?;
+    let Value::Array(items) = value else {
+        return Err(DatasetError::NotAList);
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| {
+            let Value::Object(dataset) = item else {
+                return Err(DatasetError::NotAList);
+            };
+            if let Some(field) = DATASET_FIELDS
+                .into_iter()
+                .find(|f| !dataset.contains_key(*f))
+            {
+                return Err(DatasetError::MissingField { index, field });
+            }
+            if tags_of(&dataset).is_none() {
+                return Err(DatasetError::BadTags { index });
+            }
+            Ok(dataset)
+        })
+        .collect()
+}
+
+fn tags_of(dataset: &Object) -> Option<Vec<&str>> {
+    dataset
+        .get("tags")?
+        .as_array()?
+        .iter()
+        .map(Value::as_str)
+        .collect()
+}
+
+/// Identifies a download the core asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FetchId(pub u64);
+
+/// A download for the adapter to make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fetch {
+    /// Answer with this id.
+    pub id: FetchId,
+    /// What to download (HTTP GET).
+    pub url: String,
+}
+
+/// How a download went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FetchResult {
+    /// HTTP 200 with this body.
+    Body(Vec<u8>),
+    /// Another HTTP status (the reply says 0, as Fed-BioMed's does).
+    Status(u16),
+    /// No HTTP answer at all (status 0 on the wire), and why.
+    Unreachable(String),
+}
+
+/// Where a registered training plan stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlanStatus {
+    /// Waiting for the node's operator.
+    Pending,
+    /// Approved: training may use it.
+    Approved,
+    /// Rejected.
+    Rejected,
+}
+
+impl PlanStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            PlanStatus::Pending => "Pending",
+            PlanStatus::Approved => "Approved",
+            PlanStatus::Rejected => "Rejected",
+        }
+    }
+}
+
+/// A training plan sent for approval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The description it came with.
+    pub description: String,
+    /// Where it was downloaded from.
+    pub url: String,
+    /// Who sent it.
+    pub researcher_id: String,
+    /// Its content; the same content twice is one plan.
+    pub content: Vec<u8>,
+    /// Its status.
+    pub status: PlanStatus,
+}
+
+/// A request waiting for its download.
+#[derive(Debug)]
+enum Waiting {
+    Approval(ApprovalRequest),
+    Status(TrainingPlanStatusRequest),
+}
+
+/// The Sans-IO node core.
+#[derive(Debug)]
+pub struct Node {
+    config: NodeConfig,
+    plans: Vec<Plan>,
+    waiting: BTreeMap<FetchId, Waiting>,
+    next_fetch: u64,
+    transmits: VecDeque<Transmit>,
+    fetches: VecDeque<Fetch>,
+}
+
+impl Node {
+    /// A node with no plan registered.
+    pub fn new(config: NodeConfig) -> Self {
+        Node {
+            config,
+            plans: Vec::new(),
+            waiting: BTreeMap::new(),
+            next_fetch: 0,
+            transmits: VecDeque::new(),
+            fetches: VecDeque::new(),
+        }
+    }
+
+    /// The node's id.
+    pub fn node_id(&self) -> &str {
+        &self.config.node_id
+    }
+
+    /// The topics to subscribe to.
+    pub fn subscriptions(&self) -> [String; 2] {
+        topic::node_subscriptions(&self.config.node_id)
+    }
+
+    /// Training plans sent for approval, in arrival order.
+    pub fn plans(&self) -> &[Plan] {
+        &self.plans
+    }
+
+    /// The operator's decision on plan `index` of [`plans`](Self::plans).
+    pub fn set_plan_status(&mut self, index: usize, status: PlanStatus) -> bool {
+        self.plans
+            .get_mut(index)
+            .map(|p| p.status = status)
+            .is_some()
+    }
+
+    /// Takes one publish received on `general/nodes` or `general/<node_id>`. `now` is read as
+    /// time since the Unix epoch, for the `asctime` of the logs it sends.
+    pub fn handle_publish(&mut self, now: Timestamp, _topic: &str, payload: &[u8]) {
+        let request = match Request::decode(payload, &self.config.limits) {
+            Ok(decoded) => decoded.message,
+            Err(error) => return self.refuse(now, payload, &error),
+        };
+        let node_id = self.config.node_id.clone();
+        match request {
+            Request::Ping(ping) => self.reply(NodeMessage::Pong(PingReply {
+                researcher_id: ping.researcher_id,
+                node_id,
+                success: true,
+                sequence: ping.sequence,
+            })),
+            Request::List(list) => {
+                let databases: Vec<Value> = self
+                    .config
+                    .datasets
+                    .iter()
+                    .map(|d| public(d, &["path", "dtypes"]))
+                    .collect();
+                self.reply(NodeMessage::List(ListReply {
+                    researcher_id: list.researcher_id,
+                    success: true,
+                    count: databases.len() as i64,
+                    databases,
+                    node_id,
+                }))
+            }
+            Request::Search(search) => {
+                let databases: Vec<Value> = self
+                    .config
+                    .datasets
+                    .iter()
+                    .filter(|d| {
+                        let tags = tags_of(d).unwrap_or_default();
+                        search.tags.iter().all(|t| tags.contains(&t.as_str()))
+                    })
+                    .map(|d| public(d, &["path"]))
+                    .collect();
+                // Fed-BioMed sends nothing at all when no dataset matches.
+                if !databases.is_empty() {
+                    self.reply(NodeMessage::Search(SearchReply {
+                        researcher_id: search.researcher_id,
+                        success: true,
+                        count: databases.len() as i64,
+                        databases,
+                        node_id,
+                    }))
+                }
+            }
+            Request::Approval(approval) => self.fetch(
+                approval.training_plan_url.clone(),
+                Waiting::Approval(approval),
+            ),
+            Request::TrainingPlanStatus(status) => {
+                self.fetch(status.training_plan_url.clone(), Waiting::Status(status))
+            }
+            Request::Train(train) => self.reply(NodeMessage::Train(TrainReply {
+                researcher_id: train.researcher_id,
+                job_id: train.job_id,
+                success: false,
+                node_id,
+                dataset_id: train.dataset_id,
+                params_url: String::new(),
+                timing: Object::new(),
+                sample_size: None,
+                msg: "this node does not train".into(),
+            })),
+            Request::Secagg(secagg) => self.reply(NodeMessage::Secagg(SecaggReply {
+                researcher_id: secagg.researcher_id,
+                secagg_id: secagg.secagg_id,
+                sequence: secagg.sequence,
+                success: false,
+                node_id,
+                msg: "this node does not do secure aggregation".into(),
+            })),
+            Request::SecaggDelete(delete) => {
+                self.reply(NodeMessage::SecaggDelete(SecaggDeleteReply {
+                    researcher_id: delete.researcher_id,
+                    secagg_id: delete.secagg_id,
+                    sequence: delete.sequence,
+                    success: false,
+                    node_id,
+                    msg: "this node does not do secure aggregation".into(),
+                }))
+            }
+        }
+    }
+
+    /// Answers a [`Fetch`]; an unknown id is ignored.
+    pub fn handle_fetched(&mut self, now: Timestamp, id: FetchId, result: FetchResult) {
+        let Some(waiting) = self.waiting.remove(&id) else {
+            return;
+        };
+        let node_id = self.config.node_id.clone();
+        match waiting {
+            Waiting::Approval(request) => {
+                // A failed download is `status: 0`, whatever the HTTP status, as Fed-BioMed sends it.
+                let (status, success) = match &result {
+                    FetchResult::Body(content) => {
+                        self.register(now, &request, content);
+                        (200, true)
+                    }
+                    FetchResult::Status(code) => {
+                        self.download_failed(
+                            now,
+                            &request.training_plan_url,
+                            &format!("server returns {code} error"),
+                        );
+                        (0, false)
+                    }
+                    FetchResult::Unreachable(why) => {
+                        self.download_failed(
+                            now,
+                            &request.training_plan_url,
+                            &format!("cannot reach server ({why})"),
+                        );
+                        (0, false)
+                    }
+                };
+                self.reply(NodeMessage::Approval(ApprovalReply {
+                    researcher_id: request.researcher_id,
+                    node_id,
+                    sequence: request.sequence,
+                    status,
+                    success,
+                }));
+            }
+            Waiting::Status(request) => {
+                let obligation = self.config.approval_obligation;
+                let (success, approval_obligation, status, msg) = match &result {
+                    FetchResult::Body(content) => {
+                        let status = self
+                            .plans
+                            .iter()
+                            .find(|p| &p.content == content)
+                            .map(|p| p.status);
+                        let msg = match (obligation, status) {
+                            (false, _) => "This node does not require training plan approval (maybe for debugging purposes).".into(),
+                            (true, Some(PlanStatus::Approved)) => "Training plan has been approved by the node, training can start".into(),
+                            (true, Some(PlanStatus::Pending)) => "Training plan is pending: waiting for a review".into(),
+                            (true, Some(PlanStatus::Rejected)) => "Training plan has been rejected by the node, training is not possible".into(),
+                            (true, None) => "Unknown training plan not in database (status Not Registered)".into(),
+                        };
+                        (
+                            true,
+                            obligation,
+                            status
+                                .map_or("Not Registered", PlanStatus::as_str)
+                                .to_owned(),
+                            msg,
+                        )
+                    }
+                    _ => (
+                        false,
+                        false,
+                        "Error".to_owned(),
+                        format!(
+                            "Can not download training plan file. {}",
+                            request.training_plan_url
+                        ),
+                    ),
+                };
+                self.reply(NodeMessage::TrainingPlanStatus(TrainingPlanStatusReply {
+                    researcher_id: request.researcher_id,
+                    node_id,
+                    job_id: request.job_id,
+                    success,
+                    approval_obligation,
+                    status,
+                    msg,
+                    training_plan_url: request.training_plan_url,
+                }));
+            }
+        }
+    }
+
+    /// The next publish to make.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next download to make.
+    pub fn poll_fetch(&mut self) -> Option<Fetch> {
+        self.fetches.pop_front()
+    }
+
+    fn reply(&mut self, message: NodeMessage) {
+        self.transmits.push_back(Transmit {
+            topic: topic::RESEARCHER.to_owned(),
+            payload: message.encode(),
+        });
+    }
+
+    fn fetch(&mut self, url: String, waiting: Waiting) {
+        let id = FetchId(self.next_fetch);
+        self.next_fetch += 1;
+        self.waiting.insert(id, waiting);
+        self.fetches.push_back(Fetch { id, url });
+    }
+
+    fn register(&mut self, now: Timestamp, request: &ApprovalRequest, content: &[u8]) {
+        let description = &request.description;
+        let text = match self.plans.iter().find(|p| p.content == content) {
+            Some(plan) => format!(
+                "Training plan '{description}' already sent for Approval (status {}). Please wait for Node approval.",
+                plan.status.as_str()
+            ),
+            None => {
+                self.plans.push(Plan {
+                    description: description.clone(),
+                    url: request.training_plan_url.clone(),
+                    researcher_id: request.researcher_id.clone(),
+                    content: content.to_vec(),
+                    status: PlanStatus::Pending,
+                });
+                format!("Training plan '{description}' registered for Approval (status Pending). Please wait for Node approval.")
+            }
+        };
+        self.log(now, "INFO", &text);
+    }
+
+    fn download_failed(&mut self, now: Timestamp, url: &str, why: &str) {
+        let error = format!("FB202: {why} when downloading file {url}");
+        self.log(now, "ERROR", &error);
+        self.log(
+            now,
+            "ERROR",
+            &format!("Cannot download training plan from server due to error: {error}"),
+        );
+    }
+
+    /// A request that could not be read: an `error` reply and an error log, as Fed-BioMed.
+    fn refuse(&mut self, now: Timestamp, payload: &[u8], error: &crate::DecodeError) {
+        use crate::DecodeError::{NotAnObject, NotJson, TooLarge, Version};
+        let extra_msg = match error {
+            NotJson(_) | NotAnObject(_) | TooLarge { .. } => {
+                "Not able to deserialize the message".to_owned()
+            }
+            Version { .. } => error.to_string(),
+            _ => "Message was not properly formatted".to_owned(),
+        };
+        self.log(now, "ERROR", &format!("FB601: message error: {error}"));
+        let researcher_id = match error {
+            TooLarge { .. } => None,
+            _ => serde_json::from_slice::<Value>(payload)
+                .ok()
+                .and_then(|v| v.get("researcher_id")?.as_str().map(str::to_owned)),
+        };
+        self.reply(NodeMessage::Error(ErrorMessage {
+            researcher_id: researcher_id.unwrap_or_else(|| UNKNOWN_RESEARCHER.to_owned()),
+            node_id: self.config.node_id.clone(),
+            errnum: PROTOCOL_ERROR.to_owned(),
+            extra_msg,
+        }));
+    }
+
+    /// A log record on `general/logger`, formatted as Fed-BioMed's MQTT log handler does.
+    fn log(&mut self, now: Timestamp, level: &str, message: &str) {
+        let inner = json!({
+            "asctime": asctime(now),
+            "node_id": self.config.node_id,
+            "name": "fedbiomed",
+            "level": level,
+            "message": message,
+        });
+        let log = NodeMessage::Log(LogMessage {
+            researcher_id: "<unknown>".to_owned(),
+            node_id: self.config.node_id.clone(),
+            level: level.to_owned(),
+            msg: inner.to_string(),
+        });
+        self.transmits.push_back(Transmit {
+            topic: topic::LOGGER.to_owned(),
+            payload: log.encode(),
+        });
+    }
+}
+
+/// The dataset as sent: without the fields a node keeps to itself.
+fn public(dataset: &Object, hidden: &[&str]) -> Value {
+    Value::Object(
+        dataset
+            .iter()
+            .filter(|(k, _)| !hidden.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    )
+}
+
+/// `YYYY-MM-DD HH:MM:SS,mmm` (UTC) for `now` read as time since the Unix epoch.
+fn asctime(now: Timestamp) -> String {
+    let since = now.since_epoch();
+    let secs = since.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02},{:03}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        since.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn asctime_is_fedbiomeds_format_in_utc() {
+        let t = Timestamp::from_duration(Duration::from_millis(1_795_685_873_330));
+        assert_eq!(asctime(t), "2026-11-26 09:37:53,330");
+        assert_eq!(asctime(Timestamp::ZERO), "1970-01-01 00:00:00,000");
+        let leap = Timestamp::from_duration(Duration::from_secs(951_782_400)); // 2000-02-29
+        assert_eq!(asctime(leap), "2000-02-29 00:00:00,000");
+    }
+}
