@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::message::{Command, ErrorMessage, NodeMessage, Sequence};
@@ -20,7 +21,8 @@ impl fmt::Display for RequestId {
 }
 
 /// Which rule completed the request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Completion {
     /// Every expected node answered.
     AllAnswered,
@@ -37,7 +39,7 @@ pub enum Completion {
 }
 
 /// Messages seen while the request was in flight that it did not keep.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
     /// A second reply from a node that already replied.
     pub duplicates: u64,

@@ -1,3 +1,3 @@
-//! The fedreq researcher API and command-line program.
+//! The fedreq researcher API and the `fedreq` command-line program.
 
 #![forbid(unsafe_code)]

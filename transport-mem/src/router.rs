@@ -1,6 +1,7 @@
 //! MQTT topic semantics: filters with `+` and `#`, and who a publish reaches.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::Hash;
 
 /// A filter that is not valid MQTT.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -63,71 +64,99 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     topic_levels.next().is_none()
 }
 
-/// A subscription table: filters without wildcards are looked up by topic, the others tried
-/// in turn, so a publish to one of 100,000 node topics costs one lookup.
+/// A subscription table. Filters without wildcards are looked up by topic, the others tried
+/// in turn, so a publish to one of 100,000 node topics costs one lookup; every subscriber
+/// knows its filters, so removing one costs what it subscribed to.
 #[derive(Debug)]
 pub struct Router<S> {
-    exact: HashMap<String, Vec<S>>,
-    wildcard: Vec<(String, S)>,
+    next: u64,
+    /// Exact filter -> subscribers, keyed by subscription order.
+    exact: HashMap<String, BTreeMap<u64, S>>,
+    /// Wildcard subscriptions, in subscription order.
+    wildcard: BTreeMap<u64, (String, S)>,
+    /// Subscriber -> its filters and their order keys.
+    filters: HashMap<S, Vec<(String, u64)>>,
 }
 
 impl<S> Default for Router<S> {
     fn default() -> Self {
         Router {
+            next: 0,
             exact: HashMap::new(),
-            wildcard: Vec::new(),
+            wildcard: BTreeMap::new(),
+            filters: HashMap::new(),
         }
     }
 }
 
-impl<S: Copy + PartialEq> Router<S> {
+impl<S: Copy + Eq + Hash> Router<S> {
     /// Subscribes `subscriber` to `filter`; subscribing twice to the same filter is once.
     pub fn subscribe(&mut self, subscriber: S, filter: &str) -> Result<(), FilterError> {
         validate_filter(filter)?;
+        let mine = self.filters.entry(subscriber).or_default();
+        if mine.iter().any(|(f, _)| f == filter) {
+            return Ok(());
+        }
+        let order = self.next;
+        self.next += 1;
+        mine.push((filter.to_owned(), order));
         if filter.contains(['+', '#']) {
-            if !self
-                .wildcard
-                .iter()
-                .any(|(f, s)| f == filter && *s == subscriber)
-            {
-                self.wildcard.push((filter.to_owned(), subscriber));
-            }
+            self.wildcard.insert(order, (filter.to_owned(), subscriber));
         } else {
-            let subscribers = self.exact.entry(filter.to_owned()).or_default();
-            if !subscribers.contains(&subscriber) {
-                subscribers.push(subscriber);
-            }
+            self.exact
+                .entry(filter.to_owned())
+                .or_default()
+                .insert(order, subscriber);
         }
         Ok(())
     }
 
     /// Removes `subscriber` from `filter`.
     pub fn unsubscribe(&mut self, subscriber: S, filter: &str) {
-        self.wildcard
-            .retain(|(f, s)| !(f == filter && *s == subscriber));
-        if let Some(subscribers) = self.exact.get_mut(filter) {
-            subscribers.retain(|s| *s != subscriber);
-            if subscribers.is_empty() {
-                self.exact.remove(filter);
-            }
+        let Some(mine) = self.filters.get_mut(&subscriber) else {
+            return;
+        };
+        let Some(at) = mine.iter().position(|(f, _)| f == filter) else {
+            return;
+        };
+        let (filter, order) = mine.swap_remove(at);
+        if mine.is_empty() {
+            self.filters.remove(&subscriber);
         }
+        self.forget(&filter, order);
     }
 
     /// Removes every subscription of `subscriber`.
     pub fn remove(&mut self, subscriber: S) {
-        self.wildcard.retain(|(_, s)| *s != subscriber);
-        self.exact.retain(|_, subscribers| {
-            subscribers.retain(|s| *s != subscriber);
-            !subscribers.is_empty()
-        });
+        for (filter, order) in self.filters.remove(&subscriber).unwrap_or_default() {
+            self.forget(&filter, order);
+        }
+    }
+
+    fn forget(&mut self, filter: &str, order: u64) {
+        if self.wildcard.remove(&order).is_none() {
+            if let Some(subscribers) = self.exact.get_mut(filter) {
+                subscribers.remove(&order);
+                if subscribers.is_empty() {
+                    self.exact.remove(filter);
+                }
+            }
+        }
     }
 
     /// Everyone `topic` reaches, each once, in subscription order (exact filters first).
     pub fn route(&self, topic: &str) -> Vec<S> {
-        let mut out: Vec<S> = self.exact.get(topic).cloned().unwrap_or_default();
-        for (filter, subscriber) in &self.wildcard {
-            if !out.contains(subscriber) && matches(filter, topic) {
-                out.push(*subscriber);
+        let mut out: Vec<S> = self
+            .exact
+            .get(topic)
+            .map(|s| s.values().copied().collect())
+            .unwrap_or_default();
+        if !self.wildcard.is_empty() {
+            let mut seen: HashSet<S> = out.iter().copied().collect();
+            for (filter, subscriber) in self.wildcard.values() {
+                if matches(filter, topic) && seen.insert(*subscriber) {
+                    out.push(*subscriber);
+                }
             }
         }
         out
