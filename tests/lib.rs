@@ -1,1 +1,161 @@
-//! Cross-crate integration tests live in `tests/`.
+//! Helpers shared by the cross-crate integration tests in `tests/`.
+
+#![forbid(unsafe_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fedreq_protocol::message::Object;
+use fedreq_protocol::node::FetchResult;
+use serde_json::json;
+
+/// A mosquitto broker started for one test on a free loopback port, with its own config file;
+/// stopped (by its PID) when dropped.
+pub struct Mosquitto {
+    child: Option<Child>,
+    port: u16,
+    config: PathBuf,
+}
+
+impl Mosquitto {
+    /// Starts one, or returns `None` when mosquitto is not installed. With
+    /// `FEDREQ_REQUIRE_MOSQUITTO` set (as CI sets it), a missing mosquitto is a failure.
+    pub fn start() -> Option<Mosquitto> {
+        Self::start_with("")
+    }
+
+    /// Starts one with extra lines in its configuration file.
+    pub fn start_with(extra_config: &str) -> Option<Mosquitto> {
+        if !mosquitto_installed() {
+            assert!(
+                std::env::var_os("FEDREQ_REQUIRE_MOSQUITTO").is_none(),
+                "FEDREQ_REQUIRE_MOSQUITTO is set but mosquitto is not installed"
+            );
+            eprintln!("mosquitto is not installed: skipping the mosquitto part of this test");
+            return None;
+        }
+        let port = free_port();
+        let config = std::env::temp_dir().join(format!(
+            "fedreq-mosquitto-{}-{port}.conf",
+            std::process::id()
+        ));
+        let text = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra_config}\n"
+        );
+        std::fs::write(&config, text).expect("write mosquitto config");
+        let mut broker = Mosquitto {
+            child: None,
+            port,
+            config,
+        };
+        broker.restart();
+        Some(broker)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills it (SIGKILL, by PID): clients see the connection drop.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again, on the same port, and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new(mosquitto_path())
+            .arg("-c")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        self.child = Some(child);
+        wait_for_port(self.port);
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+fn mosquitto_path() -> PathBuf {
+    [
+        "/usr/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .unwrap_or_else(|| PathBuf::from("mosquitto"))
+}
+
+fn mosquitto_installed() -> bool {
+    Command::new(mosquitto_path())
+        .arg("-h")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits up to 10 s for `port` to accept TCP connections.
+pub fn wait_for_port(port: u16) {
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&address, Duration::from_millis(100)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `count` datasets tagged `fbm`, `ds<i>` and `even`/`odd`, each with `padding` bytes of description.
+pub fn datasets(count: usize, padding: usize) -> Arc<[Object]> {
+    (0..count)
+        .map(|i| {
+            let parity = if i % 2 == 0 { "even" } else { "odd" };
+            let value = json!({
+                "name": format!("ds{i}"), "data_type": "csv", "tags": ["fbm", format!("ds{i}"), parity],
+                "description": "x".repeat(padding), "shape": [10 + i, 3],
+                "dataset_id": format!("dataset_{i}"), "dtypes": ["int64", "float64", "int64"],
+                "path": format!("/data/ds{i}.csv"), "dataset_parameters": null,
+            });
+            match value {
+                serde_json::Value::Object(o) => o,
+                _ => unreachable!(),
+            }
+        })
+        .collect()
+}
+
+/// A fetcher serving a plan at every URL ending in `.py`, 404 elsewhere.
+pub fn plan_fetcher() -> Arc<dyn fedreq_mqtt::Fetcher> {
+    Arc::new(|url: String| async move {
+        if url.ends_with(".py") {
+            FetchResult::Body(format!("# plan at {url}\nclass Plan: pass\n").into_bytes())
+        } else {
+            FetchResult::Status(404)
+        }
+    })
+}

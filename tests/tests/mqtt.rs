@@ -1,0 +1,196 @@
+//! The researcher and node drivers over real TCP: against the embedded broker always, and
+//! against Debian's mosquitto when it is installed (CI requires it).
+
+use std::time::Duration;
+
+use fedreq_mqtt::{
+    ConnectError, ConnectionState, DriverEvent, EmbeddedBroker, MqttConfig, NodeDriver,
+    ResearcherDriver, Runtime,
+};
+use fedreq_protocol::{Completion, NodeConfig, Policy, Request, ResearcherConfig, Submission};
+use fedreq_tests::{datasets, plan_fetcher, Mosquitto};
+
+const NODES: usize = 5;
+
+fn node_ids() -> Vec<String> {
+    (0..NODES).map(|i| format!("node-{i}")).collect()
+}
+
+/// Ping, list, search and approval between one researcher and five nodes on `port`.
+fn exchange(port: u16) {
+    let mqtt = MqttConfig::new("127.0.0.1", port);
+    let runtime = Runtime::new().unwrap();
+    let configs = node_ids()
+        .into_iter()
+        .map(|id| NodeConfig::new(id, datasets(2, 10)))
+        .collect();
+    let _nodes = NodeDriver::start_many(&runtime, &mqtt, configs, plan_fetcher()).unwrap();
+    let researcher =
+        ResearcherDriver::connect(mqtt, ResearcherConfig::new("researcher-mqtt-test")).unwrap();
+    let known = Policy::quiet(Duration::from_secs(5)).with_roster(node_ids());
+
+    let ping = researcher
+        .submit(Submission::broadcast(Request::ping()).with_policy(known.clone()))
+        .wait()
+        .unwrap()
+        .unwrap();
+    assert_eq!(ping.completion, Completion::AllAnswered, "{ping:?}");
+    assert!(ping.elapsed < Duration::from_secs(1), "{:?}", ping.elapsed);
+    let mut online = ping.online();
+    online.sort();
+    assert_eq!(online, node_ids());
+
+    let list = researcher
+        .submit(Submission::broadcast(Request::list()).with_policy(known.clone()))
+        .wait()
+        .unwrap()
+        .unwrap();
+    let datasets = list.datasets();
+    assert_eq!(datasets.len(), NODES);
+    assert!(datasets
+        .values()
+        .all(|d| d.len() == 2 && d[0].get("path").is_none()));
+
+    let targeted = vec!["node-1".to_owned(), "node-3".to_owned()];
+    let search = Submission::to_nodes(Request::search(vec!["odd".into()]), targeted.clone());
+    let search = researcher.submit(search).wait().unwrap().unwrap();
+    assert_eq!(search.completion, Completion::AllAnswered);
+    assert_eq!(search.datasets().into_keys().collect::<Vec<_>>(), targeted);
+
+    let approve =
+        Submission::to_nodes(Request::approval("plan", "http://repo/plan.py"), node_ids());
+    let approvals = researcher
+        .submit(approve)
+        .wait()
+        .unwrap()
+        .unwrap()
+        .approvals();
+    assert_eq!(approvals.len(), NODES);
+    assert!(approvals.values().all(|&ok| ok), "{approvals:?}");
+}
+
+#[test]
+fn exchange_over_the_embedded_broker() {
+    let broker = EmbeddedBroker::start_local().unwrap();
+    exchange(broker.address().port());
+}
+
+#[test]
+fn exchange_over_mosquitto() {
+    if let Some(mosquitto) = Mosquitto::start() {
+        exchange(mosquitto.port());
+    }
+}
+
+/// A `list` reply of 256 KiB and more arrives whole (rumqttc's default limit is 10 KiB).
+fn big_list(port: u16) {
+    let mqtt = MqttConfig::new("127.0.0.1", port);
+    let runtime = Runtime::new().unwrap();
+    let _node = NodeDriver::start(
+        &runtime,
+        &mqtt,
+        NodeConfig::new("big", datasets(300, 1000)),
+        plan_fetcher(),
+    )
+    .unwrap();
+    let researcher =
+        ResearcherDriver::connect_on(&runtime, mqtt, ResearcherConfig::new("r-big")).unwrap();
+    let list = Submission::to_nodes(Request::list(), vec!["big".into()]);
+    let outcome = researcher.submit(list).wait().unwrap().unwrap();
+    assert_eq!(outcome.completion, Completion::AllAnswered);
+    let encoded = outcome.replies[0].encode();
+    assert!(encoded.len() >= 256 * 1024, "{} bytes", encoded.len());
+    assert_eq!(outcome.datasets()["big"].len(), 300);
+}
+
+#[test]
+fn a_list_of_256_kib_arrives_whole_over_the_embedded_broker() {
+    big_list(EmbeddedBroker::start_local().unwrap().address().port());
+}
+
+#[test]
+fn a_list_of_256_kib_arrives_whole_over_mosquitto() {
+    if let Some(mosquitto) = Mosquitto::start() {
+        big_list(mosquitto.port());
+    }
+}
+
+#[test]
+fn an_unreachable_broker_is_a_clear_error_naming_the_address() {
+    let port = fedreq_tests::free_port();
+    let mut mqtt = MqttConfig::new("127.0.0.1", port);
+    mqtt.connect_timeout = Duration::from_secs(2);
+    let started = std::time::Instant::now();
+    let error = ResearcherDriver::connect(mqtt, ResearcherConfig::new("r")).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(matches!(error, ConnectError::Unreachable { .. }));
+    assert!(
+        error.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_driver_survives_a_broker_restart_and_subscribes_again() {
+    let Some(mut mosquitto) = Mosquitto::start() else {
+        return;
+    };
+    let mqtt = MqttConfig::new("127.0.0.1", mosquitto.port());
+    let runtime = Runtime::new().unwrap();
+    let configs = node_ids()
+        .into_iter()
+        .map(|id| NodeConfig::new(id, datasets(1, 10)))
+        .collect();
+    let _nodes = NodeDriver::start_many(&runtime, &mqtt, configs, plan_fetcher()).unwrap();
+    let researcher =
+        ResearcherDriver::connect_on(&runtime, mqtt, ResearcherConfig::new("r-restart")).unwrap();
+
+    // The broker goes away while a ping is in flight, and comes back on the same port.
+    let policy = Policy::quiet(Duration::from_secs(2)).with_roster(node_ids());
+    mosquitto.stop();
+    let in_flight =
+        researcher.submit(Submission::broadcast(Request::ping()).with_policy(policy.clone()));
+    std::thread::sleep(Duration::from_millis(300));
+    mosquitto.restart();
+    let outcome = in_flight.wait().unwrap().unwrap();
+    assert_eq!(
+        outcome.replies.len() + outcome.missing.len(),
+        NODES,
+        "{outcome:?}"
+    );
+
+    let mut states = Vec::new();
+    while let Ok(event) = researcher.events().recv_timeout(Duration::from_secs(10)) {
+        if let DriverEvent::Connection(state) = event {
+            let up = state == ConnectionState::Connected;
+            states.push(state);
+            if up {
+                break;
+            }
+        }
+    }
+    assert!(
+        matches!(states.first(), Some(ConnectionState::Disconnected(_))),
+        "{states:?}"
+    );
+    assert_eq!(states.last(), Some(&ConnectionState::Connected));
+
+    // Nodes reconnect on their own backoff: a new ping soon sees them all again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let ping = researcher
+            .submit(Submission::broadcast(Request::ping()).with_policy(policy.clone()))
+            .wait()
+            .unwrap()
+            .unwrap();
+        if ping.missing.is_empty() {
+            assert_eq!(ping.completion, Completion::AllAnswered);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nodes still missing: {:?}",
+            ping.missing
+        );
+    }
+}

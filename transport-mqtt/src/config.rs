@@ -1,0 +1,196 @@
+//! How to reach the broker: address, QoS, packet size, credentials, TLS, timeouts.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// MQTT quality of service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Qos {
+    /// At most once (Fed-BioMed's choice: loses messages under load).
+    AtMostOnce,
+    /// At least once: the default.
+    AtLeastOnce,
+    /// Exactly once.
+    ExactlyOnce,
+}
+
+impl Qos {
+    pub(crate) fn to_rumqttc(self) -> rumqttc::QoS {
+        match self {
+            Qos::AtMostOnce => rumqttc::QoS::AtMostOnce,
+            Qos::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+            Qos::ExactlyOnce => rumqttc::QoS::ExactlyOnce,
+        }
+    }
+}
+
+/// TLS towards the broker, with rustls and the `ring` provider (no C crypto library to build).
+#[derive(Clone)]
+pub struct Tls {
+    pub(crate) config: Arc<rustls::ClientConfig>,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Tls { .. }")
+    }
+}
+
+/// A TLS set-up that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The PEM data holds no certificate, or a bad one.
+    #[error("bad certificate PEM: {0}")]
+    Certificate(String),
+    /// The PEM data holds no private key, or a bad one.
+    #[error("bad private key PEM: {0}")]
+    Key(String),
+    /// rustls refused the set-up.
+    #[error("TLS set-up: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+impl Tls {
+    /// Trusts the certificate authorities in `ca_pem`; with `client`, authenticates with that
+    /// (certificate chain PEM, private key PEM).
+    pub fn new(ca_pem: &[u8], client: Option<(&[u8], &[u8])>) -> Result<Tls, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        let mut any = false;
+        for cert in CertificateDer::pem_slice_iter(ca_pem) {
+            let cert = cert.map_err(|e| TlsError::Certificate(e.to_string()))?;
+            roots.add(cert)?;
+            any = true;
+        }
+        if !any {
+            return Err(TlsError::Certificate("no certificate found".into()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
+        let config = match client {
+            None => builder.with_no_client_auth(),
+            Some((chain, key)) => {
+                let chain = CertificateDer::pem_slice_iter(chain)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| TlsError::Certificate(e.to_string()))?;
+                let key =
+                    PrivateKeyDer::from_pem_slice(key).map_err(|e| TlsError::Key(e.to_string()))?;
+                builder.with_client_auth_cert(chain, key)?
+            }
+        };
+        Ok(Tls {
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// Reconnection delays: doubling from `min` up to `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// First delay after a lost connection.
+    pub min: Duration,
+    /// Longest delay.
+    pub max: Duration,
+}
+
+/// How to reach the broker.
+#[derive(Clone, Debug)]
+pub struct MqttConfig {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// QoS of publishes and subscriptions.
+    pub qos: Qos,
+    /// Largest MQTT packet sent or accepted, in bytes.
+    pub max_packet_size: usize,
+    /// User name and password.
+    pub credentials: Option<(String, String)>,
+    /// TLS, if the broker requires it.
+    pub tls: Option<Tls>,
+    /// How long the first connection may take before it is an error.
+    pub connect_timeout: Duration,
+    /// MQTT keep-alive.
+    pub keep_alive: Duration,
+    /// Delays between reconnection attempts.
+    pub backoff: Backoff,
+}
+
+/// 16 MiB: room for `list` replies of many datasets (rumqttc's default is 10 KiB).
+pub const DEFAULT_MAX_PACKET_SIZE: usize = 16 << 20;
+
+impl MqttConfig {
+    /// `host:port` with the defaults: QoS 1, 16 MiB packets, 5 s to connect, 30 s keep-alive,
+    /// reconnecting after 50 ms doubling up to 5 s.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        MqttConfig {
+            host: host.into(),
+            port,
+            qos: Qos::AtLeastOnce,
+            max_packet_size: DEFAULT_MAX_PACKET_SIZE,
+            credentials: None,
+            tls: None,
+            connect_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(30),
+            backoff: Backoff {
+                min: Duration::from_millis(50),
+                max: Duration::from_secs(5),
+            },
+        }
+    }
+
+    /// Parses `HOST:PORT`, `mqtt://HOST:PORT` or `HOST` (port 1883).
+    pub fn parse(address: &str) -> Result<Self, AddressError> {
+        let rest = address.strip_prefix("mqtt://").unwrap_or(address);
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && !host.ends_with(':') => {
+                let port = port.parse().map_err(|_| AddressError(address.to_owned()))?;
+                (host.trim_start_matches('[').trim_end_matches(']'), port)
+            }
+            None if !rest.is_empty() => (rest, 1883),
+            _ => return Err(AddressError(address.to_owned())),
+        };
+        if host.is_empty() || host.contains(['/', ' ']) {
+            return Err(AddressError(address.to_owned()));
+        }
+        Ok(MqttConfig::new(host, port))
+    }
+
+    /// `host:port`, for messages.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// A broker address that cannot be parsed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid broker address `{0}`: expected HOST:PORT or mqtt://HOST:PORT")]
+pub struct AddressError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_with_or_without_scheme() {
+        for (text, host, port) in [
+            ("localhost:1883", "localhost", 1883),
+            ("mqtt://10.0.0.1:1884", "10.0.0.1", 1884),
+            ("mqtt://broker/", "broker", 1883),
+            ("[::1]:1883", "::1", 1883),
+        ] {
+            let config = MqttConfig::parse(text).unwrap();
+            assert_eq!((config.host.as_str(), config.port), (host, port), "{text}");
+        }
+        for bad in ["", ":1883", "host:port", "host:70000", "a b:1", "mqtt://"] {
+            assert!(MqttConfig::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! One MQTT connection: a task that polls rumqttc's event loop and hands what arrives to the
+//! core's task, reconnecting with backoff. Polling alone in its own task means the event loop
+//! is never cancelled mid-packet and never waits on the core.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, TlsConfiguration,
+    Transport,
+};
+
+use crate::config::MqttConfig;
+
+/// What the connection task tells the core's task.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// A publish arrived.
+    Publish {
+        topic: String,
+        payload: bytes::Bytes,
+    },
+    /// A session started: subscribe (again).
+    Connected,
+    /// The connection was lost or could not be made.
+    Disconnected(String),
+}
+
+/// The first connection failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// No MQTT session within the time allowed, with the last reason seen.
+    #[error("cannot reach MQTT broker at {address}: {reason}")]
+    Unreachable {
+        /// `host:port`.
+        address: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The driver thread could not be started.
+    #[error("cannot start the MQTT driver thread: {0}")]
+    Runtime(String),
+}
+
+/// Connection state changes, reported as events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// A session started (first or again), subscriptions sent.
+    Connected,
+    /// The connection was lost; the driver reconnects with backoff.
+    Disconnected(String),
+}
+
+static CLIENTS: AtomicU64 = AtomicU64::new(0);
+
+/// A client id unique to this instance: role, process, a counter and the start time.
+pub(crate) fn client_id(role: &str) -> String {
+    let n = CLIENTS.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("fedreq-{role}-{}-{n}-{nanos:x}", std::process::id())
+}
+
+/// Builds the rumqttc client and event loop for `config`.
+pub(crate) fn open(config: &MqttConfig, role: &str, capacity: usize) -> (AsyncClient, EventLoop) {
+    let mut options = MqttOptions::new(client_id(role), config.host.clone(), config.port);
+    options
+        .set_keep_alive(config.keep_alive)
+        .set_max_packet_size(config.max_packet_size, config.max_packet_size)
+        .set_clean_session(true);
+    if let Some((user, password)) = &config.credentials {
+        options.set_credentials(user.clone(), password.clone());
+    }
+    if let Some(tls) = &config.tls {
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            tls.config.clone(),
+        )));
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, capacity);
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    network.set_connection_timeout(config.connect_timeout.as_secs().max(1));
+    eventloop.set_network_options(network);
+    (client, eventloop)
+}
+
+/// Polls the event loop until `stop` fires or the core's task is gone.
+pub(crate) async fn run(
+    mut eventloop: EventLoop,
+    inputs: flume::Sender<Input>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+    backoff: crate::config::Backoff,
+) {
+    let mut delay = backoff.min;
+    loop {
+        let polled = tokio::select! {
+            biased;
+            _ = &mut stop => return,
+            polled = eventloop.poll() => polled,
+        };
+        let input = match polled {
+            Ok(Event::Incoming(Packet::Publish(publish))) => Input::Publish {
+                topic: publish.topic,
+                payload: publish.payload,
+            },
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                delay = backoff.min;
+                Input::Connected
+            }
+            Ok(_) => continue,
+            Err(ConnectionError::RequestsDone) => return,
+            Err(error) => {
+                if inputs.send(Input::Disconnected(describe(&error))).is_err() {
+                    return;
+                }
+                tokio::select! {
+                    biased;
+                    _ = &mut stop => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(backoff.max);
+                continue;
+            }
+        };
+        if inputs.send(input).is_err() {
+            return;
+        }
+    }
+}
+
+/// A reason a person can act on.
+fn describe(error: &ConnectionError) -> String {
+    match error {
+        ConnectionError::Io(io) => io.to_string(),
+        ConnectionError::NetworkTimeout => "no answer within the connection timeout".into(),
+        ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the connection ({code:?})")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Waits for the first `Connected` (or failure) from the connection task, within `timeout`.
+pub(crate) async fn handshake(
+    inputs: &flume::Receiver<Input>,
+    address: String,
+    timeout: Duration,
+) -> Result<(), ConnectError> {
+    let first = tokio::time::timeout(timeout, inputs.recv_async()).await;
+    match first {
+        Ok(Ok(Input::Connected)) => Ok(()),
+        Ok(Ok(Input::Disconnected(reason))) => Err(ConnectError::Unreachable { address, reason }),
+        Ok(Ok(Input::Publish { .. })) => Ok(()),
+        Ok(Err(_)) => Err(ConnectError::Unreachable {
+            address,
+            reason: "the connection task stopped".into(),
+        }),
+        Err(_) => Err(ConnectError::Unreachable {
+            address,
+            reason: format!("no MQTT session within {timeout:?}"),
+        }),
+    }
+}

@@ -1,0 +1,184 @@
+//! The node driver: node cores on MQTT connections. Many nodes share one driver thread.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fedreq_protocol::node::{FetchId, FetchResult};
+use fedreq_protocol::{Node, NodeConfig, Timestamp};
+use rumqttc::{AsyncClient, SubscribeFilter};
+
+use crate::config::MqttConfig;
+use crate::connection::{self, ConnectError, Input};
+use crate::outbox::Outbox;
+use crate::runtime::{Pending, Runtime};
+
+const REQUEST_CAPACITY: usize = 256;
+
+/// Downloads training plans for nodes: HTTP in production, anything in tests.
+pub trait Fetcher: Send + Sync + 'static {
+    /// Downloads `url`.
+    fn fetch(&self, url: String) -> Pin<Box<dyn Future<Output = FetchResult> + Send>>;
+}
+
+impl<F, Fut> Fetcher for F
+where
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = FetchResult> + Send + 'static,
+{
+    fn fetch(&self, url: String) -> Pin<Box<dyn Future<Output = FetchResult> + Send>> {
+        Box::pin(self(url))
+    }
+}
+
+/// A node core driven over MQTT until the handle is dropped.
+#[derive(Debug)]
+pub struct NodeDriver {
+    node_id: String,
+    _alive: flume::Sender<()>,
+    _runtime: Runtime,
+}
+
+impl NodeDriver {
+    /// Starts one node on `runtime`, blocking until its session is up or has failed.
+    pub fn start(
+        runtime: &Runtime,
+        mqtt: &MqttConfig,
+        node: NodeConfig,
+        fetcher: Arc<dyn Fetcher>,
+    ) -> Result<Self, ConnectError> {
+        let mut drivers = Self::start_many(runtime, mqtt, vec![node], fetcher)?;
+        Ok(drivers.remove(0))
+    }
+
+    /// Starts many nodes on `runtime` at once, blocking until every session is up; fails
+    /// (and stops them all) if any cannot connect.
+    pub fn start_many(
+        runtime: &Runtime,
+        mqtt: &MqttConfig,
+        nodes: Vec<NodeConfig>,
+        fetcher: Arc<dyn Fetcher>,
+    ) -> Result<Vec<Self>, ConnectError> {
+        let started: Vec<(Pending<Result<(), ConnectError>>, NodeDriver)> = nodes
+            .into_iter()
+            .map(|node| spawn(runtime, mqtt.clone(), node, Arc::clone(&fetcher)))
+            .collect();
+        let mut drivers = Vec::with_capacity(started.len());
+        for (ready, driver) in started {
+            ready
+                .wait()
+                .map_err(|e| ConnectError::Runtime(e.to_string()))??;
+            drivers.push(driver);
+        }
+        Ok(drivers)
+    }
+
+    /// The node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+}
+
+fn spawn(
+    runtime: &Runtime,
+    mqtt: MqttConfig,
+    node: NodeConfig,
+    fetcher: Arc<dyn Fetcher>,
+) -> (Pending<Result<(), ConnectError>>, NodeDriver) {
+    let (alive, dropped) = flume::bounded::<()>(1);
+    let (ready_tx, ready) = Pending::new();
+    let node_id = node.node_id.clone();
+    runtime.handle().spawn(async move {
+        let (client, eventloop) = connection::open(&mqtt, "node", REQUEST_CAPACITY);
+        let (inputs_tx, inputs) = flume::unbounded();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(connection::run(eventloop, inputs_tx, stopped, mqtt.backoff));
+        if let Err(error) =
+            connection::handshake(&inputs, mqtt.address(), mqtt.connect_timeout).await
+        {
+            let _ = ready_tx.send(Err(error));
+            return;
+        }
+        let (fetched_tx, fetched) = flume::unbounded();
+        let task = Task {
+            core: Node::new(node),
+            client,
+            qos: mqtt.qos.to_rumqttc(),
+            outbox: Outbox::default(),
+            fetcher,
+            fetched: fetched_tx,
+        };
+        task.subscribe();
+        let _ = ready_tx.send(Ok(()));
+        task.run(inputs, fetched, dropped).await;
+        drop(stop);
+    });
+    let driver = NodeDriver {
+        node_id,
+        _alive: alive,
+        _runtime: runtime.clone(),
+    };
+    (ready, driver)
+}
+
+struct Task {
+    core: Node,
+    client: AsyncClient,
+    qos: rumqttc::QoS,
+    outbox: Outbox,
+    fetcher: Arc<dyn Fetcher>,
+    fetched: flume::Sender<(FetchId, FetchResult)>,
+}
+
+/// The node reads `now` as time since the Unix epoch, for its logs' `asctime`.
+fn wall_clock() -> Timestamp {
+    Timestamp::from_duration(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
+impl Task {
+    fn subscribe(&self) {
+        let filters = self
+            .core
+            .subscriptions()
+            .map(|t| SubscribeFilter::new(t, self.qos));
+        let _ = self.client.try_subscribe_many(filters);
+    }
+
+    async fn run(
+        mut self,
+        inputs: flume::Receiver<Input>,
+        fetched: flume::Receiver<(FetchId, FetchResult)>,
+        dropped: flume::Receiver<()>,
+    ) {
+        loop {
+            tokio::select! {
+                input = inputs.recv_async() => match input {
+                    Ok(Input::Publish { topic, payload }) => self.core.handle_publish(wall_clock(), &topic, &payload),
+                    Ok(Input::Connected) => self.subscribe(),
+                    Ok(Input::Disconnected(_)) => {}
+                    Err(_) => return,
+                },
+                Ok((id, result)) = fetched.recv_async() => self.core.handle_fetched(wall_clock(), id, result),
+                // The handle was dropped.
+                _ = dropped.recv_async() => return,
+                _ = tokio::time::sleep(Duration::from_millis(1)), if !self.outbox.is_empty() => {}
+            }
+            while let Some(transmit) = self.core.poll_transmit() {
+                self.outbox.push(transmit);
+            }
+            self.outbox.flush(&self.client, self.qos);
+            while let Some(fetch) = self.core.poll_fetch() {
+                let download = self.fetcher.fetch(fetch.url);
+                let fetched = self.fetched.clone();
+                tokio::spawn(async move {
+                    let _ = fetched.send((fetch.id, download.await));
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The researcher driver: a researcher core on an MQTT connection, behind a handle that any
+//! thread can use, blocking or async.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fedreq_protocol::researcher::{Event, Mail};
+use fedreq_protocol::{
+    topic, Command, Outcome, RequestId, Researcher, ResearcherConfig, Submission, SubmitError,
+    Timestamp,
+};
+use rumqttc::AsyncClient;
+use tokio::time::Instant;
+
+use crate::config::MqttConfig;
+use crate::connection::{self, ConnectError, ConnectionState, Input};
+use crate::outbox::Outbox;
+use crate::runtime::{Pending, Runtime};
+
+/// rumqttc request channel capacity; what does not fit waits in the outbox.
+const REQUEST_CAPACITY: usize = 4096;
+
+/// What the driver reports besides completed requests.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DriverEvent {
+    /// An event of the core: a node log, a monitoring scalar, an unmatched or rejected message.
+    Core(Event),
+    /// The connection went up or down.
+    Connection(ConnectionState),
+}
+
+enum Order {
+    Submit(Submission, flume::Sender<Result<Outcome, SubmitError>>),
+    TakeMail(Vec<Command>, flume::Sender<Vec<Mail>>),
+}
+
+/// A researcher core driven over MQTT. Cloning gives another handle to the same driver;
+/// it disconnects when the last handle is dropped.
+#[derive(Clone, Debug)]
+pub struct ResearcherDriver {
+    orders: flume::Sender<Order>,
+    events: flume::Receiver<DriverEvent>,
+    _runtime: Runtime,
+}
+
+impl std::fmt::Debug for Order {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Order")
+    }
+}
+
+impl ResearcherDriver {
+    /// Connects on a driver thread of its own; fails within `connect_timeout`, naming the address.
+    pub fn connect(mqtt: MqttConfig, core: ResearcherConfig) -> Result<Self, ConnectError> {
+        let runtime = Runtime::new().map_err(|e| ConnectError::Runtime(e.to_string()))?;
+        Self::connect_on(&runtime, mqtt, core)
+    }
+
+    /// Connects on `runtime`'s thread, blocking until the session is up or has failed.
+    pub fn connect_on(
+        runtime: &Runtime,
+        mqtt: MqttConfig,
+        core: ResearcherConfig,
+    ) -> Result<Self, ConnectError> {
+        let (ready, driver) = Self::start(runtime, mqtt, core);
+        ready
+            .wait()
+            .map_err(|e| ConnectError::Runtime(e.to_string()))??;
+        Ok(driver)
+    }
+
+    /// Connects on `runtime`'s thread; await the result from any executor.
+    pub async fn connect_async(
+        runtime: &Runtime,
+        mqtt: MqttConfig,
+        core: ResearcherConfig,
+    ) -> Result<Self, ConnectError> {
+        let (ready, driver) = Self::start(runtime, mqtt, core);
+        ready
+            .await
+            .map_err(|e| ConnectError::Runtime(e.to_string()))??;
+        Ok(driver)
+    }
+
+    fn start(
+        runtime: &Runtime,
+        mqtt: MqttConfig,
+        core: ResearcherConfig,
+    ) -> (Pending<Result<(), ConnectError>>, Self) {
+        let (orders_tx, orders) = flume::unbounded();
+        let (events, events_rx) = flume::unbounded();
+        let (ready_tx, ready) = Pending::new();
+        runtime.handle().spawn(async move {
+            let (client, eventloop) = connection::open(&mqtt, "researcher", REQUEST_CAPACITY);
+            let (inputs_tx, inputs) = flume::unbounded();
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            tokio::spawn(connection::run(eventloop, inputs_tx, stopped, mqtt.backoff));
+            if let Err(error) =
+                connection::handshake(&inputs, mqtt.address(), mqtt.connect_timeout).await
+            {
+                let _ = ready_tx.send(Err(error));
+                return;
+            }
+            let task = Task {
+                core: Researcher::new(core),
+                client,
+                qos: mqtt.qos.to_rumqttc(),
+                epoch: Instant::now(),
+                outbox: Outbox::default(),
+                waiting: HashMap::new(),
+                events,
+            };
+            task.subscribe();
+            let _ = ready_tx.send(Ok(()));
+            task.run(inputs, orders).await;
+            drop(stop);
+        });
+        let driver = ResearcherDriver {
+            orders: orders_tx,
+            events: events_rx,
+            _runtime: runtime.clone(),
+        };
+        (ready, driver)
+    }
+
+    /// Submits a request; the outcome comes when the core completes it.
+    pub fn submit(&self, submission: Submission) -> Pending<Result<Outcome, SubmitError>> {
+        let (reply, pending) = Pending::new();
+        let _ = self.orders.send(Order::Submit(submission, reply));
+        pending
+    }
+
+    /// Takes the unmatched messages of these commands (all when empty) from the mailbox.
+    pub fn take_mail(&self, commands: Vec<Command>) -> Pending<Vec<Mail>> {
+        let (reply, pending) = Pending::new();
+        let _ = self.orders.send(Order::TakeMail(commands, reply));
+        pending
+    }
+
+    /// Node logs, monitoring scalars, unmatched and rejected messages, connection changes.
+    pub fn events(&self) -> &flume::Receiver<DriverEvent> {
+        &self.events
+    }
+}
+
+struct Task {
+    core: Researcher,
+    client: AsyncClient,
+    qos: rumqttc::QoS,
+    epoch: Instant,
+    outbox: Outbox,
+    waiting: HashMap<RequestId, flume::Sender<Result<Outcome, SubmitError>>>,
+    events: flume::Sender<DriverEvent>,
+}
+
+impl Task {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_duration(self.epoch.elapsed())
+    }
+
+    /// Subscriptions do not survive a new session: sent on every connection.
+    fn subscribe(&self) {
+        let filters = topic::RESEARCHER_SUBSCRIPTIONS
+            .map(|t| rumqttc::SubscribeFilter::new(t.to_owned(), self.qos));
+        let _ = self.client.try_subscribe_many(filters);
+    }
+
+    async fn run(mut self, inputs: flume::Receiver<Input>, orders: flume::Receiver<Order>) {
+        loop {
+            let wake = self
+                .core
+                .poll_timeout()
+                .map(|at| self.epoch + at.since_epoch());
+            tokio::select! {
+                input = inputs.recv_async() => match input {
+                    Ok(Input::Publish { topic, payload }) => self.core.handle_publish(self.now(), &topic, &payload),
+                    Ok(Input::Connected) => {
+                        self.subscribe();
+                        let _ = self.events.send(DriverEvent::Connection(ConnectionState::Connected));
+                    }
+                    Ok(Input::Disconnected(reason)) => {
+                        let _ = self.events.send(DriverEvent::Connection(ConnectionState::Disconnected(reason)));
+                    }
+                    Err(_) => return,
+                },
+                order = orders.recv_async() => match order {
+                    Ok(Order::Submit(submission, reply)) => match self.core.submit(self.now(), submission) {
+                        Ok(id) => { self.waiting.insert(id, reply); }
+                        Err(error) => { let _ = reply.send(Err(error)); }
+                    },
+                    Ok(Order::TakeMail(commands, reply)) => { let _ = reply.send(self.core.take_mail(&commands)); }
+                    // Every handle is gone.
+                    Err(_) => return,
+                },
+                _ = sleep_until(wake), if wake.is_some() => self.core.handle_timeout(self.now()),
+                _ = tokio::time::sleep(Duration::from_millis(1)), if !self.outbox.is_empty() => {}
+            }
+            self.drain();
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(transmit) = self.core.poll_transmit() {
+            self.outbox.push(transmit);
+        }
+        self.outbox.flush(&self.client, self.qos);
+        while let Some(event) = self.core.poll_event() {
+            match event {
+                Event::Completed(outcome) => {
+                    if let Some(reply) = self.waiting.remove(&outcome.id) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                other => {
+                    let _ = self.events.send(DriverEvent::Core(other));
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(wake: Option<Instant>) {
+    match wake {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
