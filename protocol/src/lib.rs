@@ -32,7 +32,8 @@ pub use node::{Node, NodeConfig};
 pub use outcome::{Completion, Counters, Outcome, RequestId};
 pub use policy::Policy;
 pub use researcher::{
-    Event, Mail, NodeLog, Researcher, ResearcherConfig, Submission, Transmit, Unmatched,
+    ConnectionState, Event, Mail, NodeLog, Researcher, ResearcherConfig, Submission, Transmit,
+    Unmatched,
 };
 pub use time::Timestamp;
 pub use topic::{NodeId, Target};

@@ -165,6 +165,8 @@ pub enum Event {
         /// Why.
         error: DecodeError,
     },
+    /// The adapter's connection to the broker went up or down.
+    Connection(ConnectionState),
     /// A node speaks an older protocol version than ours; its message was accepted.
     OlderVersion {
         /// The node.
@@ -172,6 +174,17 @@ pub enum Event {
         /// Its version.
         version: ProtocolVersion,
     },
+}
+
+/// The adapter's connection to the broker, as it reports it through
+/// [`Researcher::handle_connection`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// A session started (first or again); the adapter has subscribed.
+    Connected,
+    /// The connection was lost, and why; the adapter reconnects. Requests in flight go on
+    /// under their own timers.
+    Disconnected(String),
 }
 
 /// Core-wide counters.
@@ -300,7 +313,8 @@ impl Active {
 ///   [`stats`](Self::stats).
 /// - Inputs: [`submit`](Self::submit) a request, [`handle_publish`](Self::handle_publish) for
 ///   every MQTT publish received on the researcher's topics, [`handle_timeout`](Self::handle_timeout)
-///   when the clock reaches [`poll_timeout`](Self::poll_timeout).
+///   when the clock reaches [`poll_timeout`](Self::poll_timeout),
+///   [`handle_connection`](Self::handle_connection) when the connection goes up or down.
 /// - Mutators: [`take_mail`](Self::take_mail) drains the mailbox of unmatched messages.
 /// - Outputs: [`poll_transmit`](Self::poll_transmit), [`poll_event`](Self::poll_event),
 ///   [`poll_timeout`](Self::poll_timeout).
@@ -508,6 +522,14 @@ impl Researcher {
             }
             message => self.on_reply(now, message),
         }
+    }
+
+    /// Takes a change of the adapter's connection state, reported as an event. Requests in
+    /// flight are not touched: their timers decide, and the nodes that could not answer are
+    /// reported missing.
+    pub fn handle_connection(&mut self, now: Timestamp, state: ConnectionState) {
+        self.handle_timeout(now);
+        self.events.push_back(Event::Connection(state));
     }
 
     /// Fires every timer due at `now`. Call it when the clock reaches [`poll_timeout`](Self::poll_timeout);

@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use fedreq_mqtt::{
-    ConnectError, ConnectionState, DriverEvent, EmbeddedBroker, MqttConfig, NodeDriver,
-    ResearcherDriver, Runtime,
+    ConnectError, EmbeddedBroker, MqttConfig, NodeDriver, ResearcherDriver, Runtime,
 };
-use fedreq_protocol::{Completion, NodeConfig, Policy, Request, ResearcherConfig, Submission};
+use fedreq_protocol::{
+    Completion, ConnectionState, Event, NodeConfig, Policy, Request, ResearcherConfig, Submission,
+};
 use fedreq_tests::{datasets, plan_fetcher, Mosquitto};
 
 const NODES: usize = 5;
@@ -31,7 +32,7 @@ fn exchange(port: u16) {
 
     let ping = researcher
         .submit(Submission::broadcast(Request::ping()).with_policy(known.clone()))
-        .wait()
+        .recv()
         .unwrap()
         .unwrap();
     assert_eq!(ping.completion, Completion::AllAnswered, "{ping:?}");
@@ -42,7 +43,7 @@ fn exchange(port: u16) {
 
     let list = researcher
         .submit(Submission::broadcast(Request::list()).with_policy(known.clone()))
-        .wait()
+        .recv()
         .unwrap()
         .unwrap();
     let datasets = list.datasets();
@@ -53,7 +54,7 @@ fn exchange(port: u16) {
 
     let targeted = vec!["node-1".to_owned(), "node-3".to_owned()];
     let search = Submission::to_nodes(Request::search(vec!["odd".into()]), targeted.clone());
-    let search = researcher.submit(search).wait().unwrap().unwrap();
+    let search = researcher.submit(search).recv().unwrap().unwrap();
     assert_eq!(search.completion, Completion::AllAnswered);
     assert_eq!(search.datasets().into_keys().collect::<Vec<_>>(), targeted);
 
@@ -61,7 +62,7 @@ fn exchange(port: u16) {
         Submission::to_nodes(Request::approval("plan", "http://repo/plan.py"), node_ids());
     let approvals = researcher
         .submit(approve)
-        .wait()
+        .recv()
         .unwrap()
         .unwrap()
         .approvals();
@@ -96,7 +97,7 @@ fn big_list(port: u16) {
     let researcher =
         ResearcherDriver::connect_on(&runtime, mqtt, ResearcherConfig::new("r-big")).unwrap();
     let list = Submission::to_nodes(Request::list(), vec!["big".into()]);
-    let outcome = researcher.submit(list).wait().unwrap().unwrap();
+    let outcome = researcher.submit(list).recv().unwrap().unwrap();
     assert_eq!(outcome.completion, Completion::AllAnswered);
     let encoded = outcome.replies[0].encode();
     assert!(encoded.len() >= 256 * 1024, "{} bytes", encoded.len());
@@ -152,7 +153,7 @@ fn the_driver_survives_a_broker_restart_and_subscribes_again() {
         researcher.submit(Submission::broadcast(Request::ping()).with_policy(policy.clone()));
     std::thread::sleep(Duration::from_millis(300));
     mosquitto.restart();
-    let outcome = in_flight.wait().unwrap().unwrap();
+    let outcome = in_flight.recv().unwrap().unwrap();
     assert_eq!(
         outcome.replies.len() + outcome.missing.len(),
         NODES,
@@ -161,7 +162,7 @@ fn the_driver_survives_a_broker_restart_and_subscribes_again() {
 
     let mut states = Vec::new();
     while let Ok(event) = researcher.events().recv_timeout(Duration::from_secs(10)) {
-        if let DriverEvent::Connection(state) = event {
+        if let Event::Connection(state) = event {
             let up = state == ConnectionState::Connected;
             states.push(state);
             if up {
@@ -180,7 +181,7 @@ fn the_driver_survives_a_broker_restart_and_subscribes_again() {
     loop {
         let ping = researcher
             .submit(Submission::broadcast(Request::ping()).with_policy(policy.clone()))
-            .wait()
+            .recv()
             .unwrap()
             .unwrap();
         if ping.missing.is_empty() {

@@ -43,15 +43,6 @@ pub enum ConnectError {
     Runtime(String),
 }
 
-/// Connection state changes, reported as events.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ConnectionState {
-    /// A session started (first or again), subscriptions sent.
-    Connected,
-    /// The connection was lost; the driver reconnects with backoff.
-    Disconnected(String),
-}
-
 static CLIENTS: AtomicU64 = AtomicU64::new(0);
 
 /// A client id unique to this instance: role, process, a counter and the start time.

@@ -2,8 +2,8 @@
 //! embedded rumqttd broker.
 //!
 //! A [`Runtime`] is a background thread owning a tokio runtime, the rumqttc event loops and
-//! the cores; drivers are handles that send it orders over channels and get answers back as
-//! [`Pending`] values, which a caller can [`wait`](Pending::wait) for or `.await` from any
+//! the cores; drivers are handles that send it orders over channels and get answers back on
+//! flume receivers, which a caller can `recv()` (blocking) or `recv_async().await` from any
 //! executor. tokio stays inside this crate.
 
 #![forbid(unsafe_code)]
@@ -19,7 +19,7 @@ pub mod runtime;
 
 pub use broker::EmbeddedBroker;
 pub use config::{MqttConfig, Qos, Tls};
-pub use connection::{ConnectError, ConnectionState};
+pub use connection::ConnectError;
 pub use node::{Fetcher, NodeDriver};
-pub use researcher::{DriverEvent, ResearcherDriver};
-pub use runtime::{Pending, Runtime, Stopped};
+pub use researcher::ResearcherDriver;
+pub use runtime::Runtime;

@@ -12,7 +12,7 @@ use rumqttc::{AsyncClient, SubscribeFilter};
 use crate::config::MqttConfig;
 use crate::connection::{self, ConnectError, Input};
 use crate::outbox::Outbox;
-use crate::runtime::{Pending, Runtime};
+use crate::runtime::Runtime;
 
 const REQUEST_CAPACITY: usize = 256;
 
@@ -60,15 +60,13 @@ impl NodeDriver {
         nodes: Vec<NodeConfig>,
         fetcher: Arc<dyn Fetcher>,
     ) -> Result<Vec<Self>, ConnectError> {
-        let started: Vec<(Pending<Result<(), ConnectError>>, NodeDriver)> = nodes
+        let started: Vec<(flume::Receiver<Result<(), ConnectError>>, NodeDriver)> = nodes
             .into_iter()
             .map(|node| spawn(runtime, mqtt.clone(), node, Arc::clone(&fetcher)))
             .collect();
         let mut drivers = Vec::with_capacity(started.len());
         for (ready, driver) in started {
-            ready
-                .wait()
-                .map_err(|e| ConnectError::Runtime(e.to_string()))??;
+            ready.recv().map_err(|_| crate::researcher::stopped())??;
             drivers.push(driver);
         }
         Ok(drivers)
@@ -85,9 +83,9 @@ fn spawn(
     mqtt: MqttConfig,
     node: NodeConfig,
     fetcher: Arc<dyn Fetcher>,
-) -> (Pending<Result<(), ConnectError>>, NodeDriver) {
+) -> (flume::Receiver<Result<(), ConnectError>>, NodeDriver) {
     let (alive, dropped) = flume::bounded::<()>(1);
-    let (ready_tx, ready) = Pending::new();
+    let (ready_tx, ready) = flume::bounded(1);
     let node_id = node.node_id.clone();
     runtime.handle().spawn(async move {
         let (client, eventloop) = connection::open(&mqtt, "node", REQUEST_CAPACITY);

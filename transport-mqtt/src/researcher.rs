@@ -6,28 +6,19 @@ use std::time::Duration;
 
 use fedreq_protocol::researcher::{Event, Mail};
 use fedreq_protocol::{
-    topic, Command, Outcome, RequestId, Researcher, ResearcherConfig, Submission, SubmitError,
-    Timestamp,
+    topic, Command, ConnectionState, Outcome, RequestId, Researcher, ResearcherConfig, Submission,
+    SubmitError, Timestamp,
 };
 use rumqttc::AsyncClient;
 use tokio::time::Instant;
 
 use crate::config::MqttConfig;
-use crate::connection::{self, ConnectError, ConnectionState, Input};
+use crate::connection::{self, ConnectError, Input};
 use crate::outbox::Outbox;
-use crate::runtime::{Pending, Runtime};
+use crate::runtime::Runtime;
 
 /// rumqttc request channel capacity; what does not fit waits in the outbox.
 const REQUEST_CAPACITY: usize = 4096;
-
-/// What the driver reports besides completed requests.
-#[derive(Clone, Debug, PartialEq)]
-pub enum DriverEvent {
-    /// An event of the core: a node log, a monitoring scalar, an unmatched or rejected message.
-    Core(Event),
-    /// The connection went up or down.
-    Connection(ConnectionState),
-}
 
 enum Order {
     Submit(Submission, flume::Sender<Result<Outcome, SubmitError>>),
@@ -36,10 +27,13 @@ enum Order {
 
 /// A researcher core driven over MQTT. Cloning gives another handle to the same driver;
 /// it disconnects when the last handle is dropped.
+///
+/// Answers come back on flume receivers: `recv()` blocks, `recv_async().await` works from any
+/// executor.
 #[derive(Clone, Debug)]
 pub struct ResearcherDriver {
     orders: flume::Sender<Order>,
-    events: flume::Receiver<DriverEvent>,
+    events: flume::Receiver<Event>,
     _runtime: Runtime,
 }
 
@@ -63,9 +57,7 @@ impl ResearcherDriver {
         core: ResearcherConfig,
     ) -> Result<Self, ConnectError> {
         let (ready, driver) = Self::start(runtime, mqtt, core);
-        ready
-            .wait()
-            .map_err(|e| ConnectError::Runtime(e.to_string()))??;
+        ready.recv().map_err(|_| stopped())??;
         Ok(driver)
     }
 
@@ -76,9 +68,7 @@ impl ResearcherDriver {
         core: ResearcherConfig,
     ) -> Result<Self, ConnectError> {
         let (ready, driver) = Self::start(runtime, mqtt, core);
-        ready
-            .await
-            .map_err(|e| ConnectError::Runtime(e.to_string()))??;
+        ready.recv_async().await.map_err(|_| stopped())??;
         Ok(driver)
     }
 
@@ -86,10 +76,10 @@ impl ResearcherDriver {
         runtime: &Runtime,
         mqtt: MqttConfig,
         core: ResearcherConfig,
-    ) -> (Pending<Result<(), ConnectError>>, Self) {
+    ) -> (flume::Receiver<Result<(), ConnectError>>, Self) {
         let (orders_tx, orders) = flume::unbounded();
         let (events, events_rx) = flume::unbounded();
-        let (ready_tx, ready) = Pending::new();
+        let (ready_tx, ready) = flume::bounded(1);
         runtime.handle().spawn(async move {
             let (client, eventloop) = connection::open(&mqtt, "researcher", REQUEST_CAPACITY);
             let (inputs_tx, inputs) = flume::unbounded();
@@ -124,21 +114,22 @@ impl ResearcherDriver {
     }
 
     /// Submits a request; the outcome comes when the core completes it.
-    pub fn submit(&self, submission: Submission) -> Pending<Result<Outcome, SubmitError>> {
-        let (reply, pending) = Pending::new();
+    pub fn submit(&self, submission: Submission) -> flume::Receiver<Result<Outcome, SubmitError>> {
+        let (reply, answer) = flume::bounded(1);
         let _ = self.orders.send(Order::Submit(submission, reply));
-        pending
+        answer
     }
 
     /// Takes the unmatched messages of these commands (all when empty) from the mailbox.
-    pub fn take_mail(&self, commands: Vec<Command>) -> Pending<Vec<Mail>> {
-        let (reply, pending) = Pending::new();
+    pub fn take_mail(&self, commands: Vec<Command>) -> flume::Receiver<Vec<Mail>> {
+        let (reply, answer) = flume::bounded(1);
         let _ = self.orders.send(Order::TakeMail(commands, reply));
-        pending
+        answer
     }
 
-    /// Node logs, monitoring scalars, unmatched and rejected messages, connection changes.
-    pub fn events(&self) -> &flume::Receiver<DriverEvent> {
+    /// Every event but completions: node logs, monitoring scalars, unmatched and rejected
+    /// messages, connection changes.
+    pub fn events(&self) -> &flume::Receiver<Event> {
         &self.events
     }
 }
@@ -150,7 +141,7 @@ struct Task {
     epoch: Instant,
     outbox: Outbox,
     waiting: HashMap<RequestId, flume::Sender<Result<Outcome, SubmitError>>>,
-    events: flume::Sender<DriverEvent>,
+    events: flume::Sender<Event>,
 }
 
 impl Task {
@@ -176,10 +167,10 @@ impl Task {
                     Ok(Input::Publish { topic, payload }) => self.core.handle_publish(self.now(), &topic, &payload),
                     Ok(Input::Connected) => {
                         self.subscribe();
-                        let _ = self.events.send(DriverEvent::Connection(ConnectionState::Connected));
+                        self.core.handle_connection(self.now(), ConnectionState::Connected);
                     }
                     Ok(Input::Disconnected(reason)) => {
-                        let _ = self.events.send(DriverEvent::Connection(ConnectionState::Disconnected(reason)));
+                        self.core.handle_connection(self.now(), ConnectionState::Disconnected(reason));
                     }
                     Err(_) => return,
                 },
@@ -212,7 +203,7 @@ impl Task {
                     }
                 }
                 other => {
-                    let _ = self.events.send(DriverEvent::Core(other));
+                    let _ = self.events.send(other);
                 }
             }
         }
@@ -224,4 +215,8 @@ async fn sleep_until(wake: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+pub(crate) fn stopped() -> ConnectError {
+    ConnectError::Runtime("the driver thread stopped".into())
 }

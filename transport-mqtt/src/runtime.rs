@@ -1,11 +1,7 @@
-//! The driver thread: one tokio runtime owning every MQTT connection and core of a process,
-//! and the answers it sends back.
+//! The driver thread: one tokio runtime owning every MQTT connection and core of a process.
 
-use std::future::{Future, IntoFuture};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 /// A background thread running a single-threaded tokio runtime. Drivers started on one
 /// `Runtime` share its thread: a thousand nodes are a thousand tasks, not threads. Clones
@@ -60,47 +56,5 @@ impl Drop for Inner {
                 let _ = thread.join();
             }
         }
-    }
-}
-
-/// The driver stopped before answering.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("the MQTT driver has stopped")]
-pub struct Stopped;
-
-/// An answer to come from the driver thread: wait for it ([`wait`](Self::wait)), or `.await`
-/// it from any executor.
-#[derive(Debug)]
-pub struct Pending<T> {
-    pub(crate) receiver: flume::Receiver<T>,
-}
-
-impl<T> Pending<T> {
-    pub(crate) fn new() -> (flume::Sender<T>, Pending<T>) {
-        let (sender, receiver) = flume::bounded(1);
-        (sender, Pending { receiver })
-    }
-
-    /// Blocks until the answer comes.
-    pub fn wait(self) -> Result<T, Stopped> {
-        self.receiver.recv().map_err(|_| Stopped)
-    }
-
-    /// Blocks at most `timeout`; `Ok(None)` when it ran out.
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<T>, Stopped> {
-        match self.receiver.recv_timeout(timeout) {
-            Ok(value) => Ok(Some(value)),
-            Err(flume::RecvTimeoutError::Timeout) => Ok(None),
-            Err(flume::RecvTimeoutError::Disconnected) => Err(Stopped),
-        }
-    }
-}
-
-impl<T: Send + 'static> IntoFuture for Pending<T> {
-    type Output = Result<T, Stopped>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Result<T, Stopped>> + Send>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move { self.receiver.recv_async().await.map_err(|_| Stopped) })
     }
 }
