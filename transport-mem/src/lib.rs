@@ -3,17 +3,20 @@
 //!
 //! - [`router`]: MQTT topic filters and routing, shared by both.
 //! - [`broker`]: the real-time broker, for any code in the process.
+//! - [`driver`]: researcher and node cores driven in real time over that broker.
 //! - [`sim`]: the simulator: virtual clock, seeded faults, a trace and its hash.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod broker;
+pub mod driver;
 pub mod rng;
 pub mod router;
 pub mod sim;
 pub mod trace;
 
 pub use broker::{Broker, Client, Publish};
+pub use driver::{MemNodes, MemResearcher};
 pub use sim::{Crash, Faults, SimConfig, Simulation, Slow};
 pub use trace::{Endpoint, Fate, TraceEntry};

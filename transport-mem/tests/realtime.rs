@@ -1,0 +1,62 @@
+//! Cores driven in real time over the in-memory broker.
+
+use std::time::Duration;
+
+use fedreq_mem::sim::simulated_datasets;
+use fedreq_mem::{Broker, MemNodes, MemResearcher};
+use fedreq_protocol::node::FetchResult;
+use fedreq_protocol::{Completion, NodeConfig, Policy, Request, ResearcherConfig, Submission};
+
+#[test]
+fn a_researcher_and_nodes_exchange_over_the_in_memory_broker() {
+    let broker = Broker::new();
+    let ids: Vec<String> = (0..4).map(|i| format!("n{i}")).collect();
+    let configs = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| NodeConfig::new(id.clone(), simulated_datasets(i)))
+        .collect();
+    let _nodes = MemNodes::start(&broker, configs, |url| {
+        if url.ends_with(".py") {
+            FetchResult::Body(b"class P: pass".to_vec())
+        } else {
+            FetchResult::Status(404)
+        }
+    });
+    let researcher = MemResearcher::start(&broker, ResearcherConfig::new("r"));
+    let known = Policy::quiet(Duration::from_secs(5)).with_roster(ids.clone());
+
+    let ping = researcher
+        .submit(Submission::broadcast(Request::ping()).with_policy(known.clone()))
+        .recv()
+        .unwrap()
+        .unwrap();
+    assert_eq!(ping.completion, Completion::AllAnswered);
+    assert!(ping.elapsed < Duration::from_secs(1));
+
+    let search = Submission::broadcast(Request::search(vec!["images".into()]))
+        .with_policy(Policy::quiet(Duration::from_millis(200)));
+    let found: Vec<String> = researcher
+        .submit(search)
+        .recv()
+        .unwrap()
+        .unwrap()
+        .datasets()
+        .into_keys()
+        .collect();
+    assert_eq!(found, ["n0", "n1", "n2"]);
+
+    let approve = Submission::broadcast(Request::approval("p", "http://x/p.py")).with_policy(known);
+    let approvals = researcher
+        .submit(approve)
+        .recv()
+        .unwrap()
+        .unwrap()
+        .approvals();
+    assert!(
+        approvals.len() == 4 && approvals.values().all(|&ok| ok),
+        "{approvals:?}"
+    );
+    let logs = researcher.events().try_iter().count();
+    assert!(logs >= 4, "each node logged the registration ({logs})");
+}
