@@ -32,8 +32,8 @@ pub use node::{Node, NodeConfig};
 pub use outcome::{Completion, Counters, Outcome, RequestId};
 pub use policy::Policy;
 pub use researcher::{
-    ConnectionState, Event, Mail, NodeLog, Researcher, ResearcherConfig, Submission, Transmit,
-    Unmatched,
+    Collect, ConnectionState, Event, Mail, NodeLog, Researcher, ResearcherConfig, Submission,
+    Transmit, Unmatched,
 };
 pub use time::Timestamp;
 pub use topic::{NodeId, Target};

@@ -62,8 +62,8 @@ pub struct Counters {
 pub struct Outcome {
     /// The request.
     pub id: RequestId,
-    /// Its command.
-    pub command: Command,
+    /// Its command; `None` for a collect, which sends nothing.
+    pub command: Option<Command>,
     /// The sequence it was sent with, for commands that carry one.
     pub sequence: Option<Sequence>,
     /// The nodes it was sent to; `None` for a broadcast.

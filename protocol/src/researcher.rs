@@ -82,6 +82,16 @@ impl Submission {
     }
 }
 
+/// Collecting the unmatched messages of some commands, as Fed-BioMed's `get_responses` and
+/// `get_messages` read their queue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Collect {
+    /// The commands to take; all when empty.
+    pub commands: Vec<Command>,
+    /// When it is complete: typically Fed-BioMed's rounds, or a deadline alone.
+    pub policy: Policy,
+}
+
 /// One MQTT publish for the adapter to make.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
@@ -209,11 +219,19 @@ impl BuildHasher for Keyed {
 
 type NodeSet = HashSet<NodeId, Keyed>;
 
+/// What an active request is.
+#[derive(Debug)]
+enum Kind {
+    /// A request sent to nodes, collecting its replies.
+    Sent { command: Command, request: Request },
+    /// No request: collects the unmatched messages of these commands (all when empty).
+    Collect(Vec<Command>),
+}
+
 /// A request between submission and completion.
 #[derive(Debug)]
 struct Active {
-    command: Command,
-    request: Request,
+    kind: Kind,
     sequence: Option<Sequence>,
     targets: Option<Vec<NodeId>>,
     targeted: Option<NodeSet>,
@@ -237,6 +255,45 @@ struct Active {
 }
 
 impl Active {
+    /// The command of the replies it collects, for a sent request.
+    fn reply_command(&self) -> Option<Command> {
+        match &self.kind {
+            Kind::Sent { command, .. } => Some(command.reply()),
+            Kind::Collect(_) => None,
+        }
+    }
+
+    /// Whether it is a collect that takes `command`.
+    fn collects(&self, command: Command) -> bool {
+        matches!(&self.kind, Kind::Collect(commands) if commands.is_empty() || commands.contains(&command))
+    }
+
+    /// Keeps a message for a collect (errors apart), unless `only_successful` drops it.
+    fn keep(&mut self, now: Timestamp, message: NodeMessage) {
+        match message {
+            NodeMessage::Error(error) => self.errors.push(error),
+            _ if self.policy.only_successful && message.success() == Some(false) => {
+                self.counters.unsuccessful += 1;
+                return;
+            }
+            message => self.replies.push(message),
+        }
+        self.note_activity(now);
+    }
+
+    /// Counts a kept reply or error: activity for the quiet period, rounds and minimum.
+    fn note_activity(&mut self, now: Timestamp) {
+        self.last_reply = now;
+        self.new_in_round += 1;
+        let reached = self
+            .policy
+            .min_replies
+            .is_some_and(|m| self.replies.len() >= m.count);
+        if reached && self.min_reached.is_none() {
+            self.min_reached = Some(now);
+        }
+    }
+
     fn targets(&self, node: &str) -> bool {
         self.targeted.as_ref().is_none_or(|t| t.contains(node))
     }
@@ -443,8 +500,7 @@ impl Researcher {
         let id = RequestId(self.next_id);
         self.next_id += 1;
         let active = Active {
-            command,
-            request,
+            kind: Kind::Sent { command, request },
             sequence,
             targets,
             targeted,
@@ -479,6 +535,50 @@ impl Researcher {
         Ok(id)
     }
 
+    /// Starts collecting, under `collect.policy`, the messages of `collect.commands` that no
+    /// request takes (as Fed-BioMed's `get_responses` reads its queue): first those waiting in
+    /// the mailbox, then those that arrive. Completes like any request, with no target.
+    pub fn collect(&mut self, now: Timestamp, collect: Collect) -> RequestId {
+        self.handle_timeout(now);
+        let keyed = Keyed(self.config.hash_seed);
+        let id = RequestId(self.next_id);
+        self.next_id += 1;
+        let timeout = collect.policy.timeout;
+        let mut active = Active {
+            kind: Kind::Collect(collect.commands),
+            sequence: None,
+            targets: None,
+            targeted: None,
+            expected: Vec::new(),
+            expected_set: NodeSet::with_hasher(keyed),
+            policy: collect.policy,
+            submitted: now,
+            sent: Some(now),
+            last_reply: now,
+            round_end: now + timeout,
+            new_in_round: 0,
+            min_reached: None,
+            replied: NodeSet::with_hasher(keyed),
+            errored: NodeSet::with_hasher(keyed),
+            expected_answered: 0,
+            replies: Vec::new(),
+            errors: Vec::new(),
+            counters: Counters::default(),
+            wake: None,
+        };
+        let (taken, kept): (VecDeque<Mail>, VecDeque<Mail>) = std::mem::take(&mut self.mailbox)
+            .into_iter()
+            .partition(|m| m.reason != Unmatched::Foreign && active.collects(m.message.command()));
+        self.mailbox = kept;
+        for mail in taken {
+            active.keep(now, mail.message);
+        }
+        active.last_reply = now;
+        self.requests.insert(id, active);
+        self.reschedule(id);
+        id
+    }
+
     /// Takes one MQTT publish received on `general/researcher`, `general/logger` or
     /// `general/monitoring`. Nothing in the payload can make it fail or panic.
     pub fn handle_publish(&mut self, now: Timestamp, topic: &str, payload: &[u8]) {
@@ -489,7 +589,7 @@ impl Researcher {
             Err(error) => {
                 let command = error.command();
                 for active in self.requests.values_mut().filter(|a| a.sent.is_some()) {
-                    if command.is_none_or(|c| c == active.command.reply()) {
+                    if command.is_none() || command == active.reply_command() {
                         active.counters.malformed += 1;
                     }
                 }
@@ -589,11 +689,13 @@ impl Researcher {
             None => *self.busy.get(&request_of(command))?,
         };
         let active = &self.requests[&id];
-        let same_job = active
-            .request
+        let Kind::Sent { request, .. } = &active.kind else {
+            return None;
+        };
+        let same_job = request
             .job_id()
             .is_none_or(|job| reply.job_id() == Some(job));
-        (active.command.reply() == command && same_job).then_some(id)
+        (active.reply_command() == Some(command) && same_job).then_some(id)
     }
 
     fn on_reply(&mut self, now: Timestamp, reply: NodeMessage) {
@@ -618,15 +720,7 @@ impl Researcher {
             active.counters.unsuccessful += 1;
         } else {
             active.replies.push(reply);
-            active.last_reply = now;
-            active.new_in_round += 1;
-            let reached = active
-                .policy
-                .min_replies
-                .is_some_and(|m| active.replies.len() >= m.count);
-            if reached && active.min_reached.is_none() {
-                active.min_reached = Some(now);
-            }
+            active.note_activity(now);
         }
         if active.all_expected_answered() {
             self.complete(id, now, Completion::AllAnswered);
@@ -644,7 +738,7 @@ impl Researcher {
             None => self.finished.contains(&request_of(command)),
         };
         for active in self.requests.values_mut() {
-            if active.sent.is_some() && active.command.reply() == command {
+            if active.sent.is_some() && active.reply_command() == Some(command) {
                 if late {
                     active.counters.late += 1;
                 } else {
@@ -667,7 +761,12 @@ impl Researcher {
         let ids: Vec<RequestId> = self
             .requests
             .iter()
-            .filter(|(_, a)| a.sent.is_some() && a.targets(node) && !a.replied.contains(node))
+            .filter(|(_, a)| {
+                a.sent.is_some()
+                    && a.reply_command().is_some()
+                    && a.targets(node)
+                    && !a.replied.contains(node)
+            })
             .map(|(&id, _)| id)
             .collect();
         if ids.is_empty() {
@@ -679,8 +778,7 @@ impl Researcher {
                 active.mark_answered(node);
             }
             active.errors.push(error.clone());
-            active.last_reply = now;
-            active.new_in_round += 1;
+            active.note_activity(now);
             if active.policy.stop_on_error {
                 self.complete(id, now, Completion::Error);
             } else if active.all_expected_answered() {
@@ -697,7 +795,19 @@ impl Researcher {
         sequence.wrapping_sub(first) < self.next_sequence.wrapping_sub(first)
     }
 
+    /// A message no request takes: to the oldest collect that wants it, else to the mailbox.
     fn post(&mut self, now: Timestamp, reason: Unmatched, message: NodeMessage) {
+        if reason != Unmatched::Foreign {
+            let collect = self
+                .requests
+                .iter()
+                .find(|(_, a)| a.collects(message.command()))
+                .map(|(&id, _)| id);
+            if let Some(id) = collect {
+                self.active(id).keep(now, message);
+                return self.reschedule(id);
+            }
+        }
         self.events.push_back(Event::Unmatched {
             reason,
             command: message.command(),
@@ -720,7 +830,10 @@ impl Researcher {
         active.sent = Some(now);
         active.last_reply = now;
         active.round_end = now + active.policy.timeout;
-        let payload = active.request.encode();
+        let Kind::Sent { request, .. } = &active.kind else {
+            return;
+        };
+        let payload = request.encode();
         let topics = match &active.targets {
             None => Target::All.topics(),
             Some(nodes) => Target::Nodes(nodes.clone()).topics(),
@@ -758,8 +871,11 @@ impl Researcher {
         if let Some(sequence) = active.sequence {
             self.by_sequence.remove(&sequence);
         }
-        let command = active.command;
-        if active.sequence.is_none() {
+        let command = match active.kind {
+            Kind::Sent { command, .. } => Some(command),
+            Kind::Collect(_) => None,
+        };
+        if let (Some(command), None) = (command, active.sequence) {
             if active.sent.is_some() {
                 self.finished.insert(command);
                 self.busy.remove(&command);

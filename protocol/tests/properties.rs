@@ -348,7 +348,7 @@ proptest! {
         for outcome in outcomes {
             let mut nodes = std::collections::BTreeSet::new();
             for reply in &outcome.replies {
-                prop_assert_eq!(reply.command(), outcome.command.reply());
+                prop_assert_eq!(Some(reply.command()), outcome.command.map(fedreq_protocol::Command::reply));
                 prop_assert_eq!(reply.researcher_id(), ME);
                 prop_assert_eq!(reply.sequence(), outcome.sequence);
                 if let Some(targets) = &outcome.targets {

@@ -634,3 +634,65 @@ fn kept_sequences_are_sent_as_given_and_may_not_collide() {
     publish(&mut core, ms(1.0), &pong("a", 900));
     assert_eq!(only_outcome(&mut core, ms(60_000.0)).replies.len(), 1);
 }
+
+fn collect(commands: &[Command], policy: Policy) -> fedreq_protocol::Collect {
+    fedreq_protocol::Collect {
+        commands: commands.to_vec(),
+        policy,
+    }
+}
+
+#[test]
+fn a_collect_reads_the_mailbox_then_new_arrivals_in_fedbiomed_rounds() {
+    let mut core = core();
+    // Fire and forget: a request that completes at once, its replies going to the mailbox.
+    core.submit(
+        ms(0.0),
+        Submission::broadcast(Request::ping()).with_policy(Policy {
+            early: false,
+            ..Policy::quiet(Duration::ZERO)
+        }),
+    )
+    .unwrap();
+    assert_eq!(only_outcome(&mut core, ms(0.0)).replies.len(), 0);
+    publish(&mut core, ms(1.0), &pong("a", 0));
+    publish(&mut core, ms(2.0), &list_reply("b"));
+    let id = core.collect(
+        ms(3.0),
+        collect(&[Command::Pong], Policy::fedbiomed(secs(1))),
+    );
+    publish(&mut core, ms(500.0), &pong("c", 0));
+    publish(&mut core, ms(1_500.0), &pong("d", 0));
+    let outcome = only_outcome(&mut core, ms(60_000.0));
+    assert_eq!((outcome.id, outcome.command), (id, None));
+    assert_eq!(outcome.online(), nodes(&["a", "c", "d"]));
+    assert_eq!(
+        outcome.elapsed,
+        secs(3),
+        "rounds end at 1 s (a, c), 2 s (d), 3 s (none)"
+    );
+    assert_eq!(
+        core.take_mail(&[]).len(),
+        1,
+        "the list reply stays in the mailbox"
+    );
+}
+
+#[test]
+fn a_collect_with_only_a_deadline_is_get_messages() {
+    let mut core = core();
+    publish(&mut core, ms(0.0), &error_from("a"));
+    let policy = Policy {
+        early: false,
+        ..Policy::quiet(Duration::MAX)
+    }
+    .with_deadline(Duration::from_millis(10));
+    core.collect(ms(1.0), collect(&[], policy));
+    publish(&mut core, ms(5.0), &list_reply("b"));
+    let outcome = only_outcome(&mut core, ms(60_000.0));
+    assert_eq!(
+        (outcome.completion, outcome.elapsed),
+        (Completion::Deadline, Duration::from_millis(10))
+    );
+    assert_eq!((outcome.errors.len(), outcome.replies.len()), (1, 1));
+}

@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use fedreq_protocol::node::FetchResult;
 use fedreq_protocol::researcher::{Event, Mail};
 use fedreq_protocol::{
-    topic, Command, Node, NodeConfig, Outcome, Researcher, ResearcherConfig, Submission,
+    topic, Collect, Command, Node, NodeConfig, Outcome, Researcher, ResearcherConfig, Submission,
     SubmitError, Timestamp,
 };
 
@@ -17,6 +17,7 @@ use crate::broker::{Broker, Client, Publish};
 
 enum Order {
     Submit(Submission, flume::Sender<Result<Outcome, SubmitError>>),
+    Collect(Collect, flume::Sender<Result<Outcome, SubmitError>>),
     TakeMail(Vec<Command>, flume::Sender<Vec<Mail>>),
 }
 
@@ -51,19 +52,29 @@ impl MemResearcher {
     /// Submits a request; the outcome comes when the core completes it.
     pub fn submit(&self, submission: Submission) -> flume::Receiver<Result<Outcome, SubmitError>> {
         let (reply, answer) = flume::bounded(1);
-        if let Some(orders) = &self.orders {
-            let _ = orders.send(Order::Submit(submission, reply));
-        }
+        self.order(Order::Submit(submission, reply));
+        answer
+    }
+
+    /// Collects unmatched messages, as Fed-BioMed's `get_responses` reads its queue.
+    pub fn collect(&self, collect: Collect) -> flume::Receiver<Result<Outcome, SubmitError>> {
+        let (reply, answer) = flume::bounded(1);
+        self.order(Order::Collect(collect, reply));
         answer
     }
 
     /// Takes the unmatched messages of these commands (all when empty) from the mailbox.
     pub fn take_mail(&self, commands: Vec<Command>) -> flume::Receiver<Vec<Mail>> {
         let (reply, answer) = flume::bounded(1);
-        if let Some(orders) = &self.orders {
-            let _ = orders.send(Order::TakeMail(commands, reply));
-        }
+        self.order(Order::TakeMail(commands, reply));
         answer
+    }
+
+    /// A stopped driver drops the reply sender: the caller's receiver reports it.
+    fn order(&self, order: Order) {
+        if let Some(orders) = &self.orders {
+            let _ = orders.send(order);
+        }
     }
 
     /// Every event but completions.
@@ -117,6 +128,9 @@ fn run_researcher(
                     let _ = reply.send(Err(error));
                 }
             },
+            Step::Order(Order::Collect(collect, reply)) => {
+                waiting.insert(core.collect(now(), collect), reply);
+            }
             Step::Order(Order::TakeMail(commands, reply)) => {
                 let _ = reply.send(core.take_mail(&commands));
             }

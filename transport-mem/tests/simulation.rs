@@ -82,7 +82,8 @@ fn paths(sim: &Simulation, outcome: &Outcome, end: Timestamp) -> Paths {
         Endpoint::Node(i) => sim.node_ids()[i as usize].clone(),
         Endpoint::Researcher => unreachable!(),
     };
-    let reply_command = outcome.command.reply().as_str();
+    let command = outcome.command.expect("a sent request");
+    let reply_command = command.reply().as_str();
     let mut paths = Paths {
         answered: BTreeSet::new(),
         lost: BTreeSet::new(),
@@ -94,9 +95,7 @@ fn paths(sim: &Simulation, outcome: &Outcome, end: Timestamp) -> Paths {
         };
         let ours = message["sequence"].as_u64() == outcome.sequence;
         match (entry.from, entry.to) {
-            (Endpoint::Researcher, to)
-                if ours && message["command"] == outcome.command.as_str() =>
-            {
+            (Endpoint::Researcher, to) if ours && message["command"] == command.as_str() => {
                 if entry.fate != Fate::Delivered {
                     paths.lost.insert(node(to));
                 }
@@ -137,7 +136,7 @@ fn under_drop_duplicate_and_reorder_missing_nodes_are_exactly_the_lost_ones() {
                 .map(|r| r.node_id().to_owned())
                 .collect();
             assert_eq!(replied.len(), outcome.replies.len(), "one reply per node");
-            assert_eq!(replied, paths.answered, "seed {seed} {}", outcome.command);
+            assert_eq!(replied, paths.answered, "seed {seed} {:?}", outcome.command);
             let missing: BTreeSet<String> = outcome.missing.iter().cloned().collect();
             let expected: BTreeSet<String> = sim
                 .node_ids()
@@ -145,7 +144,7 @@ fn under_drop_duplicate_and_reorder_missing_nodes_are_exactly_the_lost_ones() {
                 .filter(|n| !paths.answered.contains(*n))
                 .cloned()
                 .collect();
-            assert_eq!(missing, expected, "seed {seed} {}", outcome.command);
+            assert_eq!(missing, expected, "seed {seed} {:?}", outcome.command);
             assert!(missing.len() >= offline.len() && !offline.is_empty());
             for node in &missing {
                 assert!(

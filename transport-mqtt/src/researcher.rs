@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use fedreq_protocol::researcher::{Event, Mail};
 use fedreq_protocol::{
-    topic, Command, ConnectionState, Outcome, RequestId, Researcher, ResearcherConfig, Submission,
-    SubmitError, Timestamp,
+    topic, Collect, Command, ConnectionState, Outcome, RequestId, Researcher, ResearcherConfig,
+    Submission, SubmitError, Timestamp,
 };
 use rumqttc::AsyncClient;
 use tokio::time::Instant;
@@ -22,6 +22,7 @@ const REQUEST_CAPACITY: usize = 4096;
 
 enum Order {
     Submit(Submission, flume::Sender<Result<Outcome, SubmitError>>),
+    Collect(Collect, flume::Sender<Result<Outcome, SubmitError>>),
     TakeMail(Vec<Command>, flume::Sender<Vec<Mail>>),
 }
 
@@ -116,15 +117,27 @@ impl ResearcherDriver {
     /// Submits a request; the outcome comes when the core completes it.
     pub fn submit(&self, submission: Submission) -> flume::Receiver<Result<Outcome, SubmitError>> {
         let (reply, answer) = flume::bounded(1);
-        let _ = self.orders.send(Order::Submit(submission, reply));
+        self.order(Order::Submit(submission, reply));
+        answer
+    }
+
+    /// Collects unmatched messages, as Fed-BioMed's `get_responses` reads its queue.
+    pub fn collect(&self, collect: Collect) -> flume::Receiver<Result<Outcome, SubmitError>> {
+        let (reply, answer) = flume::bounded(1);
+        self.order(Order::Collect(collect, reply));
         answer
     }
 
     /// Takes the unmatched messages of these commands (all when empty) from the mailbox.
     pub fn take_mail(&self, commands: Vec<Command>) -> flume::Receiver<Vec<Mail>> {
         let (reply, answer) = flume::bounded(1);
-        let _ = self.orders.send(Order::TakeMail(commands, reply));
+        self.order(Order::TakeMail(commands, reply));
         answer
+    }
+
+    /// A stopped driver drops the reply sender: the caller's receiver reports it.
+    fn order(&self, order: Order) {
+        let _ = self.orders.send(order);
     }
 
     /// Every event but completions: node logs, monitoring scalars, unmatched and rejected
@@ -179,6 +192,10 @@ impl Task {
                         Ok(id) => { self.waiting.insert(id, reply); }
                         Err(error) => { let _ = reply.send(Err(error)); }
                     },
+                    Ok(Order::Collect(collect, reply)) => {
+                        let id = self.core.collect(self.now(), collect);
+                        self.waiting.insert(id, reply);
+                    }
                     Ok(Order::TakeMail(commands, reply)) => { let _ = reply.send(self.core.take_mail(&commands)); }
                     // Every handle is gone.
                     Err(_) => return,

@@ -152,7 +152,7 @@ pub fn run(args: SimArgs, json: bool) -> Result<(), CliError> {
             .iter()
             .map(|o| {
                 json!({
-                    "command": o.command.as_str(),
+                    "command": o.command.map(|c| c.as_str()),
                     "replies": o.replies.len(),
                     "missing": o.missing,
                     "errors": o.errors.len(),
@@ -201,7 +201,7 @@ pub fn run(args: SimArgs, json: bool) -> Result<(), CliError> {
         println!(
             "{:<3} {:<10} {:>8} {:>8} {:>6} {:>10} {:>5} {:>8} {:>9}  {:<13} {:>9.3} ms",
             i + 1,
-            o.command.as_str(),
+            o.command.map(|c| c.as_str()).unwrap_or("collect"),
             o.replies.len(),
             o.missing.len(),
             o.errors.len(),
