@@ -1,3 +1,29 @@
-//! The fedreq researcher API and the `fedreq` command-line program.
+//! fedreq: the researcher's request layer of federated learning, speaking Fed-BioMed v4.4.
+//!
+//! - [`Requests`]: every operation of Fed-BioMed's `Requests` (ping, list, search, training
+//!   plan approval, send any message, get messages and responses, monitoring), blocking or
+//!   async, over MQTT by default, the in-memory broker, or a [`Messaging`] layer of your own.
+//! - [`TrainingPlan`]: a plan read and checked as Python before anything is sent.
+//! - [`repository`]: the HTTP file repository plans travel through, client and embedded server.
+//!
+//! ```no_run
+//! use fedreq::{Requests, RequestsConfig};
+//! use fedreq_mqtt::MqttConfig;
+//!
+//! let requests = Requests::connect(MqttConfig::new("localhost", 1883), RequestsConfig::new("researcher-1"))?;
+//! println!("online: {:?}", requests.ping_nodes()?);
+//! # Ok::<(), fedreq::Error>(())
+//! ```
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod messaging;
+pub mod plan;
+pub mod repository;
+pub mod requests;
+pub mod table;
+
+pub use messaging::Messaging;
+pub use plan::{PlanError, TrainingPlan};
+pub use requests::{Error, Requests, RequestsConfig};
