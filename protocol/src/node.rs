@@ -12,9 +12,9 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::message::{
-    ApprovalReply, ApprovalRequest, ErrorMessage, Limits, ListReply, LogMessage, NodeMessage,
-    Object, PingReply, Request, SearchReply, SecaggDeleteReply, SecaggReply, TrainReply,
-    TrainingPlanStatusReply, TrainingPlanStatusRequest,
+    AddScalarMessage, ApprovalReply, ApprovalRequest, ErrorMessage, Limits, ListReply, LogMessage,
+    NodeMessage, Object, PingReply, Request, SearchReply, SecaggDeleteReply, SecaggReply,
+    TrainReply, TrainRequest, TrainingPlanStatusReply, TrainingPlanStatusRequest,
 };
 use crate::researcher::Transmit;
 use crate::time::Timestamp;
@@ -43,6 +43,9 @@ pub struct NodeConfig {
     pub datasets: Arc<[Object]>,
     /// Whether training plans must be approved before training (`approval_obligation`).
     pub approval_obligation: bool,
+    /// Answer `train` with a simulated round (a `Loss` scalar on `general/monitoring`, then a
+    /// successful reply) instead of refusing it: for simulations and demonstrations.
+    pub simulate_training: bool,
     /// Limits on incoming payloads.
     pub limits: Limits,
 }
@@ -54,6 +57,7 @@ impl NodeConfig {
             node_id: node_id.into(),
             datasets,
             approval_obligation: true,
+            simulate_training: false,
             limits: Limits::default(),
         }
     }
@@ -296,17 +300,7 @@ impl Node {
             Request::TrainingPlanStatus(status) => {
                 self.fetch(status.training_plan_url.clone(), Waiting::Status(status))
             }
-            Request::Train(train) => self.reply(NodeMessage::Train(TrainReply {
-                researcher_id: train.researcher_id,
-                job_id: train.job_id,
-                success: false,
-                node_id,
-                dataset_id: train.dataset_id,
-                params_url: String::new(),
-                timing: Object::new(),
-                sample_size: None,
-                msg: "this node does not train".into(),
-            })),
+            Request::Train(train) => self.train(train),
             Request::Secagg(secagg) => self.reply(NodeMessage::Secagg(SecaggReply {
                 researcher_id: secagg.researcher_id,
                 secagg_id: secagg.secagg_id,
@@ -326,6 +320,55 @@ impl Node {
                 }))
             }
         }
+    }
+
+    /// A simulated training round on the requested dataset, or a refusal.
+    fn train(&mut self, train: TrainRequest) {
+        let dataset = self
+            .config
+            .datasets
+            .iter()
+            .find(|d| d.get("dataset_id").and_then(Value::as_str) == Some(&train.dataset_id));
+        let samples = dataset.and_then(|d| d.get("shape")?.get(0)?.as_i64());
+        let refusal = match (self.config.simulate_training, dataset) {
+            (false, _) => Some("this node does not train"),
+            (true, None) => Some("no such dataset on this node"),
+            (true, Some(_)) => None,
+        };
+        if refusal.is_none() {
+            let loss = 1.0 / (train.round.max(0) as f64 + 1.0);
+            let scalar = NodeMessage::AddScalar(AddScalarMessage {
+                researcher_id: train.researcher_id.clone(),
+                node_id: self.config.node_id.clone(),
+                job_id: train.job_id.clone(),
+                train: true,
+                test: false,
+                test_on_local_updates: false,
+                test_on_global_updates: false,
+                metric: [("Loss".to_owned(), json!(loss))].into_iter().collect(),
+                epoch: Some(1),
+                total_samples: samples.unwrap_or(0),
+                batch_samples: samples.unwrap_or(0),
+                num_batches: 1,
+                num_samples_trained: samples,
+                iteration: 1,
+            });
+            self.transmits.push_back(Transmit {
+                topic: topic::MONITORING.to_owned(),
+                payload: scalar.encode(),
+            });
+        }
+        self.reply(NodeMessage::Train(TrainReply {
+            researcher_id: train.researcher_id,
+            job_id: train.job_id,
+            success: refusal.is_none(),
+            node_id: self.config.node_id.clone(),
+            dataset_id: train.dataset_id,
+            params_url: String::new(),
+            timing: Object::new(),
+            sample_size: samples.filter(|_| refusal.is_none()),
+            msg: refusal.unwrap_or_default().to_owned(),
+        }));
     }
 
     /// Answers a [`Fetch`]; an unknown id is ignored.

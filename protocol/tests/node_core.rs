@@ -290,3 +290,43 @@ fn dataset_files_are_checked() {
         Err(DatasetError::BadTags { index: 0 })
     );
 }
+
+fn train(dataset_id: &str) -> Value {
+    json!({"researcher_id": R, "job_id": "job", "params_url": "http://repo/params", "training_args": {},
+           "dataset_id": dataset_id, "training": true, "model_args": {}, "training_plan_url": "http://repo/p.py",
+           "training_plan_class": "Plan", "secagg_servkey_id": null, "secagg_biprime_id": null,
+           "secagg_random": null, "secagg_clipping_range": null, "round": 1, "aggregator_args": {},
+           "command": "train", "protocol_version": "1"})
+}
+
+#[test]
+fn train_is_refused_unless_simulated_and_then_reports_a_scalar() {
+    let out = send(&mut node(), train("dataset_0"));
+    assert_eq!(
+        (replies(&out)[0]["success"].as_bool(), out.len()),
+        (Some(false), 1)
+    );
+
+    let mut config = NodeConfig::new("node_a", datasets());
+    config.simulate_training = true;
+    let mut simulating = Node::new(config);
+    let out = send(&mut simulating, train("dataset_0"));
+    let (topic, scalar) = &out[0];
+    assert_eq!(topic, "general/monitoring");
+    assert_eq!(
+        (
+            scalar["command"].as_str(),
+            scalar["metric"]["Loss"].as_f64()
+        ),
+        (Some("add_scalar"), Some(0.5))
+    );
+    let reply = replies(&out)[0];
+    assert_eq!(
+        (reply["success"].as_bool(), reply["sample_size"].as_i64()),
+        (Some(true), Some(10))
+    );
+    assert_eq!(
+        replies(&send(&mut simulating, train("nope")))[0]["success"],
+        false
+    );
+}

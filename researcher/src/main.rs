@@ -7,6 +7,9 @@ use clap::Parser;
 mod cli;
 
 fn main() -> ExitCode {
+    log::set_logger(&STDERR)
+        .map(|()| log::set_max_level(log::LevelFilter::Info))
+        .ok();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -15,4 +18,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// fedreq's own `log` records on stderr, one line each (the embedded broker's are not shown).
+struct Stderr;
+
+static STDERR: Stderr = Stderr;
+
+impl log::Log for Stderr {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::max_level() && metadata.target().starts_with("fedreq")
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            eprintln!("{:<5} {}", record.level(), record.args());
+        }
+    }
+
+    fn flush(&self) {}
 }

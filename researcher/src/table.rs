@@ -1,8 +1,10 @@
 //! Datasets as Fed-BioMed prints them: one grid table per node.
 
-use comfy_table::presets::ASCII_FULL;
 use comfy_table::Table;
 use serde_json::Value;
+
+/// tabulate's `grid` format, which Fed-BioMed uses: `+---+` rules, `+===+` under the header.
+const GRID: &str = "||--+=++|-+++++++++";
 
 /// The columns Fed-BioMed shows.
 const COLUMNS: [&str; 5] = ["name", "data_type", "tags", "description", "shape"];
@@ -14,7 +16,7 @@ pub fn datasets(node: &str, datasets: &[Value]) -> String {
         return format!("{title}\nNo data has been set up for this node.");
     }
     let mut table = Table::new();
-    table.load_preset(ASCII_FULL).set_header(COLUMNS);
+    table.load_preset(GRID).set_header(COLUMNS);
     for dataset in datasets {
         table.add_row(COLUMNS.map(|column| match dataset.get(column) {
             Some(Value::String(text)) => text.clone(),

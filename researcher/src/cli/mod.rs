@@ -1,47 +1,249 @@
-//! Command-line parsing and the subcommands. Exit status: 0 on success, 1 on an error
-//! (one line on stderr naming the cause), 2 on a usage error (clap's own).
+//! The `fedreq` program. Exit status: 0 on success, 1 on an error (one line on stderr naming
+//! the cause), 2 on a usage error.
 
-use std::fmt;
+use std::fmt::Display;
+use std::io::IsTerminal;
+use std::str::FromStr;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use fedreq::{Requests, RequestsConfig};
+use fedreq_mqtt::{MqttConfig, Qos, Tls};
+use fedreq_protocol::Policy;
+use indicatif::{ProgressBar, ProgressStyle};
 
+mod demo;
+mod researcher;
+mod serve;
 mod sim;
+mod tools;
 
 /// fedreq: ping the nodes of a Fed-BioMed v4.4 federation, list and search their datasets,
 /// send training plans for approval, and collect the replies.
 #[derive(Debug, Parser)]
 #[command(name = "fedreq", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Print one JSON object on stdout instead of tables.
-    #[arg(long, global = true)]
-    pub json: bool,
-
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
-    pub command: Command,
+    command: Command,
 }
 
-/// The subcommands.
+/// Options of every command, accepted before or after the subcommand.
+#[derive(Debug, Args)]
+struct Global {
+    /// MQTT broker, HOST:PORT or mqtt://HOST:PORT [default: MQTT_BROKER:MQTT_BROKER_PORT, else localhost:1883]
+    #[arg(long, global = true)]
+    broker: Option<String>,
+    /// Our researcher id [default: RESEARCHER_ID, else a random one]
+    #[arg(long, global = true, env = "RESEARCHER_ID")]
+    researcher_id: Option<String>,
+    /// Seconds of quiet after the last reply before a request completes (Fed-BioMed's TIMEOUT)
+    #[arg(long, global = true, env = "TIMEOUT", default_value = "5")]
+    timeout: Seconds,
+    /// Upload URL of the file repository (Fed-BioMed's UPLOADS_URL)
+    #[arg(long, global = true, env = "UPLOADS_URL")]
+    uploads_url: Option<String>,
+    /// Print one JSON object on stdout
+    #[arg(long, global = true)]
+    json: bool,
+    /// Fed-BioMed v4.4's round semantics: at least two timeouts per request
+    #[arg(long, global = true)]
+    compat: bool,
+    /// Complete once this many nodes have answered, after --grace
+    #[arg(long, global = true)]
+    min_replies: Option<usize>,
+    /// Seconds to wait for stragglers once --min-replies is reached
+    #[arg(long, global = true, default_value = "0")]
+    grace: Seconds,
+    /// Complete at the latest this many seconds after submission
+    #[arg(long, global = true)]
+    deadline: Option<Seconds>,
+    /// MQTT QoS: 0, 1 or 2
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
+    qos: u8,
+    /// MQTT user name
+    #[arg(long, global = true, env = "MQTT_USERNAME")]
+    username: Option<String>,
+    /// MQTT password
+    #[arg(long, global = true, env = "MQTT_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// PEM file of the certificate authority: connect to the broker with TLS
+    #[arg(long, global = true)]
+    ca_file: Option<std::path::PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Simulate a federation in memory, with seeded faults, on a virtual clock.
+enum Command {
+    /// The nodes that answer a ping
+    Ping(researcher::Nodes),
+    /// Each node's datasets
+    List(researcher::ListArgs),
+    /// The datasets carrying every one of these tags
+    Search(researcher::SearchArgs),
+    /// Upload a training plan and ask the nodes to register it for approval
+    Approve(researcher::ApproveArgs),
+    /// Send any request message and print the replies
+    Send(researcher::SendArgs),
+    /// Print node logs and monitoring scalars until interrupted
+    Listen(researcher::ListenArgs),
+    /// Check that a training plan is valid Python
+    Check(tools::CheckArgs),
+    /// Decode `TOPIC PAYLOAD` lines (as `mosquitto_sub -v` prints them)
+    Decode(tools::DecodeArgs),
+    /// Start a broker, a repository and nodes in-process, and show every request
+    Demo(demo::DemoArgs),
+    /// Run nodes over MQTT until interrupted
+    Node(serve::NodeArgs),
+    /// Run the embedded MQTT broker until interrupted
+    Broker(serve::BrokerArgs),
+    /// Simulate a federation in memory, with seeded faults, on a virtual clock
     Sim(sim::SimArgs),
 }
 
-/// An error for the user: printed on one line, exit status 1.
-#[derive(Debug)]
-pub struct CliError(pub String);
-
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<(), String> {
+    let global = cli.global;
+    match cli.command {
+        Command::Ping(args) => researcher::ping(&global, args),
+        Command::List(args) => researcher::list(&global, args),
+        Command::Search(args) => researcher::search(&global, args),
+        Command::Approve(args) => researcher::approve(&global, args),
+        Command::Send(args) => researcher::send(&global, args),
+        Command::Listen(args) => researcher::listen(&global, args),
+        Command::Check(args) => tools::check(args),
+        Command::Decode(args) => tools::decode(&global, args),
+        Command::Demo(args) => demo::run(&global, args),
+        Command::Node(args) => serve::node(&global, args),
+        Command::Broker(args) => serve::broker(args),
+        Command::Sim(args) => sim::run(args, global.json, global.timeout.0),
     }
 }
 
-impl std::error::Error for CliError {}
+/// The error's message, for `?` on any error type.
+fn fail(error: impl Display) -> String {
+    error.to_string()
+}
 
-/// Runs the parsed command line.
-pub fn run(cli: Cli) -> Result<(), CliError> {
-    match cli.command {
-        Command::Sim(args) => sim::run(args, cli.json),
+/// A non-negative number of seconds, decimals allowed.
+#[derive(Clone, Copy, Debug)]
+struct Seconds(Duration);
+
+impl FromStr for Seconds {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        text.trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .map(Seconds)
+            .ok_or_else(|| format!("`{text}` is not a number of seconds"))
     }
+}
+
+impl Global {
+    /// The collection policy the options describe.
+    fn policy(&self) -> Policy {
+        let timeout = self.timeout.0;
+        let mut policy = if self.compat {
+            Policy::fedbiomed(timeout)
+        } else {
+            Policy::quiet(timeout)
+        };
+        if let Some(count) = self.min_replies {
+            policy = policy.with_min_replies(count, self.grace.0);
+        }
+        if let Some(deadline) = self.deadline {
+            policy = policy.with_deadline(deadline.0);
+        }
+        policy
+    }
+
+    /// The broker: `--broker`, else Fed-BioMed's `MQTT_BROKER` and `MQTT_BROKER_PORT`.
+    fn mqtt(&self) -> Result<MqttConfig, String> {
+        let mut mqtt = match &self.broker {
+            Some(address) => MqttConfig::parse(address).map_err(fail)?,
+            None => {
+                let host = std::env::var("MQTT_BROKER").unwrap_or_else(|_| "localhost".into());
+                let port = match std::env::var("MQTT_BROKER_PORT") {
+                    Ok(port) => port
+                        .parse()
+                        .map_err(|_| format!("MQTT_BROKER_PORT `{port}` is not a port"))?,
+                    Err(_) => 1883,
+                };
+                MqttConfig::new(host, port)
+            }
+        };
+        mqtt.qos = [Qos::AtMostOnce, Qos::AtLeastOnce, Qos::ExactlyOnce][usize::from(self.qos)];
+        mqtt.connect_timeout = self
+            .timeout
+            .0
+            .clamp(Duration::from_secs(1), Duration::from_secs(10));
+        if let Some(user) = &self.username {
+            mqtt.credentials = Some((user.clone(), self.password.clone().unwrap_or_default()));
+        }
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
+            mqtt.tls = Some(Tls::new(&pem, None).map_err(fail)?);
+        }
+        Ok(mqtt)
+    }
+
+    fn requests_config(&self) -> RequestsConfig {
+        let researcher_id = self
+            .researcher_id
+            .clone()
+            .unwrap_or_else(|| format!("researcher_{:016x}", random()));
+        RequestsConfig {
+            researcher_id,
+            policy: self.policy(),
+            uploads_url: self.uploads_url.clone(),
+        }
+    }
+
+    /// Connects to the broker, printing node logs on stderr.
+    fn connect(&self) -> Result<Requests, String> {
+        let requests = Requests::connect(self.mqtt()?, self.requests_config()).map_err(fail)?;
+        requests.set_log_handler(|log| eprintln!("{:<7} {}: {}", log.level, log.node_id, log.text));
+        Ok(requests)
+    }
+}
+
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+/// A spinner on stderr while waiting, only when stderr is a terminal.
+struct Progress(Option<ProgressBar>);
+
+impl Progress {
+    fn start(message: &str) -> Progress {
+        if !std::io::stderr().is_terminal() {
+            return Progress(None);
+        }
+        let bar = ProgressBar::new_spinner().with_message(message.to_owned());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(100));
+        Progress(Some(bar))
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = self.0.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Milliseconds, for `elapsed_ms`.
+fn millis(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1e6).round() / 1e3
 }

@@ -9,8 +9,6 @@ use fedreq_mem::{Faults, SimConfig, Simulation};
 use fedreq_protocol::{Outcome, Policy, Request, Submission};
 use serde_json::json;
 
-use super::CliError;
-
 /// Options of `fedreq sim`.
 #[derive(Debug, Args)]
 pub struct SimArgs {
@@ -38,10 +36,6 @@ pub struct SimArgs {
     /// Requests to run in turn: ping, list, search:TAG[+TAG...], approve.
     #[arg(long, default_value = "ping", value_delimiter = ',')]
     requests: Vec<SimRequest>,
-    /// Quiet period in seconds: a request completes this long after its last reply, or as
-    /// soon as every node has answered.
-    #[arg(long, default_value_t = 5.0)]
-    timeout: f64,
 }
 
 fn probability(text: &str) -> Result<f64, String> {
@@ -102,13 +96,8 @@ impl FromStr for SimRequest {
     }
 }
 
-pub fn run(args: SimArgs, json: bool) -> Result<(), CliError> {
-    if !(args.timeout.is_finite() && args.timeout >= 0.0) {
-        return Err(CliError(format!(
-            "--timeout {} is not a number of seconds",
-            args.timeout
-        )));
-    }
+/// Runs the requests on a fresh simulation; the quiet period is the global `--timeout`.
+pub fn run(args: SimArgs, json: bool, timeout: Duration) -> Result<(), String> {
     let started = Instant::now();
     let mut sim = Simulation::new(SimConfig {
         faults: Faults {
@@ -121,7 +110,7 @@ pub fn run(args: SimArgs, json: bool) -> Result<(), CliError> {
         },
         ..SimConfig::new(args.nodes, args.seed)
     });
-    let quiet = Policy::quiet(Duration::from_secs_f64(args.timeout));
+    let quiet = Policy::quiet(timeout);
     // The researcher knows its federation: every node is expected, except by a search,
     // which nodes without a match do not answer.
     let known = quiet.clone().with_roster(sim.node_ids().to_vec());
@@ -138,10 +127,7 @@ pub fn run(args: SimArgs, json: bool) -> Result<(), CliError> {
                     .with_policy(known.clone())
             }
         };
-        outcomes.push(
-            sim.request(submission)
-                .map_err(|e| CliError(e.to_string()))?,
-        );
+        outcomes.push(sim.request(submission).map_err(super::fail)?);
     }
     let wall = started.elapsed();
     let virtual_ms = sim.now().since_epoch().as_secs_f64() * 1000.0;

@@ -1,0 +1,273 @@
+//! The researcher's commands: ping, list, search, approve, send, listen.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use clap::Args;
+use fedreq::TrainingPlan;
+use fedreq_protocol::{Command, NodeId};
+use serde_json::{json, Value};
+
+use super::{fail, millis, Global, Progress};
+
+/// `--nodes ID,ID,...`
+#[derive(Debug, Args)]
+pub struct Nodes {
+    /// Only these nodes (comma-separated ids); all when absent
+    #[arg(long, value_delimiter = ',')]
+    nodes: Option<Vec<NodeId>>,
+}
+
+/// Options of `list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// One table per node, as Fed-BioMed prints them
+    #[arg(long)]
+    verbose: bool,
+    #[command(flatten)]
+    nodes: Nodes,
+}
+
+/// Options of `search`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Tags a dataset must all carry
+    #[arg(required = true)]
+    tags: Vec<String>,
+    #[command(flatten)]
+    nodes: Nodes,
+}
+
+/// Options of `approve`.
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The training plan, a Python file
+    file: std::path::PathBuf,
+    /// Shown to the nodes' operators
+    #[arg(long, default_value = "no description provided")]
+    description: String,
+    #[command(flatten)]
+    nodes: Nodes,
+}
+
+/// Options of `send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The message, a JSON object with `command` (our researcher id is filled in)
+    message: String,
+    /// Only to this node
+    #[arg(long)]
+    to: Option<NodeId>,
+    /// Stamp the next sequence number
+    #[arg(long)]
+    sequence: bool,
+}
+
+/// Options of `listen`.
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Node logs (both when neither is given)
+    #[arg(long)]
+    logs: bool,
+    /// Monitoring scalars (both when neither is given)
+    #[arg(long)]
+    monitor: bool,
+}
+
+pub fn ping(global: &Global, args: Nodes) -> Result<(), String> {
+    let requests = global.connect()?;
+    let started = Instant::now();
+    let nodes = {
+        let _progress = Progress::start("ping");
+        match args.nodes {
+            None => requests.ping_nodes().map_err(fail)?,
+            Some(nodes) => {
+                let submission =
+                    fedreq_protocol::Submission::to_nodes(fedreq_protocol::Request::ping(), nodes)
+                        .with_policy(global.policy());
+                requests.request(submission).map_err(fail)?.online()
+            }
+        }
+    };
+    let elapsed = millis(started.elapsed());
+    if global.json {
+        println!("{}", json!({ "nodes": nodes, "elapsed_ms": elapsed }));
+    } else {
+        println!("{} node(s) online ({elapsed} ms)", nodes.len());
+        for node in nodes {
+            println!("  {node}");
+        }
+    }
+    Ok(())
+}
+
+pub fn list(global: &Global, args: ListArgs) -> Result<(), String> {
+    let requests = global.connect()?;
+    let started = Instant::now();
+    let datasets = {
+        let _progress = Progress::start("list");
+        requests.list(args.nodes.nodes, false).map_err(fail)?
+    };
+    print_datasets(global, &datasets, args.verbose, started);
+    Ok(())
+}
+
+pub fn search(global: &Global, args: SearchArgs) -> Result<(), String> {
+    let requests = global.connect()?;
+    let started = Instant::now();
+    let datasets = {
+        let _progress = Progress::start("search");
+        requests
+            .search(args.tags.clone(), args.nodes.nodes)
+            .map_err(fail)?
+    };
+    if datasets.is_empty() && !global.json {
+        println!("No dataset found with tags {:?}", args.tags);
+    }
+    print_datasets(global, &datasets, true, started);
+    Ok(())
+}
+
+fn print_datasets(
+    global: &Global,
+    datasets: &BTreeMap<NodeId, Vec<Value>>,
+    verbose: bool,
+    started: Instant,
+) {
+    let elapsed = millis(started.elapsed());
+    if global.json {
+        println!("{}", json!({ "nodes": datasets, "elapsed_ms": elapsed }));
+        return;
+    }
+    for (node, list) in datasets {
+        if verbose {
+            println!("\n{}", fedreq::table::datasets(node, list));
+        } else {
+            let names: Vec<&str> = list
+                .iter()
+                .filter_map(|d| d.get("name")?.as_str())
+                .collect();
+            println!("{node}: {} dataset(s) {}", list.len(), names.join(", "));
+        }
+    }
+}
+
+pub fn approve(global: &Global, args: ApproveArgs) -> Result<(), String> {
+    // Every check on the plan comes before connecting to anything.
+    let plan = TrainingPlan::from_file(&args.file).map_err(fail)?;
+    if global.uploads_url.is_none() {
+        return Err(fedreq::Error::NoRepository.to_string());
+    }
+    let requests = global.connect()?;
+    let started = Instant::now();
+    let approvals = {
+        let _progress = Progress::start("approval");
+        requests
+            .training_plan_approve(&plan, &args.description, args.nodes.nodes, None)
+            .map_err(fail)?
+    };
+    let elapsed = millis(started.elapsed());
+    if global.json {
+        println!("{}", json!({ "nodes": approvals, "elapsed_ms": elapsed }));
+    } else {
+        println!(
+            "training plan {} sent for approval ({elapsed} ms)",
+            args.file.display()
+        );
+        for (node, ok) in &approvals {
+            println!(
+                "  {node}: {}",
+                if *ok {
+                    "acknowledged"
+                } else {
+                    "NOT acknowledged"
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn send(global: &Global, args: SendArgs) -> Result<(), String> {
+    let message: Value =
+        serde_json::from_str(&args.message).map_err(|e| format!("the message is not JSON: {e}"))?;
+    let Value::Object(mut message) = message else {
+        return Err("the message must be a JSON object".into());
+    };
+    let requests = global.connect()?;
+    message.insert(
+        "researcher_id".into(),
+        requests.config().researcher_id.clone().into(),
+    );
+    let reply = message
+        .get("command")
+        .and_then(Value::as_str)
+        .and_then(Command::parse)
+        .map(Command::reply);
+    let started = Instant::now();
+    let sequence = requests
+        .send_message(message, args.to, args.sequence)
+        .map_err(fail)?;
+    let commands: Vec<Command> = reply.into_iter().chain([Command::Error]).collect();
+    let responses = {
+        let _progress = Progress::start("replies");
+        requests
+            .get_responses(&commands, Some(global.timeout.0), false, true)
+            .map_err(fail)?
+    };
+    let elapsed = millis(started.elapsed());
+    if global.json {
+        println!(
+            "{}",
+            json!({ "sequence": sequence, "responses": responses, "elapsed_ms": elapsed })
+        );
+    } else {
+        if let Some(sequence) = sequence {
+            println!("sent with sequence {sequence}");
+        }
+        println!("{} response(s) ({elapsed} ms)", responses.len());
+        for response in responses {
+            println!("  {response}");
+        }
+    }
+    Ok(())
+}
+
+pub fn listen(global: &Global, args: ListenArgs) -> Result<(), String> {
+    let requests = global.connect()?;
+    let both = !args.logs && !args.monitor;
+    let json = global.json;
+    if args.logs || both {
+        requests.set_log_handler(move |log| {
+            if json {
+                println!("{}", json!({ "log": { "node_id": log.node_id, "level": log.level, "text": log.text } }));
+            } else {
+                println!("{:<7} {}: {}", log.level, log.node_id, log.text);
+            }
+        });
+    } else {
+        requests.set_log_handler(|_| {});
+    }
+    if args.monitor || both {
+        requests.add_monitor_callback(move |scalar| {
+            let value = fedreq_protocol::NodeMessage::AddScalar(scalar.clone()).to_value();
+            if json {
+                println!("{}", json!({ "monitoring": value }));
+            } else {
+                println!(
+                    "monitoring {} job {}: {}",
+                    scalar.node_id,
+                    scalar.job_id,
+                    serde_json::Value::Object(scalar.metric.clone())
+                );
+            }
+        });
+    }
+    eprintln!(
+        "listening as {}; Ctrl-C to stop",
+        requests.config().researcher_id
+    );
+    loop {
+        std::thread::park();
+    }
+}

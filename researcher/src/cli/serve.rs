@@ -1,0 +1,83 @@
+//! Long-running commands: nodes and the embedded broker.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use clap::Args;
+use fedreq_mqtt::{EmbeddedBroker, NodeDriver, Runtime};
+use fedreq_protocol::node::datasets_from_json;
+use fedreq_protocol::NodeConfig;
+
+use super::{fail, Global};
+
+/// Options of `node`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The node's id; with --count, the prefix of ID-1..ID-N
+    #[arg(long)]
+    id: String,
+    /// A JSON list of datasets (name, data_type, tags, description, shape, dataset_id, ...)
+    #[arg(long)]
+    datasets: std::path::PathBuf,
+    /// Run this many nodes, ID-1..ID-N, sharing the datasets
+    #[arg(long)]
+    count: Option<usize>,
+    /// Answer `train` with a simulated round and a monitoring scalar
+    #[arg(long)]
+    simulate_training: bool,
+}
+
+/// Options of `broker`.
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// TCP port
+    #[arg(long, default_value_t = 1883)]
+    port: u16,
+    /// Address to listen on (0.0.0.0 for every interface)
+    #[arg(long, default_value = "127.0.0.1")]
+    listen: IpAddr,
+}
+
+pub fn node(global: &Global, args: NodeArgs) -> Result<(), String> {
+    let bytes = std::fs::read(&args.datasets)
+        .map_err(|e| format!("cannot read {}: {e}", args.datasets.display()))?;
+    let datasets =
+        datasets_from_json(&bytes).map_err(|e| format!("{}: {e}", args.datasets.display()))?;
+    let ids: Vec<String> = match args.count {
+        None => vec![args.id.clone()],
+        Some(n) => (1..=n).map(|i| format!("{}-{i}", args.id)).collect(),
+    };
+    let configs: Vec<NodeConfig> = ids
+        .iter()
+        .map(|id| {
+            fedreq_protocol::topic::validate_node_id(id).map_err(fail)?;
+            let mut config = NodeConfig::new(id.clone(), Arc::clone(&datasets));
+            config.simulate_training = args.simulate_training;
+            Ok(config)
+        })
+        .collect::<Result<_, String>>()?;
+    let mqtt = global.mqtt()?;
+    let runtime = Runtime::new().map_err(fail)?;
+    let _nodes =
+        NodeDriver::start_many(&runtime, &mqtt, configs, fedreq::repository::http_fetcher())
+            .map_err(fail)?;
+    eprintln!(
+        "{} node(s) connected to {}; Ctrl-C to stop",
+        ids.len(),
+        mqtt.address()
+    );
+    loop {
+        std::thread::park();
+    }
+}
+
+pub fn broker(args: BrokerArgs) -> Result<(), String> {
+    let broker = EmbeddedBroker::start(SocketAddr::new(args.listen, args.port)).map_err(fail)?;
+    eprintln!(
+        "MQTT broker listening on {}; Ctrl-C to stop",
+        broker.address()
+    );
+    loop {
+        std::thread::park();
+    }
+}

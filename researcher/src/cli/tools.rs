@@ -1,0 +1,77 @@
+//! Commands that need no broker: check a plan, decode captured messages.
+
+use std::io::BufRead;
+
+use clap::Args;
+use fedreq::TrainingPlan;
+use fedreq_protocol::{topic, Limits, NodeMessage, Request};
+use serde_json::json;
+
+use super::{fail, Global};
+
+/// Options of `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The training plan, a Python file
+    file: std::path::PathBuf,
+}
+
+/// Options of `decode`.
+#[derive(Debug, Args)]
+pub struct DecodeArgs {
+    /// A file of `TOPIC PAYLOAD` lines; `-` or nothing for stdin
+    file: Option<std::path::PathBuf>,
+}
+
+pub fn check(args: CheckArgs) -> Result<(), String> {
+    TrainingPlan::from_file(&args.file).map_err(fail)?;
+    println!("{}: valid Python", args.file.display());
+    Ok(())
+}
+
+/// Decodes each line as the message its topic carries; exit status 1 if any was refused.
+pub fn decode(global: &Global, args: DecodeArgs) -> Result<(), String> {
+    let input: Box<dyn BufRead> = match &args.file {
+        Some(path) if path.as_os_str() != "-" => Box::new(std::io::BufReader::new(
+            std::fs::File::open(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        )),
+        _ => Box::new(std::io::stdin().lock()),
+    };
+    let limits = Limits::default();
+    let mut refused = 0;
+    for (number, line) in input.lines().enumerate() {
+        let line = line.map_err(fail)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (topic, payload) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        let decoded = if topic == topic::NODES || !topic::RESEARCHER_SUBSCRIPTIONS.contains(&topic)
+        {
+            Request::decode(payload.as_bytes(), &limits).map(|d| d.message.to_value())
+        } else {
+            NodeMessage::decode(payload.as_bytes(), &limits).map(|d| d.message.to_value())
+        };
+        match decoded {
+            Ok(message) if global.json => {
+                println!("{}", json!({ "topic": topic, "message": message }))
+            }
+            Ok(message) => println!("{topic} {message}"),
+            Err(error) => {
+                refused += 1;
+                if global.json {
+                    println!(
+                        "{}",
+                        json!({ "topic": topic, "line": number + 1, "refused": error.to_string() })
+                    );
+                } else {
+                    println!("{topic} refused (line {}): {error}", number + 1);
+                }
+            }
+        }
+    }
+    if refused > 0 {
+        return Err(format!("{refused} message(s) refused"));
+    }
+    Ok(())
+}
