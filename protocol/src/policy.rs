@@ -8,8 +8,8 @@
 //! - `stop_on_error`: the first `error` from a targeted node;
 //! - `deadline`: that long after submission, even if still queued.
 //!
-//! The expected nodes are the `roster` when one is given, else the targeted nodes; a
-//! broadcast without a roster has none, so it ends by the quiet period or a later rule.
+//! The expected nodes are the targeted nodes, or for a broadcast the `roster` when one is
+//! given; a broadcast without a roster has none, so it ends by the quiet period or a later rule.
 
 use std::time::Duration;
 

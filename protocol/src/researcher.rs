@@ -490,11 +490,10 @@ impl Researcher {
         let keyed = Keyed(self.config.hash_seed);
         let targets = target.nodes().map(dedup);
         let targeted = targets.as_ref().map(|t| set_of(t, keyed));
-        let expected = policy
-            .roster
-            .as_deref()
-            .map(dedup)
-            .or_else(|| targets.clone())
+        // A targeted request expects its targets; a broadcast, the roster.
+        let expected = targets
+            .clone()
+            .or_else(|| policy.roster.as_deref().map(dedup))
             .unwrap_or_default();
         let expected_set = set_of(&expected, keyed);
         let id = RequestId(self.next_id);

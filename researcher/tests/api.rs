@@ -1,0 +1,177 @@
+//! The Requests API over the in-memory broker: concurrency, async from a non-tokio executor,
+//! Fed-BioMed's send/get operations, monitoring, approval.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fedreq::repository::{download, RepositoryServer};
+use fedreq::{Error, Requests, RequestsConfig, TrainingPlan};
+use fedreq_mem::sim::simulated_datasets;
+use fedreq_mem::{Broker, MemNodes};
+use fedreq_protocol::{Command, NodeConfig, Policy};
+use serde_json::json;
+
+const IDS: [&str; 3] = ["n1", "n2", "n3"];
+
+fn ids() -> Vec<String> {
+    IDS.iter().map(|s| s.to_string()).collect()
+}
+
+/// A broker with three nodes (n1..n3, simulating training) and a policy that knows them.
+fn federation() -> (Broker, MemNodes, RequestsConfig) {
+    let broker = Broker::new();
+    let configs = IDS
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut config = NodeConfig::new(*id, simulated_datasets(i));
+            config.simulate_training = true;
+            config
+        })
+        .collect();
+    let nodes = MemNodes::start(&broker, configs, download);
+    let config = RequestsConfig {
+        policy: Policy::quiet(Duration::from_secs(2)).with_roster(ids()),
+        ..RequestsConfig::new("researcher-api")
+    };
+    (broker, nodes, config)
+}
+
+#[test]
+fn requests_from_two_threads_each_get_their_own_replies() {
+    let (broker, _nodes, config) = federation();
+    let requests = Arc::new(Requests::in_memory(&broker, config));
+    let threads: Vec<_> = [vec!["n1", "n2"], vec!["n3"]]
+        .into_iter()
+        .map(|targets| {
+            let requests = Arc::clone(&requests);
+            std::thread::spawn(move || {
+                for _ in 0..30 {
+                    let targets: Vec<String> = targets.iter().map(|s| s.to_string()).collect();
+                    let ping = fedreq_protocol::Submission::to_nodes(fedreq_protocol::Request::ping(), targets.clone());
+                    let outcome = requests.request(ping).unwrap();
+                    let mut online = outcome.online();
+                    online.sort();
+                    assert_eq!(online, targets);
+                    assert_eq!(outcome.counters.not_targeted, 0);
+                    let listed: Vec<String> = requests.list(Some(targets.clone()), false).unwrap().into_keys().collect();
+                    assert_eq!(listed, targets);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
+
+#[test]
+fn two_instances_with_one_researcher_id_do_not_take_each_others_replies() {
+    let (broker, _nodes, config) = federation();
+    let a = Requests::in_memory(&broker, config.clone());
+    let b = Requests::in_memory(&broker, config);
+    for _ in 0..20 {
+        let (left, right) = std::thread::scope(|s| {
+            let left = s.spawn(|| a.ping_nodes().unwrap());
+            let right = s.spawn(|| b.ping_nodes().unwrap());
+            (left.join().unwrap(), right.join().unwrap())
+        });
+        for online in [left, right] {
+            assert_eq!(online.iter().collect::<BTreeSet<_>>().len(), 3, "{online:?}");
+        }
+    }
+}
+
+#[test]
+fn async_forms_run_on_any_executor() {
+    let (broker, _nodes, config) = federation();
+    let requests = Requests::in_memory(&broker, config);
+    let (online, found) = pollster::block_on(async {
+        let online = requests.ping_nodes_async().await.unwrap();
+        let found = requests.search_async(vec!["images".into()], None).await.unwrap();
+        (online, found)
+    });
+    assert_eq!(online.len(), 3);
+    assert_eq!(found.len(), 3, "groups 0 to 2 hold images");
+}
+
+#[test]
+fn send_message_then_get_responses_as_fedbiomed_does() {
+    let (broker, _nodes, config) = federation();
+    let requests = Requests::in_memory(&broker, config);
+    let ping = json!({"researcher_id": "researcher-api", "command": "ping"});
+    let sequence = requests.send_message(ping.as_object().unwrap().clone(), None, true).unwrap();
+    assert!(sequence.is_some());
+    let responses = requests.get_responses(&[Command::Pong], Some(Duration::from_millis(100)), true, true).unwrap();
+    assert_eq!(responses.len(), 3);
+    assert!(responses.iter().all(|r| r["sequence"].as_u64() == sequence && r["command"] == "pong"));
+
+    let list = json!({"researcher_id": "researcher-api", "command": "list"});
+    assert_eq!(requests.send_message(list.as_object().unwrap().clone(), Some("n2".into()), false).unwrap(), None);
+    let messages = requests.get_messages(&[Command::List], Duration::from_millis(200)).unwrap();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0]["node_id"], "n2");
+
+    let bad = json!({"command": "frobnicate"});
+    assert!(matches!(requests.send_message(bad.as_object().unwrap().clone(), None, false), Err(Error::Message(_))));
+}
+
+#[test]
+fn compatibility_rounds_are_reachable_from_the_api() {
+    let (broker, _nodes, mut config) = federation();
+    config.policy = Policy::fedbiomed(Duration::from_millis(150));
+    let requests = Requests::in_memory(&broker, config);
+    let started = Instant::now();
+    assert_eq!(requests.ping_nodes().unwrap().len(), 3);
+    assert!(started.elapsed() >= Duration::from_millis(300), "two rounds at least");
+}
+
+#[test]
+fn monitoring_callbacks_come_and_go() {
+    let (broker, _nodes, config) = federation();
+    let requests = Requests::in_memory(&broker, config);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    requests.add_monitor_callback(move |scalar| sink.lock().unwrap().push(scalar.node_id.clone()));
+    let train = |requests: &Requests| {
+        let message = json!({"researcher_id": "x", "job_id": "j", "params_url": "", "training_args": {},
+            "dataset_id": "dataset-clinical-1", "training": true, "model_args": {}, "training_plan_url": "",
+            "training_plan_class": "P", "secagg_servkey_id": null, "secagg_biprime_id": null,
+            "secagg_random": null, "secagg_clipping_range": null, "round": 0, "aggregator_args": {},
+            "command": "train"});
+        requests.send_message(message.as_object().unwrap().clone(), Some("n2".into()), false).unwrap();
+        requests.get_responses(&[Command::Train], Some(Duration::from_millis(100)), true, true).unwrap()
+    };
+    assert_eq!(train(&requests).len(), 1);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while seen.lock().unwrap().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(*seen.lock().unwrap(), ["n2"]);
+    requests.remove_monitor_callback();
+    train(&requests);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn training_plan_approval_through_the_repository() {
+    let (broker, _nodes, mut config) = federation();
+    let plan = TrainingPlan::from_source("plan.py", "class Plan:\n    pass\n").unwrap();
+    let without = Requests::in_memory(&broker, config.clone());
+    assert!(matches!(without.training_plan_approve(&plan, "d", None, None), Err(Error::NoRepository)));
+
+    let repository = RepositoryServer::start_local().unwrap();
+    config.uploads_url = Some(repository.uploads_url());
+    let requests = Requests::in_memory(&broker, config);
+    let targets = vec!["n1".to_owned(), "n3".to_owned(), "ghost".to_owned()];
+    let approvals = requests
+        .training_plan_approve(&plan, "d", Some(targets), Some(Duration::from_millis(300)))
+        .unwrap();
+    let expected = [("ghost".to_owned(), false), ("n1".to_owned(), true), ("n3".to_owned(), true)];
+    assert_eq!(approvals.into_iter().collect::<Vec<_>>(), expected);
+    let all = pollster::block_on(requests.training_plan_approve_async(&plan, "d", None, None)).unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all.values().all(|&ok| ok));
+}
