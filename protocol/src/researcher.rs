@@ -223,7 +223,10 @@ type NodeSet = HashSet<NodeId, Keyed>;
 #[derive(Debug)]
 enum Kind {
     /// A request sent to nodes, collecting its replies.
-    Sent { command: Command, request: Request },
+    Sent {
+        command: Command,
+        request: Box<Request>,
+    },
     /// No request: collects the unmatched messages of these commands (all when empty).
     Collect(Vec<Command>),
 }
@@ -499,7 +502,10 @@ impl Researcher {
         let id = RequestId(self.next_id);
         self.next_id += 1;
         let active = Active {
-            kind: Kind::Sent { command, request },
+            kind: Kind::Sent {
+                command,
+                request: Box::new(request),
+            },
             sequence,
             targets,
             targeted,

@@ -701,8 +701,15 @@ fn a_collect_with_only_a_deadline_is_get_messages() {
 fn a_targeted_request_expects_its_targets_not_the_roster() {
     let mut core = core();
     let policy = Policy::quiet(secs(5)).with_roster(nodes(&["a", "b", "c"]));
-    core.submit(ms(0.0), Submission::to_nodes(Request::ping(), nodes(&["a", "ghost"])).with_policy(policy)).unwrap();
+    core.submit(
+        ms(0.0),
+        Submission::to_nodes(Request::ping(), nodes(&["a", "ghost"])).with_policy(policy),
+    )
+    .unwrap();
     publish(&mut core, ms(1.0), &pong("a", 0));
     let outcome = only_outcome(&mut core, ms(60_000.0));
-    assert_eq!((outcome.completion, outcome.missing), (Completion::QuietPeriod, nodes(&["ghost"])));
+    assert_eq!(
+        (outcome.completion, outcome.missing),
+        (Completion::QuietPeriod, nodes(&["ghost"]))
+    );
 }

@@ -49,13 +49,20 @@ fn requests_from_two_threads_each_get_their_own_replies() {
             std::thread::spawn(move || {
                 for _ in 0..30 {
                     let targets: Vec<String> = targets.iter().map(|s| s.to_string()).collect();
-                    let ping = fedreq_protocol::Submission::to_nodes(fedreq_protocol::Request::ping(), targets.clone());
+                    let ping = fedreq_protocol::Submission::to_nodes(
+                        fedreq_protocol::Request::ping(),
+                        targets.clone(),
+                    );
                     let outcome = requests.request(ping).unwrap();
                     let mut online = outcome.online();
                     online.sort();
                     assert_eq!(online, targets);
                     assert_eq!(outcome.counters.not_targeted, 0);
-                    let listed: Vec<String> = requests.list(Some(targets.clone()), false).unwrap().into_keys().collect();
+                    let listed: Vec<String> = requests
+                        .list(Some(targets.clone()), false)
+                        .unwrap()
+                        .into_keys()
+                        .collect();
                     assert_eq!(listed, targets);
                 }
             })
@@ -78,7 +85,11 @@ fn two_instances_with_one_researcher_id_do_not_take_each_others_replies() {
             (left.join().unwrap(), right.join().unwrap())
         });
         for online in [left, right] {
-            assert_eq!(online.iter().collect::<BTreeSet<_>>().len(), 3, "{online:?}");
+            assert_eq!(
+                online.iter().collect::<BTreeSet<_>>().len(),
+                3,
+                "{online:?}"
+            );
         }
     }
 }
@@ -89,7 +100,10 @@ fn async_forms_run_on_any_executor() {
     let requests = Requests::in_memory(&broker, config);
     let (online, found) = pollster::block_on(async {
         let online = requests.ping_nodes_async().await.unwrap();
-        let found = requests.search_async(vec!["images".into()], None).await.unwrap();
+        let found = requests
+            .search_async(vec!["images".into()], None)
+            .await
+            .unwrap();
         (online, found)
     });
     assert_eq!(online.len(), 3);
@@ -101,20 +115,41 @@ fn send_message_then_get_responses_as_fedbiomed_does() {
     let (broker, _nodes, config) = federation();
     let requests = Requests::in_memory(&broker, config);
     let ping = json!({"researcher_id": "researcher-api", "command": "ping"});
-    let sequence = requests.send_message(ping.as_object().unwrap().clone(), None, true).unwrap();
+    let sequence = requests
+        .send_message(ping.as_object().unwrap().clone(), None, true)
+        .unwrap();
     assert!(sequence.is_some());
-    let responses = requests.get_responses(&[Command::Pong], Some(Duration::from_millis(100)), true, true).unwrap();
+    let responses = requests
+        .get_responses(
+            &[Command::Pong],
+            Some(Duration::from_millis(100)),
+            true,
+            true,
+        )
+        .unwrap();
     assert_eq!(responses.len(), 3);
-    assert!(responses.iter().all(|r| r["sequence"].as_u64() == sequence && r["command"] == "pong"));
+    assert!(responses
+        .iter()
+        .all(|r| r["sequence"].as_u64() == sequence && r["command"] == "pong"));
 
     let list = json!({"researcher_id": "researcher-api", "command": "list"});
-    assert_eq!(requests.send_message(list.as_object().unwrap().clone(), Some("n2".into()), false).unwrap(), None);
-    let messages = requests.get_messages(&[Command::List], Duration::from_millis(200)).unwrap();
+    assert_eq!(
+        requests
+            .send_message(list.as_object().unwrap().clone(), Some("n2".into()), false)
+            .unwrap(),
+        None
+    );
+    let messages = requests
+        .get_messages(&[Command::List], Duration::from_millis(200))
+        .unwrap();
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0]["node_id"], "n2");
 
     let bad = json!({"command": "frobnicate"});
-    assert!(matches!(requests.send_message(bad.as_object().unwrap().clone(), None, false), Err(Error::Message(_))));
+    assert!(matches!(
+        requests.send_message(bad.as_object().unwrap().clone(), None, false),
+        Err(Error::Message(_))
+    ));
 }
 
 #[test]
@@ -124,7 +159,10 @@ fn compatibility_rounds_are_reachable_from_the_api() {
     let requests = Requests::in_memory(&broker, config);
     let started = Instant::now();
     assert_eq!(requests.ping_nodes().unwrap().len(), 3);
-    assert!(started.elapsed() >= Duration::from_millis(300), "two rounds at least");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "two rounds at least"
+    );
 }
 
 #[test]
@@ -140,8 +178,21 @@ fn monitoring_callbacks_come_and_go() {
             "training_plan_class": "P", "secagg_servkey_id": null, "secagg_biprime_id": null,
             "secagg_random": null, "secagg_clipping_range": null, "round": 0, "aggregator_args": {},
             "command": "train"});
-        requests.send_message(message.as_object().unwrap().clone(), Some("n2".into()), false).unwrap();
-        requests.get_responses(&[Command::Train], Some(Duration::from_millis(100)), true, true).unwrap()
+        requests
+            .send_message(
+                message.as_object().unwrap().clone(),
+                Some("n2".into()),
+                false,
+            )
+            .unwrap();
+        requests
+            .get_responses(
+                &[Command::Train],
+                Some(Duration::from_millis(100)),
+                true,
+                true,
+            )
+            .unwrap()
     };
     assert_eq!(train(&requests).len(), 1);
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -160,7 +211,10 @@ fn training_plan_approval_through_the_repository() {
     let (broker, _nodes, mut config) = federation();
     let plan = TrainingPlan::from_source("plan.py", "class Plan:\n    pass\n").unwrap();
     let without = Requests::in_memory(&broker, config.clone());
-    assert!(matches!(without.training_plan_approve(&plan, "d", None, None), Err(Error::NoRepository)));
+    assert!(matches!(
+        without.training_plan_approve(&plan, "d", None, None),
+        Err(Error::NoRepository)
+    ));
 
     let repository = RepositoryServer::start_local().unwrap();
     config.uploads_url = Some(repository.uploads_url());
@@ -169,9 +223,14 @@ fn training_plan_approval_through_the_repository() {
     let approvals = requests
         .training_plan_approve(&plan, "d", Some(targets), Some(Duration::from_millis(300)))
         .unwrap();
-    let expected = [("ghost".to_owned(), false), ("n1".to_owned(), true), ("n3".to_owned(), true)];
+    let expected = [
+        ("ghost".to_owned(), false),
+        ("n1".to_owned(), true),
+        ("n3".to_owned(), true),
+    ];
     assert_eq!(approvals.into_iter().collect::<Vec<_>>(), expected);
-    let all = pollster::block_on(requests.training_plan_approve_async(&plan, "d", None, None)).unwrap();
+    let all =
+        pollster::block_on(requests.training_plan_approve_async(&plan, "d", None, None)).unwrap();
     assert_eq!(all.len(), 3);
     assert!(all.values().all(|&ok| ok));
 }

@@ -15,6 +15,8 @@ use fedreq_protocol::{
 
 use crate::broker::{Broker, Client, Publish};
 
+// Orders are moved once, from a handle to the driver: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Order {
     Submit(Submission, flume::Sender<Result<Outcome, SubmitError>>),
     Collect(Collect, flume::Sender<Result<Outcome, SubmitError>>),
@@ -92,6 +94,7 @@ impl Drop for MemResearcher {
     }
 }
 
+#[allow(clippy::large_enum_variant)]
 enum Step {
     Publish(Publish),
     Order(Order),

@@ -95,10 +95,12 @@ fn paths(sim: &Simulation, outcome: &Outcome, end: Timestamp) -> Paths {
         };
         let ours = message["sequence"].as_u64() == outcome.sequence;
         match (entry.from, entry.to) {
-            (Endpoint::Researcher, to) if ours && message["command"] == command.as_str() => {
-                if entry.fate != Fate::Delivered {
-                    paths.lost.insert(node(to));
-                }
+            (Endpoint::Researcher, to)
+                if ours
+                    && message["command"] == command.as_str()
+                    && entry.fate != Fate::Delivered =>
+            {
+                paths.lost.insert(node(to));
             }
             (from, Endpoint::Researcher) if ours && message["command"] == reply_command => {
                 match entry.fate {

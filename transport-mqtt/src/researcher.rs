@@ -20,6 +20,8 @@ use crate::runtime::Runtime;
 /// rumqttc request channel capacity; what does not fit waits in the outbox.
 const REQUEST_CAPACITY: usize = 4096;
 
+// Orders are moved once, from a handle to the driver: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Order {
     Submit(Submission, flume::Sender<Result<Outcome, SubmitError>>),
     Collect(Collect, flume::Sender<Result<Outcome, SubmitError>>),

@@ -1,0 +1,392 @@
+//! The built `fedreq` program against the embedded broker and repository with fedreq nodes:
+//! each subcommand's `--json`, its errors and exit statuses.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use fedreq::repository::{http_fetcher, RepositoryServer};
+use fedreq_mem::sim::simulated_datasets;
+use fedreq_mqtt::{EmbeddedBroker, NodeDriver, Runtime};
+use fedreq_protocol::NodeConfig;
+use serde_json::Value;
+
+const NODES: &str = "n1,n2,n3";
+
+/// One broker, one repository and three nodes for every test of this file.
+struct Federation {
+    broker: String,
+    uploads_url: String,
+    _repository: RepositoryServer,
+    _nodes: Vec<NodeDriver>,
+}
+
+fn federation() -> &'static Federation {
+    static FEDERATION: OnceLock<Federation> = OnceLock::new();
+    FEDERATION.get_or_init(|| {
+        let broker = EmbeddedBroker::start_local().unwrap();
+        let repository = RepositoryServer::start_local().unwrap();
+        let mqtt = fedreq_mqtt::MqttConfig::new("127.0.0.1", broker.address().port());
+        let configs = NODES
+            .split(',')
+            .enumerate()
+            .map(|(i, id)| {
+                let mut config = NodeConfig::new(id, simulated_datasets(i));
+                config.simulate_training = true;
+                config
+            })
+            .collect();
+        let runtime = Runtime::new().unwrap();
+        let nodes = NodeDriver::start_many(&runtime, &mqtt, configs, http_fetcher()).unwrap();
+        Federation {
+            broker: broker.address().to_string(),
+            uploads_url: repository.uploads_url(),
+            _repository: repository,
+            _nodes: nodes,
+        }
+    })
+}
+
+fn fedreq(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fedreq"))
+        .args(args)
+        .env_remove("MQTT_BROKER")
+        .env_remove("MQTT_BROKER_PORT")
+        .env_remove("TIMEOUT")
+        .env_remove("UPLOADS_URL")
+        .env_remove("RESEARCHER_ID")
+        .output()
+        .unwrap()
+}
+
+/// Runs against the federation with `--json`; asserts exit 0 and returns the JSON.
+fn json(args: &[&str]) -> Value {
+    let federation = federation();
+    let mut all = vec![
+        "--broker",
+        federation.broker.as_str(),
+        "--json",
+        "--timeout",
+        "0.5",
+    ];
+    all.extend_from_slice(args);
+    let out = fedreq(&all);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "one JSON object: {stdout}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
+fn failure(args: &[&str]) -> String {
+    let out = fedreq(args);
+    assert_eq!(out.status.code(), Some(1), "{args:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
+fn example_plan() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/example_plan.py")
+}
+
+fn temp_file(name: &str, content: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("fedreq-cli-{}-{name}", std::process::id()));
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+#[test]
+fn ping_lists_the_nodes_before_or_after_the_options() {
+    let report = json(&["ping"]);
+    let mut nodes: Vec<&str> = report["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, ["n1", "n2", "n3"]);
+    assert!(
+        report["elapsed_ms"].as_f64().unwrap() >= 500.0,
+        "a broadcast waits its quiet period"
+    );
+
+    let federation = federation();
+    let out = fedreq(&[
+        "ping",
+        "--nodes",
+        "n2",
+        "--json",
+        "--broker",
+        &federation.broker,
+    ]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["nodes"], serde_json::json!(["n2"]));
+    assert!(
+        report["elapsed_ms"].as_f64().unwrap() < 1000.0,
+        "every target answered: no waiting"
+    );
+}
+
+#[test]
+fn fedbiomed_environment_variables_are_honoured() {
+    let federation = federation();
+    let (host, port) = federation.broker.split_once(':').unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fedreq"))
+        .args(["ping", "--json", "--nodes", "n1"])
+        .env("MQTT_BROKER", host)
+        .env("MQTT_BROKER_PORT", port)
+        .env("RESEARCHER_ID", "researcher-from-env")
+        .env("TIMEOUT", "0.2")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["nodes"], serde_json::json!(["n1"]));
+}
+
+#[test]
+fn list_and_search_give_datasets_per_node() {
+    let listed = json(&["list", "--nodes", NODES]);
+    let nodes = listed["nodes"].as_object().unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert!(nodes.values().all(|d| d
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d.get("path").is_none())));
+
+    let found = json(&["search", "fbm", "odd"]);
+    let found: Vec<&String> = found["nodes"].as_object().unwrap().keys().collect();
+    assert_eq!(found, ["n2"], "only group 1 is odd among groups 0 to 2");
+}
+
+#[test]
+fn list_verbose_prints_a_grid_per_node() {
+    let federation = federation();
+    let out = fedreq(&[
+        "list",
+        "--verbose",
+        "--nodes",
+        NODES,
+        "--broker",
+        &federation.broker,
+    ]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout.matches("| Number of Datasets:").count(),
+        3,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("+====") && stdout.contains("| clinical-0"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn approve_acknowledges_per_node_and_missing_nodes_are_false() {
+    let federation = federation();
+    let plan = example_plan();
+    let report = json(&[
+        "approve",
+        plan.to_str().unwrap(),
+        "--uploads-url",
+        &federation.uploads_url,
+        "--nodes",
+        "n1,n3,ghost",
+    ]);
+    assert_eq!(
+        report["nodes"],
+        serde_json::json!({"ghost": false, "n1": true, "n3": true})
+    );
+}
+
+#[test]
+fn send_stamps_a_sequence_and_prints_the_replies() {
+    let report = json(&["send", r#"{"command": "ping"}"#, "--sequence", "--to", "n3"]);
+    let sequence = report["sequence"].as_u64().unwrap();
+    let responses = report["responses"].as_array().unwrap();
+    assert_eq!(responses.len(), 1);
+    assert_eq!(
+        (
+            responses[0]["node_id"].as_str(),
+            responses[0]["sequence"].as_u64()
+        ),
+        (Some("n3"), Some(sequence))
+    );
+}
+
+#[test]
+fn a_plan_that_is_not_python_is_refused_with_line_and_column_before_connecting() {
+    let bad = temp_file("bad_plan.py", "class Plan:\n    x = = 1\n");
+    let bad = bad.to_str().unwrap();
+    for args in [
+        vec!["check", bad],
+        vec![
+            "approve",
+            bad,
+            "--uploads-url",
+            "http://127.0.0.1:9/upload/",
+            "--broker",
+            "127.0.0.1:9",
+        ],
+    ] {
+        let stderr = failure(&args);
+        assert!(stderr.contains(&format!("{bad}:2:")), "{stderr}");
+        assert!(
+            !stderr.contains("127.0.0.1:9"),
+            "no connection attempted: {stderr}"
+        );
+    }
+    let out = fedreq(&["check", example_plan().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn approve_of_a_missing_file_names_it() {
+    let stderr = failure(&[
+        "approve",
+        "/no/such/plan.py",
+        "--uploads-url",
+        "http://127.0.0.1:9/upload/",
+    ]);
+    assert!(
+        stderr.contains("/no/such/plan.py") && stderr.contains("No such file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn ping_without_a_broker_fails_within_the_timeout_naming_the_address() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    let stderr = failure(&["ping", "--broker", &address, "--timeout", "2"]);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(stderr.contains(&address), "{stderr}");
+}
+
+#[test]
+fn decode_prints_each_message_or_why_it_is_refused() {
+    let wire = Path::new(env!("CARGO_MANIFEST_DIR")).join("../protocol/tests/wire/valid");
+    let pong = std::fs::read_to_string(wire.join("general-researcher/pong.json")).unwrap();
+    let ping = std::fs::read_to_string(wire.join("general-nodes/ping.json")).unwrap();
+    let good = format!(
+        "general/researcher {}\ngeneral/nodes {}\n",
+        pong.trim(),
+        ping.trim()
+    );
+    let file = temp_file("capture.txt", &good);
+    let out = fedreq(&["decode", file.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        (
+            lines[0]["message"]["command"].as_str(),
+            lines[1]["message"]["command"].as_str()
+        ),
+        (Some("pong"), Some("ping"))
+    );
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fedreq"))
+        .args(["decode", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{good}general/nodes this is not json\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.lines().nth(2).unwrap().contains("refused"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn listen_streams_node_logs_and_monitoring_scalars() {
+    let federation = federation();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fedreq"))
+        .args([
+            "listen",
+            "--json",
+            "--broker",
+            &federation.broker,
+            "--researcher-id",
+            "listener",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Wait until it is connected (it says so on stderr), then train as the same researcher.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    assert!(first.contains("listening"), "{first}");
+    let train = r#"{"job_id": "j", "params_url": "", "training_args": {}, "dataset_id": "dataset-clinical-0",
+        "training": true, "model_args": {}, "training_plan_url": "", "training_plan_class": "P",
+        "secagg_servkey_id": null, "secagg_biprime_id": null, "secagg_random": null,
+        "secagg_clipping_range": null, "round": 3, "aggregator_args": {}, "command": "train"}"#;
+    let out = fedreq(&[
+        "send",
+        train,
+        "--to",
+        "n1",
+        "--broker",
+        &federation.broker,
+        "--researcher-id",
+        "listener",
+        "--timeout",
+        "0.3",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = lines.next().unwrap().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["monitoring"]["node_id"], "n1", "{line}");
+    assert_eq!(event["monitoring"]["metric"]["Loss"], 0.25);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["frobnicate"][..],
+        &["ping", "--timeout", "soon"],
+        &["search"],
+        &["--qos", "3", "ping"],
+    ] {
+        assert_eq!(fedreq(args).status.code(), Some(2), "{args:?}");
+    }
+}
