@@ -96,7 +96,9 @@ enum Command {
     /// Run nodes over MQTT until interrupted
     Node(serve::NodeArgs),
     /// Run the embedded MQTT broker until interrupted
-    Broker(serve::BrokerArgs),
+    Broker(serve::ServeArgs),
+    /// Run the embedded file repository (Fed-BioMed's upload endpoint) until interrupted
+    Repository(serve::ServeArgs),
     /// Simulate a federation in memory, with seeded faults, on a virtual clock
     Sim(sim::SimArgs),
 }
@@ -116,6 +118,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Demo(args) => demo::run(&global, args),
         Command::Node(args) => serve::node(&global, args),
         Command::Broker(args) => serve::broker(args),
+        Command::Repository(args) => serve::repository(args),
         Command::Sim(args) => sim::run(args, global.json, global.timeout.0),
     }
 }

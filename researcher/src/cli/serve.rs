@@ -27,12 +27,12 @@ pub struct NodeArgs {
     simulate_training: bool,
 }
 
-/// Options of `broker`.
+/// Options of `broker` and `repository`.
 #[derive(Debug, Args)]
-pub struct BrokerArgs {
-    /// TCP port
-    #[arg(long, default_value_t = 1883)]
-    port: u16,
+pub struct ServeArgs {
+    /// TCP port (the broker's default 1883, the repository's 8844)
+    #[arg(long)]
+    port: Option<u16>,
     /// Address to listen on (0.0.0.0 for every interface)
     #[arg(long, default_value = "127.0.0.1")]
     listen: IpAddr,
@@ -71,11 +71,28 @@ pub fn node(global: &Global, args: NodeArgs) -> Result<(), String> {
     }
 }
 
-pub fn broker(args: BrokerArgs) -> Result<(), String> {
-    let broker = EmbeddedBroker::start(SocketAddr::new(args.listen, args.port)).map_err(fail)?;
+pub fn broker(args: ServeArgs) -> Result<(), String> {
+    let broker = EmbeddedBroker::start(SocketAddr::new(args.listen, args.port.unwrap_or(1883)))
+        .map_err(fail)?;
     eprintln!(
         "MQTT broker listening on {}; Ctrl-C to stop",
         broker.address()
+    );
+    loop {
+        std::thread::park();
+    }
+}
+
+pub fn repository(args: ServeArgs) -> Result<(), String> {
+    let server = fedreq::repository::RepositoryServer::start(SocketAddr::new(
+        args.listen,
+        args.port.unwrap_or(8844),
+    ))
+    .map_err(fail)?;
+    eprintln!(
+        "file repository on {}; UPLOADS_URL={}; Ctrl-C to stop",
+        server.address(),
+        server.uploads_url()
     );
     loop {
         std::thread::park();
