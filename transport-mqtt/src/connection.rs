@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, TlsConfiguration,
-    Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, SubscribeFilter,
+    TlsConfiguration, Transport,
 };
 
 use crate::config::MqttConfig;
@@ -22,6 +22,8 @@ pub(crate) enum Input {
     },
     /// A session started: subscribe (again).
     Connected,
+    /// The broker acknowledged a subscription.
+    Subscribed,
     /// The connection was lost or could not be made.
     Disconnected(String),
 }
@@ -101,6 +103,7 @@ pub(crate) async fn run(
                 delay = backoff.min;
                 Input::Connected
             }
+            Ok(Event::Incoming(Packet::SubAck(_))) => Input::Subscribed,
             Ok(_) => continue,
             Err(ConnectionError::RequestsDone) => return,
             Err(error) => {
@@ -134,24 +137,38 @@ fn describe(error: &ConnectionError) -> String {
     }
 }
 
-/// Waits for the first `Connected` (or failure) from the connection task, within `timeout`.
+/// The first session: waits for it to start, subscribes to `filters`, and waits for the
+/// broker's acknowledgement, all within `timeout`; only then can a request be answered.
+/// Returns what arrived meanwhile, for the core.
 pub(crate) async fn handshake(
     inputs: &flume::Receiver<Input>,
+    client: &AsyncClient,
+    filters: Vec<SubscribeFilter>,
     address: String,
     timeout: Duration,
-) -> Result<(), ConnectError> {
-    let first = tokio::time::timeout(timeout, inputs.recv_async()).await;
-    match first {
-        Ok(Ok(Input::Connected)) => Ok(()),
-        Ok(Ok(Input::Disconnected(reason))) => Err(ConnectError::Unreachable { address, reason }),
-        Ok(Ok(Input::Publish { .. })) => Ok(()),
-        Ok(Err(_)) => Err(ConnectError::Unreachable {
-            address,
-            reason: "the connection task stopped".into(),
-        }),
-        Err(_) => Err(ConnectError::Unreachable {
-            address,
-            reason: format!("no MQTT session within {timeout:?}"),
-        }),
+) -> Result<Vec<Input>, ConnectError> {
+    let fail = |reason: String| ConnectError::Unreachable {
+        address: address.clone(),
+        reason,
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut early = Vec::new();
+    let mut subscribed = false;
+    loop {
+        let input = tokio::time::timeout_at(deadline, inputs.recv_async())
+            .await
+            .map_err(|_| fail(format!("no MQTT session within {timeout:?}")))?
+            .map_err(|_| fail("the connection task stopped".into()))?;
+        match input {
+            Input::Connected if !subscribed => {
+                subscribed = true;
+                client
+                    .try_subscribe_many(filters.clone())
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+            Input::Subscribed => return Ok(early),
+            Input::Disconnected(reason) => return Err(fail(reason)),
+            other => early.push(other),
+        }
     }
 }

@@ -92,22 +92,36 @@ fn spawn(
         let (inputs_tx, inputs) = flume::unbounded();
         let (stop, stopped) = tokio::sync::oneshot::channel();
         tokio::spawn(connection::run(eventloop, inputs_tx, stopped, mqtt.backoff));
-        if let Err(error) =
-            connection::handshake(&inputs, mqtt.address(), mqtt.connect_timeout).await
+        let qos = mqtt.qos.to_rumqttc();
+        let filters = subscriptions(&node.node_id, qos);
+        let early = match connection::handshake(
+            &inputs,
+            &client,
+            filters,
+            mqtt.address(),
+            mqtt.connect_timeout,
+        )
+        .await
         {
-            let _ = ready_tx.send(Err(error));
-            return;
-        }
+            Ok(early) => early,
+            Err(error) => {
+                let _ = ready_tx.send(Err(error));
+                return;
+            }
+        };
         let (fetched_tx, fetched) = flume::unbounded();
-        let task = Task {
+        let mut task = Task {
             core: Node::new(node),
             client,
-            qos: mqtt.qos.to_rumqttc(),
+            qos,
             outbox: Outbox::default(),
             fetcher,
             fetched: fetched_tx,
         };
-        task.subscribe();
+        for input in early {
+            task.input(input);
+        }
+        task.flush();
         let _ = ready_tx.send(Ok(()));
         task.run(inputs, fetched, dropped).await;
         drop(stop);
@@ -139,12 +153,33 @@ fn wall_clock() -> Timestamp {
 }
 
 impl Task {
-    fn subscribe(&self) {
-        let filters = self
-            .core
-            .subscriptions()
-            .map(|t| SubscribeFilter::new(t, self.qos));
-        let _ = self.client.try_subscribe_many(filters);
+    fn input(&mut self, input: Input) {
+        match input {
+            Input::Publish { topic, payload } => {
+                self.core.handle_publish(wall_clock(), &topic, &payload)
+            }
+            Input::Connected => {
+                let _ = self
+                    .client
+                    .try_subscribe_many(subscriptions(self.core.node_id(), self.qos));
+            }
+            Input::Subscribed | Input::Disconnected(_) => {}
+        }
+    }
+
+    /// Publishes what the core has to say and starts the downloads it asks for.
+    fn flush(&mut self) {
+        while let Some(transmit) = self.core.poll_transmit() {
+            self.outbox.push(transmit);
+        }
+        self.outbox.flush(&self.client, self.qos);
+        while let Some(fetch) = self.core.poll_fetch() {
+            let download = self.fetcher.fetch(fetch.url);
+            let fetched = self.fetched.clone();
+            tokio::spawn(async move {
+                let _ = fetched.send((fetch.id, download.await));
+            });
+        }
     }
 
     async fn run(
@@ -156,9 +191,7 @@ impl Task {
         loop {
             tokio::select! {
                 input = inputs.recv_async() => match input {
-                    Ok(Input::Publish { topic, payload }) => self.core.handle_publish(wall_clock(), &topic, &payload),
-                    Ok(Input::Connected) => self.subscribe(),
-                    Ok(Input::Disconnected(_)) => {}
+                    Ok(input) => self.input(input),
                     Err(_) => return,
                 },
                 Ok((id, result)) = fetched.recv_async() => self.core.handle_fetched(wall_clock(), id, result),
@@ -166,17 +199,15 @@ impl Task {
                 _ = dropped.recv_async() => return,
                 _ = tokio::time::sleep(Duration::from_millis(1)), if !self.outbox.is_empty() => {}
             }
-            while let Some(transmit) = self.core.poll_transmit() {
-                self.outbox.push(transmit);
-            }
-            self.outbox.flush(&self.client, self.qos);
-            while let Some(fetch) = self.core.poll_fetch() {
-                let download = self.fetcher.fetch(fetch.url);
-                let fetched = self.fetched.clone();
-                tokio::spawn(async move {
-                    let _ = fetched.send((fetch.id, download.await));
-                });
-            }
+            self.flush();
         }
     }
+}
+
+/// `general/nodes` and the node's own topic.
+fn subscriptions(node_id: &str, qos: rumqttc::QoS) -> Vec<SubscribeFilter> {
+    fedreq_protocol::topic::node_subscriptions(node_id)
+        .into_iter()
+        .map(|t| SubscribeFilter::new(t, qos))
+        .collect()
 }

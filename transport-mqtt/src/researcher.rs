@@ -88,22 +88,34 @@ impl ResearcherDriver {
             let (inputs_tx, inputs) = flume::unbounded();
             let (stop, stopped) = tokio::sync::oneshot::channel();
             tokio::spawn(connection::run(eventloop, inputs_tx, stopped, mqtt.backoff));
-            if let Err(error) =
-                connection::handshake(&inputs, mqtt.address(), mqtt.connect_timeout).await
+            let qos = mqtt.qos.to_rumqttc();
+            let early = match connection::handshake(
+                &inputs,
+                &client,
+                filters(qos),
+                mqtt.address(),
+                mqtt.connect_timeout,
+            )
+            .await
             {
-                let _ = ready_tx.send(Err(error));
-                return;
-            }
-            let task = Task {
+                Ok(early) => early,
+                Err(error) => {
+                    let _ = ready_tx.send(Err(error));
+                    return;
+                }
+            };
+            let mut task = Task {
                 core: Researcher::new(core),
                 client,
-                qos: mqtt.qos.to_rumqttc(),
+                qos,
                 epoch: Instant::now(),
                 outbox: Outbox::default(),
                 waiting: HashMap::new(),
                 events,
             };
-            task.subscribe();
+            for input in early {
+                task.input(input);
+            }
             let _ = ready_tx.send(Ok(()));
             task.run(inputs, orders).await;
             drop(stop);
@@ -164,11 +176,23 @@ impl Task {
         Timestamp::from_duration(self.epoch.elapsed())
     }
 
-    /// Subscriptions do not survive a new session: sent on every connection.
-    fn subscribe(&self) {
-        let filters = topic::RESEARCHER_SUBSCRIPTIONS
-            .map(|t| rumqttc::SubscribeFilter::new(t.to_owned(), self.qos));
-        let _ = self.client.try_subscribe_many(filters);
+    /// Takes what the connection task reports. Subscriptions do not survive a new session:
+    /// they are sent again on every connection.
+    fn input(&mut self, input: Input) {
+        match input {
+            Input::Publish { topic, payload } => {
+                self.core.handle_publish(self.now(), &topic, &payload)
+            }
+            Input::Connected => {
+                let _ = self.client.try_subscribe_many(filters(self.qos));
+                self.core
+                    .handle_connection(self.now(), ConnectionState::Connected);
+            }
+            Input::Subscribed => {}
+            Input::Disconnected(reason) => self
+                .core
+                .handle_connection(self.now(), ConnectionState::Disconnected(reason)),
+        }
     }
 
     async fn run(mut self, inputs: flume::Receiver<Input>, orders: flume::Receiver<Order>) {
@@ -179,14 +203,7 @@ impl Task {
                 .map(|at| self.epoch + at.since_epoch());
             tokio::select! {
                 input = inputs.recv_async() => match input {
-                    Ok(Input::Publish { topic, payload }) => self.core.handle_publish(self.now(), &topic, &payload),
-                    Ok(Input::Connected) => {
-                        self.subscribe();
-                        self.core.handle_connection(self.now(), ConnectionState::Connected);
-                    }
-                    Ok(Input::Disconnected(reason)) => {
-                        self.core.handle_connection(self.now(), ConnectionState::Disconnected(reason));
-                    }
+                    Ok(input) => self.input(input),
                     Err(_) => return,
                 },
                 order = orders.recv_async() => match order {
@@ -238,4 +255,11 @@ async fn sleep_until(wake: Option<Instant>) {
 
 pub(crate) fn stopped() -> ConnectError {
     ConnectError::Runtime("the driver thread stopped".into())
+}
+
+fn filters(qos: rumqttc::QoS) -> Vec<rumqttc::SubscribeFilter> {
+    topic::RESEARCHER_SUBSCRIPTIONS
+        .iter()
+        .map(|t| rumqttc::SubscribeFilter::new((*t).to_owned(), qos))
+        .collect()
 }
