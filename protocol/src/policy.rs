@@ -6,7 +6,8 @@
 //!   or, in Fed-BioMed's `rounds`, at the end of the first `timeout` round without a new reply;
 //! - `min_replies`: `grace` after the `count`-th reply;
 //! - `stop_on_error`: the first `error` from a targeted node;
-//! - `deadline`: that long after submission, even if still queued.
+//! - `deadline`: that long after submission, even if still queued (by default ten timeouts,
+//!   none in Fed-BioMed's rounds).
 //!
 //! The expected nodes are the targeted nodes, or for a broadcast the `roster` when one is
 //! given; a broadcast without a roster has none, so it ends by the quiet period or a later rule.
@@ -56,6 +57,10 @@ pub struct MinReplies {
 /// Fed-BioMed's default `TIMEOUT`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The quiet period's overall deadline, in timeouts: replies that keep coming (a flood of
+/// node ids, say) cannot keep a request open for ever.
+pub const DEADLINE_IN_TIMEOUTS: u32 = 10;
+
 impl Default for Policy {
     /// Quiet period of 5 s, early completion on.
     fn default() -> Self {
@@ -64,7 +69,8 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// Complete `timeout` after the last reply, or as soon as every expected node answered.
+    /// Complete `timeout` after the last reply, or as soon as every expected node answered,
+    /// and at the latest [`DEADLINE_IN_TIMEOUTS`] timeouts after submission.
     pub fn quiet(timeout: Duration) -> Self {
         Policy {
             timeout,
@@ -74,7 +80,7 @@ impl Policy {
             min_replies: None,
             only_successful: false,
             stop_on_error: false,
-            deadline: None,
+            deadline: Some(timeout.saturating_mul(DEADLINE_IN_TIMEOUTS)),
         }
     }
 
@@ -87,6 +93,7 @@ impl Policy {
             }),
             early: false,
             only_successful: true,
+            deadline: None,
             ..Policy::quiet(timeout)
         }
     }

@@ -28,10 +28,13 @@ pub struct ResearcherConfig {
     pub limits: Limits,
     /// How many unmatched messages the mailbox keeps; the oldest are dropped past it.
     pub mailbox_capacity: usize,
+    /// How many payload bytes the mailbox keeps; the oldest are dropped past it.
+    pub mailbox_bytes: usize,
 }
 
 impl ResearcherConfig {
-    /// A configuration with defaults: sequences from 0, 1 MiB payloads, a mailbox of 10,000.
+    /// A configuration with defaults: sequences from 0, 1 MiB payloads, a mailbox of 10,000
+    /// messages and 64 MiB.
     pub fn new(researcher_id: impl Into<String>) -> Self {
         ResearcherConfig {
             researcher_id: researcher_id.into(),
@@ -39,6 +42,7 @@ impl ResearcherConfig {
             hash_seed: 0,
             limits: Limits::default(),
             mailbox_capacity: 10_000,
+            mailbox_bytes: 64 << 20,
         }
     }
 }
@@ -90,6 +94,9 @@ pub struct Collect {
     pub commands: Vec<Command>,
     /// When it is complete: typically Fed-BioMed's rounds, or a deadline alone.
     pub policy: Policy,
+    /// Takes only the mail that arrived after this request was submitted, so that replies
+    /// to earlier requests are not counted in the answer to a later one.
+    pub since: Option<RequestId>,
 }
 
 /// One MQTT publish for the adapter to make.
@@ -147,6 +154,10 @@ pub struct Mail {
     pub message: NodeMessage,
     /// When it arrived.
     pub at: Timestamp,
+    /// How many requests had been submitted when it arrived, for [`Collect::since`].
+    pub after: u64,
+    /// Its payload's size, counted against the mailbox's byte budget.
+    pub size: usize,
 }
 
 /// What the core tells its user.
@@ -258,6 +269,32 @@ struct Active {
 }
 
 impl Active {
+    /// A request submitted at `now`, not yet sent, expecting no one.
+    fn new(kind: Kind, policy: Policy, now: Timestamp, keyed: Keyed) -> Self {
+        Active {
+            kind,
+            sequence: None,
+            targets: None,
+            targeted: None,
+            expected: Vec::new(),
+            expected_set: NodeSet::with_hasher(keyed),
+            policy,
+            submitted: now,
+            sent: None,
+            last_reply: now,
+            round_end: now,
+            new_in_round: 0,
+            min_reached: None,
+            replied: NodeSet::with_hasher(keyed),
+            errored: NodeSet::with_hasher(keyed),
+            expected_answered: 0,
+            replies: Vec::new(),
+            errors: Vec::new(),
+            counters: Counters::default(),
+            wake: None,
+        }
+    }
+
     /// The command of the replies it collects, for a sent request.
     fn reply_command(&self) -> Option<Command> {
         match &self.kind {
@@ -417,6 +454,10 @@ pub struct Researcher {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     mailbox: VecDeque<Mail>,
+    /// Payload bytes held in the mailbox.
+    mailbox_bytes: usize,
+    /// Size of the payload being handled, for the mailbox's byte budget.
+    arriving: usize,
     stats: Stats,
 }
 
@@ -436,6 +477,8 @@ impl Researcher {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             mailbox: VecDeque::new(),
+            mailbox_bytes: 0,
+            arriving: 0,
             stats: Stats::default(),
             config,
         }
@@ -475,16 +518,19 @@ impl Researcher {
         let command = request.command();
         request.set_researcher_id(&self.config.researcher_id);
         let sequence = match request.sequence_mut() {
-            Some(slot) => {
-                if !keep_sequence {
-                    *slot = self.next_sequence;
-                }
+            Some(slot) if keep_sequence => {
                 if self.by_sequence.contains_key(slot) {
                     return Err(SubmitError::SequenceInUse(*slot));
                 }
-                if !keep_sequence {
+                Some(*slot)
+            }
+            Some(slot) => {
+                // Skips the numbers a kept sequence holds.
+                while self.by_sequence.contains_key(&self.next_sequence) {
                     self.next_sequence = self.next_sequence.wrapping_add(1);
                 }
+                *slot = self.next_sequence;
+                self.next_sequence = self.next_sequence.wrapping_add(1);
                 Some(*slot)
             }
             None => None,
@@ -492,39 +538,24 @@ impl Researcher {
 
         let keyed = Keyed(self.config.hash_seed);
         let targets = target.nodes().map(dedup);
-        let targeted = targets.as_ref().map(|t| set_of(t, keyed));
         // A targeted request expects its targets; a broadcast, the roster.
         let expected = targets
             .clone()
             .or_else(|| policy.roster.as_deref().map(dedup))
             .unwrap_or_default();
-        let expected_set = set_of(&expected, keyed);
         let id = RequestId(self.next_id);
         self.next_id += 1;
+        let kind = Kind::Sent {
+            command,
+            request: Box::new(request),
+        };
         let active = Active {
-            kind: Kind::Sent {
-                command,
-                request: Box::new(request),
-            },
             sequence,
+            targeted: targets.as_ref().map(|t| set_of(t, keyed)),
             targets,
-            targeted,
+            expected_set: set_of(&expected, keyed),
             expected,
-            expected_set,
-            policy,
-            submitted: now,
-            sent: None,
-            last_reply: now,
-            round_end: now,
-            new_in_round: 0,
-            min_reached: None,
-            replied: NodeSet::with_hasher(keyed),
-            errored: NodeSet::with_hasher(keyed),
-            expected_answered: 0,
-            replies: Vec::new(),
-            errors: Vec::new(),
-            counters: Counters::default(),
-            wake: None,
+            ..Active::new(kind, policy, now, keyed)
         };
         self.requests.insert(id, active);
         if let Some(sequence) = sequence {
@@ -548,33 +579,21 @@ impl Researcher {
         let keyed = Keyed(self.config.hash_seed);
         let id = RequestId(self.next_id);
         self.next_id += 1;
-        let timeout = collect.policy.timeout;
         let mut active = Active {
-            kind: Kind::Collect(collect.commands),
-            sequence: None,
-            targets: None,
-            targeted: None,
-            expected: Vec::new(),
-            expected_set: NodeSet::with_hasher(keyed),
-            policy: collect.policy,
-            submitted: now,
             sent: Some(now),
-            last_reply: now,
-            round_end: now + timeout,
-            new_in_round: 0,
-            min_reached: None,
-            replied: NodeSet::with_hasher(keyed),
-            errored: NodeSet::with_hasher(keyed),
-            expected_answered: 0,
-            replies: Vec::new(),
-            errors: Vec::new(),
-            counters: Counters::default(),
-            wake: None,
+            round_end: now + collect.policy.timeout,
+            ..Active::new(Kind::Collect(collect.commands), collect.policy, now, keyed)
         };
+        let since = collect.since.map_or(0, |id| id.0 + 1);
         let (taken, kept): (VecDeque<Mail>, VecDeque<Mail>) = std::mem::take(&mut self.mailbox)
             .into_iter()
-            .partition(|m| m.reason != Unmatched::Foreign && active.collects(m.message.command()));
+            .partition(|m| {
+                m.reason != Unmatched::Foreign
+                    && m.after >= since
+                    && active.collects(m.message.command())
+            });
         self.mailbox = kept;
+        self.mailbox_bytes -= taken.iter().map(|m| m.size).sum::<usize>();
         for mail in taken {
             active.keep(now, mail.message);
         }
@@ -589,6 +608,7 @@ impl Researcher {
     pub fn handle_publish(&mut self, now: Timestamp, topic: &str, payload: &[u8]) {
         // A reply can only count for requests still in flight at its arrival.
         self.handle_timeout(now);
+        self.arriving = payload.len();
         let decoded = match NodeMessage::decode(payload, &self.config.limits) {
             Ok(decoded) => decoded,
             Err(error) => {
@@ -673,10 +693,11 @@ impl Researcher {
     /// Takes the unmatched messages of these commands (all when `commands` is empty),
     /// oldest first, leaving the others in the mailbox.
     pub fn take_mail(&mut self, commands: &[Command]) -> Vec<Mail> {
-        let (taken, kept) = std::mem::take(&mut self.mailbox)
+        let (taken, kept): (VecDeque<Mail>, VecDeque<Mail>) = std::mem::take(&mut self.mailbox)
             .into_iter()
             .partition(|m| commands.is_empty() || commands.contains(&m.message.command()));
         self.mailbox = kept;
+        self.mailbox_bytes -= taken.iter().map(|m| m.size).sum::<usize>();
         taken.into()
     }
 
@@ -700,7 +721,8 @@ impl Researcher {
         let same_job = request
             .job_id()
             .is_none_or(|job| reply.job_id() == Some(job));
-        (active.reply_command() == Some(command) && same_job).then_some(id)
+        (active.reply_command() == Some(command) && same_job && answers_search(request, reply))
+            .then_some(id)
     }
 
     fn on_reply(&mut self, now: Timestamp, reply: NodeMessage) {
@@ -759,8 +781,8 @@ impl Researcher {
         self.post(now, reason, reply);
     }
 
-    /// An `error` from a node counts for every request in flight that targets it and
-    /// has no reply from it yet.
+    /// An `error` from a node counts for every request in flight that targets it and has no
+    /// reply from it yet: errors carry no sequence, so which request caused it is unknown.
     fn on_error(&mut self, now: Timestamp, error: ErrorMessage) {
         let node = error.node_id.as_str();
         let ids: Vec<RequestId> = self
@@ -779,9 +801,12 @@ impl Researcher {
         }
         for id in ids {
             let active = self.active(id);
-            if active.errored.insert(node.to_owned()) {
-                active.mark_answered(node);
+            // One error per node per request: a node repeating itself keeps nothing open.
+            if !active.errored.insert(node.to_owned()) {
+                active.counters.duplicates += 1;
+                continue;
             }
+            active.mark_answered(node);
             active.errors.push(error.clone());
             active.note_activity(now);
             if active.policy.stop_on_error {
@@ -818,13 +843,22 @@ impl Researcher {
             command: message.command(),
             node_id: message.node_id().to_owned(),
         });
+        let size = self.arriving;
+        self.mailbox_bytes += size;
         self.mailbox.push_back(Mail {
             reason,
             message,
             at: now,
+            after: self.next_id,
+            size,
         });
-        while self.mailbox.len() > self.config.mailbox_capacity {
-            self.mailbox.pop_front();
+        while self.mailbox.len() > self.config.mailbox_capacity
+            || self.mailbox_bytes > self.config.mailbox_bytes
+        {
+            let Some(dropped) = self.mailbox.pop_front() else {
+                break;
+            };
+            self.mailbox_bytes -= dropped.size;
             self.stats.mailbox_dropped += 1;
         }
     }
@@ -911,6 +945,21 @@ impl Researcher {
             completion,
         }));
     }
+}
+
+/// Whether `reply` can answer `request`: a search reply is only for a search whose tags all
+/// its datasets carry (searches carry no sequence, so a late reply would otherwise count).
+fn answers_search(request: &Request, reply: &NodeMessage) -> bool {
+    let (Request::Search(search), NodeMessage::Search(found)) = (request, reply) else {
+        return true;
+    };
+    found.databases.iter().all(|dataset| {
+        let tags = dataset.get("tags").and_then(serde_json::Value::as_array);
+        search
+            .tags
+            .iter()
+            .all(|t| tags.is_some_and(|tags| tags.iter().any(|have| have == t)))
+    })
 }
 
 /// The request command a reply answers.

@@ -639,6 +639,7 @@ fn collect(commands: &[Command], policy: Policy) -> fedreq_protocol::Collect {
     fedreq_protocol::Collect {
         commands: commands.to_vec(),
         policy,
+        since: None,
     }
 }
 
@@ -712,4 +713,141 @@ fn a_targeted_request_expects_its_targets_not_the_roster() {
         (outcome.completion, outcome.missing),
         (Completion::QuietPeriod, nodes(&["ghost"]))
     );
+}
+
+#[test]
+fn a_node_repeating_an_error_keeps_nothing_open() {
+    let mut core = core();
+    core.submit(
+        ms(0.0),
+        Submission::to_nodes(Request::ping(), nodes(&["a", "b"]))
+            .with_policy(Policy::quiet(secs(5))),
+    )
+    .unwrap();
+    for t in 1..=100 {
+        publish(&mut core, ms(t as f64 * 1_000.0), &error_from("a"));
+    }
+    let outcome = only_outcome(&mut core, ms(1_000_000.0));
+    assert_eq!(
+        (
+            outcome.elapsed,
+            outcome.errors.len(),
+            outcome.counters.duplicates
+        ),
+        (secs(6), 1, 4)
+    );
+}
+
+#[test]
+fn the_default_policy_has_an_overall_deadline() {
+    let mut core = core();
+    core.submit(
+        ms(0.0),
+        Submission::broadcast(Request::ping()).with_policy(Policy::quiet(secs(1))),
+    )
+    .unwrap();
+    for i in 0..100 {
+        publish(&mut core, ms(500.0 * i as f64), &pong(&format!("n{i}"), 0));
+    }
+    let outcome = only_outcome(&mut core, ms(1_000_000.0));
+    assert_eq!(
+        (outcome.completion, outcome.elapsed),
+        (Completion::Deadline, secs(10))
+    );
+}
+
+#[test]
+fn the_mailbox_has_a_byte_budget() {
+    let mut core = Researcher::new(ResearcherConfig {
+        mailbox_bytes: 1_000,
+        ..ResearcherConfig::new(ME)
+    });
+    let size = pong("n0", 1000).to_string().len();
+    for i in 0..20 {
+        publish(&mut core, ms(i as f64), &pong(&format!("n{i}"), 1000 + i));
+    }
+    let kept = core.take_mail(&[]).len();
+    assert_eq!(kept, 1_000 / size);
+    assert_eq!(core.stats().mailbox_dropped as usize, 20 - kept);
+}
+
+fn search_reply(node: &str, tags: &[&str]) -> Value {
+    json!({"researcher_id": ME, "node_id": node, "success": true, "count": 1,
+           "databases": [{"name": "d", "tags": tags}], "command": "search", "protocol_version": "1"})
+}
+
+#[test]
+fn a_late_search_reply_is_not_counted_in_the_next_search() {
+    let mut core = core();
+    core.submit(
+        ms(0.0),
+        Submission::broadcast(Request::search(vec!["a".into()])),
+    )
+    .unwrap();
+    assert!(only_outcome(&mut core, ms(60_000.0)).replies.is_empty());
+    core.submit(
+        ms(60_000.0),
+        Submission::broadcast(Request::search(vec!["b".into()])),
+    )
+    .unwrap();
+    publish(&mut core, ms(60_001.0), &search_reply("slow", &["a"]));
+    publish(&mut core, ms(60_002.0), &search_reply("quick", &["b", "c"]));
+    let outcome = only_outcome(&mut core, ms(120_000.0));
+    assert_eq!(
+        outcome.datasets().into_keys().collect::<Vec<_>>(),
+        ["quick"]
+    );
+    assert_eq!(outcome.counters.late, 1);
+}
+
+#[test]
+fn a_collect_since_a_request_ignores_older_mail() {
+    let mut core = core();
+    publish(&mut core, ms(0.0), &list_reply("old"));
+    let fire = Policy {
+        early: false,
+        ..Policy::quiet(Duration::ZERO)
+    };
+    let id = core
+        .submit(
+            ms(1.0),
+            Submission::broadcast(Request::ping()).with_policy(fire),
+        )
+        .unwrap();
+    only_outcome(&mut core, ms(1.0));
+    publish(&mut core, ms(2.0), &pong("new", 0));
+    let since = fedreq_protocol::Collect {
+        since: Some(id),
+        ..collect(
+            &[],
+            Policy::quiet(Duration::MAX).with_deadline(Duration::ZERO),
+        )
+    };
+    core.collect(ms(3.0), since);
+    let outcome = only_outcome(&mut core, ms(3.0));
+    assert_eq!(outcome.online(), nodes(&["new"]));
+    assert_eq!(core.take_mail(&[]).len(), 1, "the older mail stays");
+}
+
+#[test]
+fn automatic_sequences_skip_a_kept_one() {
+    let mut core = core();
+    let mut kept = Submission::broadcast(Request::ping());
+    if let Some(slot) = kept.request.sequence_mut() {
+        *slot = 1;
+    }
+    kept.keep_sequence = true;
+    core.submit(ms(0.0), kept).unwrap();
+    let sequences: Vec<u64> = (0..3)
+        .map(|_| {
+            let id = core
+                .submit(ms(0.0), Submission::broadcast(Request::ping()))
+                .unwrap();
+            let _ = id;
+            sent(&mut core).last().unwrap().1["sequence"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(sequences, [0, 2, 3]);
 }

@@ -16,6 +16,8 @@ use ureq::unversioned::multipart::{Form, Part};
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest file the embedded repository takes, and a node downloads.
 const MAX_FILE: u64 = 64 << 20;
+/// What the embedded repository keeps in memory at most.
+const MAX_STORED: u64 = 1 << 30;
 
 /// An upload that did not give a download URL.
 #[derive(Debug, thiserror::Error)]
@@ -117,13 +119,15 @@ impl RepositoryServer {
             .to_ip()
             .ok_or_else(|| std::io::Error::other("not an IP listener"))?;
         let server = Arc::new(server);
-        let files = Arc::new(Mutex::new(HashMap::new()));
+        let files: Arc<Files> = Arc::default();
         let serving = Arc::clone(&server);
         let thread = std::thread::Builder::new()
             .name("fedreq-repository".into())
             .spawn(move || {
+                // A thread per exchange: a slow uploader does not hold back the downloads.
                 for request in serving.incoming_requests() {
-                    serve(request, address, &files);
+                    let files = Arc::clone(&files);
+                    std::thread::spawn(move || serve(request, address, &files));
                 }
             })?;
         Ok(RepositoryServer {
@@ -166,7 +170,14 @@ impl Drop for RepositoryServer {
     }
 }
 
-type Files = Mutex<HashMap<String, Vec<u8>>>;
+/// The files stored, and their total size.
+#[derive(Default)]
+struct Store {
+    files: HashMap<String, Vec<u8>>,
+    bytes: u64,
+}
+
+type Files = Mutex<Store>;
 
 fn serve(mut request: tiny_http::Request, address: SocketAddr, files: &Files) {
     let path = request
@@ -178,11 +189,17 @@ fn serve(mut request: tiny_http::Request, address: SocketAddr, files: &Files) {
     let response = match (request.method(), path.as_str()) {
         (tiny_http::Method::Post, "/upload/" | "/upload") => match receive(&mut request) {
             Ok((name, content)) => {
-                let mut files = files.lock().unwrap_or_else(|p| p.into_inner());
-                let stored = format!("{}_{}", files.len() + 1, sanitize(&name));
-                files.insert(stored.clone(), content);
-                let url = format!("http://{address}/uploads/{stored}");
-                text(201, json!({ "file": url }).to_string(), "application/json")
+                let mut store = files.lock().unwrap_or_else(|p| p.into_inner());
+                if store.bytes + content.len() as u64 > MAX_STORED {
+                    let full = json!({ "error": "the repository is full" }).to_string();
+                    text(507, full, "application/json")
+                } else {
+                    let stored = format!("{}_{}", store.files.len() + 1, sanitize(&name));
+                    store.bytes += content.len() as u64;
+                    store.files.insert(stored.clone(), content);
+                    let url = format!("http://{address}/uploads/{stored}");
+                    text(201, json!({ "file": url }).to_string(), "application/json")
+                }
             }
             Err(reason) => text(
                 400,
@@ -191,8 +208,8 @@ fn serve(mut request: tiny_http::Request, address: SocketAddr, files: &Files) {
             ),
         },
         (tiny_http::Method::Get, path) if path.starts_with("/uploads/") => {
-            let files = files.lock().unwrap_or_else(|p| p.into_inner());
-            match files.get(&path["/uploads/".len()..]) {
+            let store = files.lock().unwrap_or_else(|p| p.into_inner());
+            match store.files.get(&path["/uploads/".len()..]) {
                 Some(content) => {
                     tiny_http::Response::from_data(content.clone()).with_status_code(200)
                 }

@@ -12,8 +12,8 @@ use fedreq_protocol::message::{AddScalarMessage, Object};
 use fedreq_protocol::policy::Rounds;
 use fedreq_protocol::researcher::NodeLog;
 use fedreq_protocol::{
-    Collect, Command, DecodeError, Event, NodeId, Outcome, Policy, Request, ResearcherConfig,
-    Sequence, Submission, SubmitError, Target,
+    Collect, Command, DecodeError, Event, Mail, NodeId, Outcome, Policy, Request, RequestId,
+    ResearcherConfig, Sequence, Submission, SubmitError, Target,
 };
 use serde_json::Value;
 
@@ -43,6 +43,9 @@ pub enum Error {
     /// Approval needs a file repository and none is configured.
     #[error("no file repository configured: set --uploads-url or UPLOADS_URL")]
     NoRepository,
+    /// `add_sequence` for a command that carries no sequence.
+    #[error("`{0}` messages carry no sequence")]
+    NoSequence(Command),
     /// A message for `send_message` that is not a valid request.
     #[error("invalid message: {0}")]
     Message(#[from] DecodeError),
@@ -85,6 +88,8 @@ pub struct Requests {
     messaging: Arc<dyn Messaging>,
     config: RequestsConfig,
     handlers: Arc<Mutex<Handlers>>,
+    /// The last message `send_message` sent, for `get_responses`.
+    last_sent: Mutex<Option<RequestId>>,
 }
 
 impl std::fmt::Debug for Requests {
@@ -96,7 +101,7 @@ impl std::fmt::Debug for Requests {
 }
 
 /// A random 64-bit value from the standard library's hasher keys.
-fn random_u64() -> u64 {
+pub fn random_u64() -> u64 {
     std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish()
@@ -116,7 +121,8 @@ impl Requests {
         Self::with_messaging(Arc::new(driver), config)
     }
 
-    /// Over a messaging layer of the caller's, as Fed-BioMed lets a caller pass its own.
+    /// Over a messaging layer of the caller's, as Fed-BioMed lets a caller pass its own. One
+    /// `Requests` per messaging layer: it takes the layer's events for its callbacks.
     pub fn with_messaging(messaging: Arc<dyn Messaging>, config: RequestsConfig) -> Self {
         let handlers = Arc::new(Mutex::new(Handlers::default()));
         let events = messaging.events();
@@ -134,6 +140,7 @@ impl Requests {
             messaging,
             config,
             handlers,
+            last_sent: Mutex::new(None),
         }
     }
 
@@ -358,7 +365,7 @@ impl Requests {
         add_sequence: bool,
     ) -> Result<Option<Sequence>, Error> {
         let submission = self.raw(message, client, add_sequence)?;
-        Ok(self.request(submission)?.sequence.filter(|_| add_sequence))
+        Ok(self.sent(self.request(submission)?, add_sequence))
     }
 
     /// [`send_message`](Self::send_message), async.
@@ -369,11 +376,13 @@ impl Requests {
         add_sequence: bool,
     ) -> Result<Option<Sequence>, Error> {
         let submission = self.raw(message, client, add_sequence)?;
-        Ok(self
-            .request_async(submission)
-            .await?
-            .sequence
-            .filter(|_| add_sequence))
+        Ok(self.sent(self.request_async(submission).await?, add_sequence))
+    }
+
+    /// Remembers a message sent, and gives its sequence when one was added.
+    fn sent(&self, outcome: Outcome, add_sequence: bool) -> Option<Sequence> {
+        *self.last_sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome.id);
+        outcome.sequence.filter(|_| add_sequence)
     }
 
     fn raw(
@@ -383,7 +392,14 @@ impl Requests {
         add_sequence: bool,
     ) -> Result<Submission, Error> {
         if add_sequence {
-            message.insert("sequence".into(), 0.into());
+            let command = message
+                .get("command")
+                .and_then(Value::as_str)
+                .and_then(Command::parse);
+            match command {
+                Some(command) if !command.has_sequence() => return Err(Error::NoSequence(command)),
+                _ => message.insert("sequence".into(), 0.into()),
+            };
         }
         let request = Request::from_value(message)?;
         let mut submission = self.submission(request, client.map(|node| vec![node]));
@@ -450,10 +466,22 @@ impl Requests {
         let mut policy = Policy::fedbiomed(timeout.unwrap_or(self.config.policy.timeout));
         policy.only_successful = only_successful;
         policy.rounds = Some(Rounds { while_responses });
+        // Replies to messages sent before the last one belong to those, not to this answer.
+        let since = *self.last_sent.lock().unwrap_or_else(|p| p.into_inner());
         Collect {
             commands: commands.to_vec(),
             policy,
+            since,
         }
+    }
+
+    /// Takes the mailbox's messages of these commands (all when empty): late replies, replies
+    /// for another researcher, messages that matched nothing.
+    pub fn take_mail(&self, commands: Vec<Command>) -> Result<Vec<Mail>, Error> {
+        self.messaging
+            .take_mail(commands)
+            .recv()
+            .map_err(|_| Error::Stopped)
     }
 }
 
@@ -466,6 +494,7 @@ fn messages(commands: &[Command], wait: Duration) -> Collect {
             ..Policy::quiet(Duration::MAX)
         }
         .with_deadline(wait),
+        since: None,
     }
 }
 
@@ -478,14 +507,18 @@ fn log_tables(verbose: bool, datasets: &BTreeMap<NodeId, Vec<Value>>) {
 }
 
 fn dispatch(handlers: &Mutex<Handlers>, event: Event) {
-    let handlers = handlers.lock().unwrap_or_else(|p| p.into_inner());
+    // Called without the lock: a handler may replace the handlers.
+    let (monitor, log_handler) = {
+        let handlers = handlers.lock().unwrap_or_else(|p| p.into_inner());
+        (handlers.monitor.clone(), handlers.log.clone())
+    };
     match event {
         Event::Monitoring(scalar) => {
-            if let Some(callback) = &handlers.monitor {
+            if let Some(callback) = &monitor {
                 callback(&scalar);
             }
         }
-        Event::Log(log) => match &handlers.log {
+        Event::Log(log) => match &log_handler {
             Some(handler) => handler(&log),
             None => {
                 log::log!(target: "fedreq::node", node_level(&log.level), "{} {}", log.node_id, log.text)

@@ -115,10 +115,12 @@ fn run_researcher(
         let selector = flume::Selector::new()
             .recv(client.inbox(), |m| m.map_or(Step::Stop, Step::Publish))
             .recv(&orders, |o| o.map_or(Step::Stop, Step::Order));
-        let step = match core.poll_timeout() {
-            Some(at) => selector
-                .wait_deadline(epoch + at.since_epoch())
-                .unwrap_or(Step::Timer),
+        // A deadline past what an Instant can hold is never.
+        let deadline = core
+            .poll_timeout()
+            .and_then(|at| epoch.checked_add(at.since_epoch()));
+        let step = match deadline {
+            Some(deadline) => selector.wait_deadline(deadline).unwrap_or(Step::Timer),
             None => selector.wait(),
         };
         match step {

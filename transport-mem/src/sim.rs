@@ -404,11 +404,14 @@ impl Simulation {
                     }
                 }
             }
+            // A node that crashed meanwhile lost the download with the rest.
             Action::Fetched { node, id, result } => {
-                self.nodes[node as usize]
-                    .core
-                    .handle_fetched(self.now, id, result);
-                self.drain_node(node);
+                if self.nodes[node as usize].up {
+                    self.nodes[node as usize]
+                        .core
+                        .handle_fetched(self.now, id, result);
+                    self.drain_node(node);
+                }
             }
             Action::Crash(node) => {
                 self.nodes[node as usize].up = false;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, SubscribeFilter,
-    TlsConfiguration, Transport,
+    SubscribeReasonCode, TlsConfiguration, Transport,
 };
 
 use crate::config::MqttConfig;
@@ -22,8 +22,8 @@ pub(crate) enum Input {
     },
     /// A session started: subscribe (again).
     Connected,
-    /// The broker acknowledged a subscription.
-    Subscribed,
+    /// The broker answered a subscription: `false` when it refused a topic.
+    Subscribed(bool),
     /// The connection was lost or could not be made.
     Disconnected(String),
 }
@@ -39,6 +39,12 @@ pub enum ConnectError {
         address: String,
         /// What went wrong.
         reason: String,
+    },
+    /// The broker refused a subscription (its access rules, typically).
+    #[error("the MQTT broker at {address} refused our subscriptions (not authorised?)")]
+    SubscriptionRefused {
+        /// `host:port`.
+        address: String,
     },
     /// The driver thread could not be started.
     #[error("cannot start the MQTT driver thread: {0}")]
@@ -103,7 +109,11 @@ pub(crate) async fn run(
                 delay = backoff.min;
                 Input::Connected
             }
-            Ok(Event::Incoming(Packet::SubAck(_))) => Input::Subscribed,
+            Ok(Event::Incoming(Packet::SubAck(ack))) => Input::Subscribed(
+                ack.return_codes
+                    .iter()
+                    .all(|code| *code != SubscribeReasonCode::Failure),
+            ),
             Ok(_) => continue,
             Err(ConnectionError::RequestsDone) => return,
             Err(error) => {
@@ -166,7 +176,8 @@ pub(crate) async fn handshake(
                     .try_subscribe_many(filters.clone())
                     .map_err(|e| fail(e.to_string()))?;
             }
-            Input::Subscribed => return Ok(early),
+            Input::Subscribed(true) => return Ok(early),
+            Input::Subscribed(false) => return Err(ConnectError::SubscriptionRefused { address }),
             Input::Disconnected(reason) => return Err(fail(reason)),
             other => early.push(other),
         }

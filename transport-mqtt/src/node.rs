@@ -159,11 +159,17 @@ impl Task {
                 self.core.handle_publish(wall_clock(), &topic, &payload)
             }
             Input::Connected => {
+                self.outbox.close();
                 let _ = self
                     .client
                     .try_subscribe_many(subscriptions(self.core.node_id(), self.qos));
             }
-            Input::Subscribed | Input::Disconnected(_) => {}
+            Input::Subscribed(accepted) => {
+                if accepted {
+                    self.outbox.open();
+                }
+            }
+            Input::Disconnected(_) => self.outbox.close(),
         }
     }
 
@@ -197,7 +203,7 @@ impl Task {
                 Ok((id, result)) = fetched.recv_async() => self.core.handle_fetched(wall_clock(), id, result),
                 // The handle was dropped.
                 _ = dropped.recv_async() => return,
-                _ = tokio::time::sleep(Duration::from_millis(1)), if !self.outbox.is_empty() => {}
+                _ = tokio::time::sleep(Duration::from_millis(1)), if self.outbox.is_pending() => {}
             }
             self.flush();
         }

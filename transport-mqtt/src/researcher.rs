@@ -184,23 +184,34 @@ impl Task {
                 self.core.handle_publish(self.now(), &topic, &payload)
             }
             Input::Connected => {
+                self.outbox.close();
                 let _ = self.client.try_subscribe_many(filters(self.qos));
+            }
+            Input::Subscribed(true) => {
+                self.outbox.open();
                 self.core
                     .handle_connection(self.now(), ConnectionState::Connected);
             }
-            Input::Subscribed => {}
-            Input::Disconnected(reason) => self
-                .core
-                .handle_connection(self.now(), ConnectionState::Disconnected(reason)),
+            Input::Subscribed(false) => {
+                let refused = "the broker refused our subscriptions".to_owned();
+                self.core
+                    .handle_connection(self.now(), ConnectionState::Disconnected(refused));
+            }
+            Input::Disconnected(reason) => {
+                self.outbox.close();
+                self.core
+                    .handle_connection(self.now(), ConnectionState::Disconnected(reason));
+            }
         }
     }
 
     async fn run(mut self, inputs: flume::Receiver<Input>, orders: flume::Receiver<Order>) {
         loop {
+            // A wake past what an Instant can hold is never.
             let wake = self
                 .core
                 .poll_timeout()
-                .map(|at| self.epoch + at.since_epoch());
+                .and_then(|at| self.epoch.checked_add(at.since_epoch()));
             tokio::select! {
                 input = inputs.recv_async() => match input {
                     Ok(input) => self.input(input),
@@ -220,7 +231,7 @@ impl Task {
                     Err(_) => return,
                 },
                 _ = sleep_until(wake), if wake.is_some() => self.core.handle_timeout(self.now()),
-                _ = tokio::time::sleep(Duration::from_millis(1)), if !self.outbox.is_empty() => {}
+                _ = tokio::time::sleep(Duration::from_millis(1)), if self.outbox.is_pending() => {}
             }
             self.drain();
         }

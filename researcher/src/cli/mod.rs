@@ -197,7 +197,7 @@ impl Global {
         let researcher_id = self
             .researcher_id
             .clone()
-            .unwrap_or_else(|| format!("researcher_{:016x}", random()));
+            .unwrap_or_else(|| format!("researcher_{:016x}", fedreq::requests::random_u64()));
         RequestsConfig {
             researcher_id,
             policy: self.policy(),
@@ -211,13 +211,6 @@ impl Global {
         requests.set_log_handler(|log| eprintln!("{:<7} {}: {}", log.level, log.node_id, log.text));
         Ok(requests)
     }
-}
-
-fn random() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish()
 }
 
 /// A spinner on stderr while waiting, only when stderr is a terminal.

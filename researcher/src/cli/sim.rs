@@ -57,7 +57,7 @@ impl FromStr for LatencyRange {
                 .parse::<f64>()
                 .ok()
                 .filter(|ms| ms.is_finite() && *ms >= 0.0)
-                .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+                .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
         };
         match text.split_once("..").map(|(a, b)| (parse(a), parse(b))) {
             Some((Some(min), Some(max))) if min <= max => Ok(LatencyRange(min, max)),
