@@ -235,6 +235,10 @@ pub trait WireMessage: Serialize + DeserializeOwned {
     /// Every field, each required.
     const FIELDS: &'static [Field];
 
+    /// The fast path: the whole payload straight into the type, `None` on any doubt; the
+    /// schema path then gives the precise error.
+    fn decode_fast(bytes: &[u8]) -> Option<Decoded<Self>>;
+
     /// Builds the message from an object whose `command` and `protocol_version`
     /// were already taken out, checking every field against [`Self::FIELDS`].
     fn from_object(body: Object) -> Result<Self, DecodeError> {
@@ -303,8 +307,52 @@ macro_rules! messages {
                 kind: <$ty as WireType>::KIND,
                 nullable: <$ty as WireType>::NULLABLE,
             }),*];
+
+            fn decode_fast(bytes: &[u8]) -> Option<Decoded<Self>> {
+                // Every field required (nullable ones too), nothing else allowed: what this
+                // accepts, the schema accepts.
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Whole {
+                    $( #[serde(deserialize_with = "required")] $field: $ty, )*
+                    command: String,
+                    protocol_version: Option<String>,
+                }
+                let whole: Whole = serde_json::from_slice(bytes).ok()?;
+                if whole.command != Command::$command.as_str() {
+                    return None;
+                }
+                let compatibility = ProtocolVersion::OURS.judge(whole.protocol_version.as_deref()).ok()?;
+                let message = $name { $( $field: whole.$field, )* };
+                Some(Decoded { message, compatibility })
+            }
         }
     )*};
+}
+
+/// A field that must be present even when it may be null (serde lets a missing `Option`
+/// default to `None` unless the field has its own deserializer).
+fn required<'de, D: de::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<T, D::Error> {
+    T::deserialize(deserializer)
+}
+
+/// The value of the first `"command"` key, when it is a plain string: a hint of the message's
+/// type for the fast path, which checks it again.
+fn command_hint(bytes: &[u8]) -> Option<&str> {
+    const KEY: &[u8] = b"\"command\"";
+    let at = bytes.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let rest = &bytes[at..];
+    let rest = rest
+        .trim_ascii_start()
+        .strip_prefix(b":")?
+        .trim_ascii_start()
+        .strip_prefix(b"\"")?;
+    let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+    (rest[end] == b'"')
+        .then(|| std::str::from_utf8(&rest[..end]).ok())
+        .flatten()
 }
 
 messages! {
@@ -612,6 +660,20 @@ macro_rules! directions {
 
             /// Decodes and validates a payload, as Fed-BioMed does.
             pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded<Self>, DecodeError> {
+                if bytes.len() <= limits.max_payload {
+                    if let Some(hint) = command_hint(bytes) {
+                        $( if hint == <$ty>::COMMAND.as_str() {
+                            if let Some(decoded) = <$ty>::decode_fast(bytes) {
+                                return Ok(Decoded { message: $enum::$variant(decoded.message), compatibility: decoded.compatibility });
+                            }
+                        } )*
+                    }
+                }
+                Self::decode_schema(bytes, limits)
+            }
+
+            /// The schema path: every rule checked in turn, each with its own error.
+            fn decode_schema(bytes: &[u8], limits: &Limits) -> Result<Decoded<Self>, DecodeError> {
                 let (command_text, version, body) = envelope(bytes, limits)?;
                 $( if command_text == <$ty>::COMMAND.as_str() {
                     let compatibility = judge_version(<$ty>::COMMAND, version)?;
@@ -1188,6 +1250,53 @@ mod tests {
                 field: "success"
             })
         );
+    }
+
+    proptest::proptest! {
+        /// Whatever the fast path accepts, the schema path accepts as the same message.
+        #[test]
+        fn the_fast_path_never_accepts_what_the_schema_refuses(
+            field in 0usize..8,
+            change in 0u8..6,
+            base in 0usize..3,
+        ) {
+            let bases = [
+                pong(),
+                json!({"researcher_id": "r", "node_id": "n", "job_id": "j", "train": true, "test": false,
+                       "test_on_local_updates": false, "test_on_global_updates": false, "metric": {"Loss": 0.5},
+                       "epoch": null, "total_samples": 1, "batch_samples": 1, "num_batches": 1,
+                       "num_samples_trained": 3, "iteration": 1, "command": "add_scalar", "protocol_version": "1"}),
+                json!({"researcher_id": "r", "node_id": "n", "success": true, "count": 1,
+                       "databases": [{"name": "d"}], "command": "list", "protocol_version": "1"}),
+            ];
+            let mut value = bases[base].clone();
+            let object = value.as_object_mut().unwrap();
+            let key = object.keys().nth(field % object.len()).unwrap().clone();
+            match change {
+                0 => { object.remove(&key); }
+                1 => { object.insert(key, Value::Null); }
+                2 => { object.insert(key, json!("text")); }
+                3 => { object.insert(key, json!(-1.5)); }
+                4 => { object.insert("extra".into(), json!(1)); }
+                _ => {}
+            }
+            let bytes = value.to_string().into_bytes();
+            let limits = Limits::default();
+            let fast = NodeMessage::decode(&bytes, &limits);
+            let schema = NodeMessage::decode_schema(&bytes, &limits);
+            proptest::prop_assert_eq!(fast, schema);
+        }
+    }
+
+    #[test]
+    fn command_hints_are_plain_strings_only() {
+        assert_eq!(
+            command_hint(br#"{"a": 1, "command" : "pong"}"#),
+            Some("pong")
+        );
+        assert_eq!(command_hint(br#"{"command": "po\u006eg"}"#), None);
+        assert_eq!(command_hint(br#"{"command": 3}"#), None);
+        assert_eq!(command_hint(br#"{"x": "command"}"#), None);
     }
 
     #[test]

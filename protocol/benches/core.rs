@@ -1,0 +1,147 @@
+//! The hot paths of the protocol crate: decoding replies, the researcher core absorbing them,
+//! the node core answering. `cargo bench -p fedreq-protocol`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use fedreq_protocol::{
+    Limits, Node, NodeConfig, NodeMessage, Policy, Request, Researcher, ResearcherConfig,
+    Submission, Timestamp,
+};
+use serde_json::{json, Value};
+
+const ME: &str = "researcher_b99c48ec-4234-456a-b891-81204b508fac";
+
+fn pong(node: usize, sequence: u64) -> Vec<u8> {
+    json!({"protocol_version": "1", "researcher_id": ME, "node_id": format!("node_{node:08}-4f12-572d-ad91-d96bb8218cb6"),
+           "success": true, "sequence": sequence, "command": "pong"})
+    .to_string()
+    .into_bytes()
+}
+
+fn samples() -> Vec<(&'static str, Vec<u8>)> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/wire/valid");
+    [
+        "general-researcher/pong.json",
+        "general-researcher/list.json",
+        "general-researcher/search.json",
+        "general-researcher/approval-success.json",
+        "general-researcher/error-unknown-command.json",
+        "general-logger/log-info.json",
+        "general-monitoring/add_scalar.json",
+    ]
+    .into_iter()
+    .map(|path| {
+        (
+            path.rsplit('/').next().unwrap().trim_end_matches(".json"),
+            std::fs::read(format!("{dir}/{path}")).unwrap(),
+        )
+    })
+    .collect()
+}
+
+fn decode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decode");
+    let limits = Limits::default();
+    for (name, bytes) in samples() {
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(name, |b| {
+            b.iter(|| NodeMessage::decode(black_box(&bytes), &limits).unwrap())
+        });
+        group.bench_function(format!("{name}/serde_json_value"), |b| {
+            b.iter(|| serde_json::from_slice::<Value>(black_box(&bytes)).unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn absorb(c: &mut Criterion) {
+    let mut group = c.benchmark_group("researcher");
+    const NODES: usize = 10_000;
+    let pongs: Vec<Vec<u8>> = (0..NODES).map(|i| pong(i, 0)).collect();
+    group.throughput(Throughput::Elements(NODES as u64));
+    group.bench_function("one_ping_10000_pongs", |b| {
+        b.iter_batched(
+            || {
+                let mut core = Researcher::new(ResearcherConfig::new(ME));
+                core.submit(
+                    Timestamp::ZERO,
+                    Submission::broadcast(Request::ping())
+                        .with_policy(Policy::quiet(Duration::from_secs(5))),
+                )
+                .unwrap();
+                core.poll_transmit();
+                core
+            },
+            |mut core| {
+                for (i, payload) in pongs.iter().enumerate() {
+                    core.handle_publish(
+                        Timestamp::from_duration(Duration::from_nanos(i as u64)),
+                        "general/researcher",
+                        payload,
+                    );
+                }
+                core
+            },
+            BatchSize::LargeInput,
+        )
+    });
+
+    const REQUESTS: usize = 1_000;
+    const PER_REQUEST: usize = 10;
+    let spread: Vec<Vec<u8>> = (0..REQUESTS * PER_REQUEST)
+        .map(|i| pong(i % PER_REQUEST, (i / PER_REQUEST) as u64))
+        .collect();
+    group.throughput(Throughput::Elements((REQUESTS * PER_REQUEST) as u64));
+    group.bench_function("1000_pings_in_flight_10000_pongs", |b| {
+        b.iter_batched(
+            || {
+                let mut core = Researcher::new(ResearcherConfig::new(ME));
+                for _ in 0..REQUESTS {
+                    core.submit(Timestamp::ZERO, Submission::broadcast(Request::ping()))
+                        .unwrap();
+                }
+                while core.poll_transmit().is_some() {}
+                core
+            },
+            |mut core| {
+                for (i, payload) in spread.iter().enumerate() {
+                    core.handle_publish(
+                        Timestamp::from_duration(Duration::from_nanos(i as u64)),
+                        "general/researcher",
+                        payload,
+                    );
+                }
+                core
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+fn node(c: &mut Criterion) {
+    let mut group = c.benchmark_group("node");
+    let datasets: Arc<[fedreq_protocol::message::Object]> = Arc::from(Vec::new());
+    let mut node = Node::new(NodeConfig::new(
+        "node_17b1a6f6-4f12-572d-ad91-d96bb8218cb6",
+        datasets,
+    ));
+    let ping =
+        json!({"protocol_version": "1", "researcher_id": ME, "sequence": 7, "command": "ping"})
+            .to_string()
+            .into_bytes();
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("ping_to_pong", |b| {
+        b.iter(|| {
+            node.handle_publish(Timestamp::ZERO, "general/nodes", black_box(&ping));
+            node.poll_transmit().unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decode, absorb, node);
+criterion_main!(benches);
