@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod bare;
 pub mod broker;
 pub mod config;
 mod connection;

@@ -12,6 +12,7 @@ use fedreq_mqtt::{MqttConfig, Qos, Tls};
 use fedreq_protocol::Policy;
 use indicatif::{ProgressBar, ProgressStyle};
 
+mod bench;
 mod demo;
 mod researcher;
 mod serve;
@@ -101,6 +102,8 @@ enum Command {
     Repository(serve::ServeArgs),
     /// Simulate a federation in memory, with seeded faults, on a virtual clock
     Sim(sim::SimArgs),
+    /// Measure requests end to end: simulator, embedded broker, mosquitto
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command line.
@@ -120,6 +123,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Broker(args) => serve::broker(args),
         Command::Repository(args) => serve::repository(args),
         Command::Sim(args) => sim::run(args, global.json, global.timeout.0),
+        Command::Bench(args) => bench::run(args, global.json),
     }
 }
 
