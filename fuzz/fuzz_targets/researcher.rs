@@ -1,0 +1,7 @@
+//! The researcher core under an arbitrary sequence of submits, publishes and ticks. See `../targets.rs`.
+#![no_main]
+
+#[path = "../targets.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|ops: Vec<targets::ResearcherOp>| targets::researcher(ops));
