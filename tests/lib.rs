@@ -27,7 +27,8 @@ impl Mosquitto {
         Self::start_with("")
     }
 
-    /// Starts one with extra lines in its configuration file.
+    /// Starts one with extra lines in its listener's configuration (anonymous clients are
+    /// allowed unless they say otherwise).
     pub fn start_with(extra_config: &str) -> Option<Mosquitto> {
         if !mosquitto_installed() {
             assert!(
@@ -42,9 +43,13 @@ impl Mosquitto {
             "fedreq-mosquitto-{}-{port}.conf",
             std::process::id()
         ));
-        let text = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra_config}\n"
-        );
+        let anonymous = if extra_config.contains("allow_anonymous") {
+            ""
+        } else {
+            "allow_anonymous true\n"
+        };
+        let text =
+            format!("persistence false\nlistener {port} 127.0.0.1\n{anonymous}{extra_config}\n");
         std::fs::write(&config, text).expect("write mosquitto config");
         let mut broker = Mosquitto {
             child: None,

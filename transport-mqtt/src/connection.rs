@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, SubscribeFilter,
-    SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Packet,
+    SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
 };
 
 use crate::config::MqttConfig;
@@ -141,7 +141,14 @@ fn describe(error: &ConnectionError) -> String {
         ConnectionError::Io(io) => io.to_string(),
         ConnectionError::NetworkTimeout => "no answer within the connection timeout".into(),
         ConnectionError::ConnectionRefused(code) => {
-            format!("the broker refused the connection ({code:?})")
+            let why = match code {
+                ConnectReturnCode::BadUserNamePassword => "bad user name or password",
+                ConnectReturnCode::NotAuthorized => "not authorised",
+                ConnectReturnCode::BadClientId => "client id refused",
+                ConnectReturnCode::RefusedProtocolVersion => "MQTT version refused",
+                _ => "service unavailable",
+            };
+            format!("the broker refused the connection: {why}")
         }
         other => other.to_string(),
     }
