@@ -215,6 +215,9 @@ pub struct Stats {
     pub mailbox_dropped: u64,
 }
 
+/// How many kept sequences of completed requests are remembered.
+const KEPT_REMEMBERED: usize = 1024;
+
 /// A hasher keyed by the configured seed.
 #[derive(Clone, Copy, Debug)]
 struct Keyed(u64);
@@ -448,6 +451,8 @@ pub struct Researcher {
     busy: BTreeMap<Command, RequestId>,
     /// Requests waiting for their command's turn, oldest first.
     waiting: BTreeMap<Command, VecDeque<RequestId>>,
+    /// The last kept sequences of completed requests, to tell late from unknown.
+    kept_finished: VecDeque<Sequence>,
     /// Commands without sequence that have completed at least once, to tell late from unknown.
     finished: BTreeSet<Command>,
     timers: BTreeSet<(Timestamp, RequestId)>,
@@ -473,6 +478,7 @@ impl Researcher {
             busy: BTreeMap::new(),
             waiting: BTreeMap::new(),
             finished: BTreeSet::new(),
+            kept_finished: VecDeque::new(),
             timers: BTreeSet::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -819,8 +825,13 @@ impl Researcher {
         }
     }
 
-    /// Whether `sequence` was stamped by this core on an earlier request.
+    /// Whether `sequence` was sent by this core on an earlier request: stamped by it, or one
+    /// of the last kept sequences.
     fn issued(&self, sequence: Sequence) -> bool {
+        self.stamped(sequence) || self.kept_finished.contains(&sequence)
+    }
+
+    fn stamped(&self, sequence: Sequence) -> bool {
         let first = self.config.first_sequence;
         sequence.wrapping_sub(first) < self.next_sequence.wrapping_sub(first)
     }
@@ -909,6 +920,12 @@ impl Researcher {
         }
         if let Some(sequence) = active.sequence {
             self.by_sequence.remove(&sequence);
+            if !self.stamped(sequence) {
+                self.kept_finished.push_back(sequence);
+                if self.kept_finished.len() > KEPT_REMEMBERED {
+                    self.kept_finished.pop_front();
+                }
+            }
         }
         let command = match active.kind {
             Kind::Sent { command, .. } => Some(command),
