@@ -2,6 +2,7 @@
 #![no_main]
 
 #[path = "../targets.rs"]
+#[allow(dead_code)] // each binary uses one of the targets
 mod targets;
 
 libfuzzer_sys::fuzz_target!(|ops: Vec<targets::ResearcherOp>| targets::researcher(ops));
