@@ -86,6 +86,46 @@ pub(crate) fn open(config: &MqttConfig, role: &str, capacity: usize) -> (AsyncCl
     (client, eventloop)
 }
 
+/// A first session, up and subscribed.
+pub(crate) struct Session {
+    /// Publishes and subscriptions go through it.
+    pub client: AsyncClient,
+    /// What the connection task reports from now on.
+    pub inputs: flume::Receiver<Input>,
+    /// What arrived during the handshake, for the core first.
+    pub early: Vec<Input>,
+    /// Dropping it stops the connection task.
+    pub stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Opens a connection for `role`, starts the task that polls it, and runs the first
+/// session's handshake with these subscriptions.
+pub(crate) async fn start(
+    mqtt: &MqttConfig,
+    role: &str,
+    capacity: usize,
+    filters: Vec<SubscribeFilter>,
+) -> Result<Session, ConnectError> {
+    let (client, eventloop) = open(mqtt, role, capacity);
+    let (inputs_tx, inputs) = flume::unbounded();
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    tokio::spawn(run(eventloop, inputs_tx, stopped, mqtt.backoff));
+    let early = handshake(
+        &inputs,
+        &client,
+        filters,
+        mqtt.address(),
+        mqtt.connect_timeout,
+    )
+    .await?;
+    Ok(Session {
+        client,
+        inputs,
+        early,
+        stop,
+    })
+}
+
 /// Polls the event loop until `stop` fires or the core's task is gone.
 pub(crate) async fn run(
     mut eventloop: EventLoop,
@@ -157,7 +197,7 @@ fn describe(error: &ConnectionError) -> String {
 /// The first session: waits for it to start, subscribes to `filters`, and waits for the
 /// broker's acknowledgement, all within `timeout`; only then can a request be answered.
 /// Returns what arrived meanwhile, for the core.
-pub(crate) async fn handshake(
+async fn handshake(
     inputs: &flume::Receiver<Input>,
     client: &AsyncClient,
     filters: Vec<SubscribeFilter>,

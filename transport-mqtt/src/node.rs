@@ -88,22 +88,10 @@ fn spawn(
     let (ready_tx, ready) = flume::bounded(1);
     let node_id = node.node_id.clone();
     runtime.handle().spawn(async move {
-        let (client, eventloop) = connection::open(&mqtt, "node", REQUEST_CAPACITY);
-        let (inputs_tx, inputs) = flume::unbounded();
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        tokio::spawn(connection::run(eventloop, inputs_tx, stopped, mqtt.backoff));
         let qos = mqtt.qos.to_rumqttc();
         let filters = subscriptions(&node.node_id, qos);
-        let early = match connection::handshake(
-            &inputs,
-            &client,
-            filters,
-            mqtt.address(),
-            mqtt.connect_timeout,
-        )
-        .await
-        {
-            Ok(early) => early,
+        let session = match connection::start(&mqtt, "node", REQUEST_CAPACITY, filters).await {
+            Ok(session) => session,
             Err(error) => {
                 let _ = ready_tx.send(Err(error));
                 return;
@@ -112,19 +100,19 @@ fn spawn(
         let (fetched_tx, fetched) = flume::unbounded();
         let mut task = Task {
             core: Node::new(node),
-            client,
+            client: session.client,
             qos,
             outbox: Outbox::default(),
             fetcher,
             fetched: fetched_tx,
         };
-        for input in early {
+        for input in session.early {
             task.input(input);
         }
         task.flush();
         let _ = ready_tx.send(Ok(()));
-        task.run(inputs, fetched, dropped).await;
-        drop(stop);
+        task.run(session.inputs, fetched, dropped).await;
+        drop(session.stop);
     });
     let driver = NodeDriver {
         node_id,

@@ -84,21 +84,16 @@ impl ResearcherDriver {
         let (events, events_rx) = flume::unbounded();
         let (ready_tx, ready) = flume::bounded(1);
         runtime.handle().spawn(async move {
-            let (client, eventloop) = connection::open(&mqtt, "researcher", REQUEST_CAPACITY);
-            let (inputs_tx, inputs) = flume::unbounded();
-            let (stop, stopped) = tokio::sync::oneshot::channel();
-            tokio::spawn(connection::run(eventloop, inputs_tx, stopped, mqtt.backoff));
             let qos = mqtt.qos.to_rumqttc();
-            let early = match connection::handshake(
-                &inputs,
-                &client,
+            let session = match connection::start(
+                &mqtt,
+                "researcher",
+                REQUEST_CAPACITY,
                 filters(qos),
-                mqtt.address(),
-                mqtt.connect_timeout,
             )
             .await
             {
-                Ok(early) => early,
+                Ok(session) => session,
                 Err(error) => {
                     let _ = ready_tx.send(Err(error));
                     return;
@@ -106,19 +101,19 @@ impl ResearcherDriver {
             };
             let mut task = Task {
                 core: Researcher::new(core),
-                client,
+                client: session.client,
                 qos,
                 epoch: Instant::now(),
                 outbox: Outbox::default(),
                 waiting: HashMap::new(),
                 events,
             };
-            for input in early {
+            for input in session.early {
                 task.input(input);
             }
             let _ = ready_tx.send(Ok(()));
-            task.run(inputs, orders).await;
-            drop(stop);
+            task.run(session.inputs, orders).await;
+            drop(session.stop);
         });
         let driver = ResearcherDriver {
             orders: orders_tx,
