@@ -10,13 +10,15 @@
 //! - [`topic`]: topic names and targets.
 //! - [`policy`]: when a request is complete.
 //! - [`outcome`]: what a completed request reports.
-//! - [`researcher`]: the researcher core.
+//! - [`researcher`]: the researcher core; [`event`]: what it reports.
 //! - [`node`]: the node core.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod event;
+mod inflight;
 pub mod message;
 pub mod node;
 pub mod outcome;
@@ -27,14 +29,12 @@ pub mod topic;
 pub mod version;
 
 pub use error::{DecodeError, SubmitError};
+pub use event::{ConnectionState, Event, Mail, NodeLog, Unmatched};
 pub use message::{Command, Decoded, Limits, NodeMessage, Request, Sequence};
 pub use node::{Node, NodeConfig};
 pub use outcome::{Completion, Counters, Outcome, RequestId};
 pub use policy::Policy;
-pub use researcher::{
-    Collect, ConnectionState, Event, Mail, NodeLog, Researcher, ResearcherConfig, Submission,
-    Transmit, Unmatched,
-};
+pub use researcher::{Collect, Researcher, ResearcherConfig, Submission, Transmit};
 pub use time::Timestamp;
 pub use topic::{NodeId, Target};
 pub use version::{ProtocolVersion, PROTOCOL_VERSION};

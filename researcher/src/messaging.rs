@@ -4,7 +4,7 @@
 
 use fedreq_mem::MemResearcher;
 use fedreq_mqtt::ResearcherDriver;
-use fedreq_protocol::researcher::Mail;
+use fedreq_protocol::Mail;
 use fedreq_protocol::{Collect, Command, Event, Outcome, Submission, SubmitError};
 
 /// A driven researcher core. Every answer comes once on the returned receiver; a receiver

@@ -10,7 +10,7 @@ use fedreq_mem::{Broker, MemResearcher};
 use fedreq_mqtt::{ConnectError, MqttConfig, ResearcherDriver};
 use fedreq_protocol::message::{AddScalarMessage, Object};
 use fedreq_protocol::policy::Rounds;
-use fedreq_protocol::researcher::NodeLog;
+use fedreq_protocol::NodeLog;
 use fedreq_protocol::{
     Collect, Command, DecodeError, Event, Mail, NodeId, Outcome, Policy, Request, RequestId,
     ResearcherConfig, Sequence, Submission, SubmitError, Target,

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use fedreq_protocol::event::{Event, Mail};
 use fedreq_protocol::node::FetchResult;
-use fedreq_protocol::researcher::{Event, Mail};
 use fedreq_protocol::{
     topic, Collect, Command, Node, NodeConfig, Outcome, Researcher, ResearcherConfig, Submission,
     SubmitError, Timestamp,

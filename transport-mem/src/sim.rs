@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use fedreq_protocol::message::Object;
 use fedreq_protocol::node::{FetchId, FetchResult};
-use fedreq_protocol::researcher::Event;
 use fedreq_protocol::topic::{self, NodeId};
+use fedreq_protocol::Event;
 use fedreq_protocol::{
     Node, NodeConfig, Outcome, RequestId, Researcher, ResearcherConfig, Submission, SubmitError,
     Timestamp,

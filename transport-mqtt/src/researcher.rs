@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use fedreq_protocol::researcher::{Event, Mail};
+use fedreq_protocol::event::{Event, Mail};
 use fedreq_protocol::{
     topic, Collect, Command, ConnectionState, Outcome, RequestId, Researcher, ResearcherConfig,
     Submission, SubmitError, Timestamp,
