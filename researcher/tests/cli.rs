@@ -390,3 +390,28 @@ fn usage_errors_exit_2() {
         assert_eq!(fedreq(args).status.code(), Some(2), "{args:?}");
     }
 }
+
+#[test]
+fn the_demo_runs_every_request_and_exits_0() {
+    let out = fedreq(&["demo", "--nodes", "3"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "3 node(s) online",
+        "| Number of Datasets:",
+        "3 node(s) hold such data",
+        "3 of 3 node(s) acknowledged",
+        "node log  INFO",
+        "monitoring: node-1 job demo-job {\"Loss\":0.5}",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+}
