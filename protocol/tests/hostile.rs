@@ -27,6 +27,23 @@ fn in_flight() -> Researcher {
     core
 }
 
+/// The two right pongs, and the ping's outcome.
+fn answer_the_ping(core: &mut Researcher, t: Timestamp) -> fedreq_protocol::Outcome {
+    for node in ["a", "b"] {
+        core.handle_publish(
+            t,
+            "general/researcher",
+            pong(node, 0).to_string().as_bytes(),
+        );
+    }
+    std::iter::from_fn(|| core.poll_event())
+        .find_map(|e| match e {
+            Event::Completed(o) => Some(o),
+            _ => None,
+        })
+        .expect("the ping completes")
+}
+
 /// Feeds `payload`, then the two right pongs; returns the refusal (if any) and checks the ping
 /// completed with exactly `a` and `b`.
 fn survive(payload: &[u8]) -> (Option<DecodeError>, fedreq_protocol::Outcome) {
@@ -39,19 +56,7 @@ fn survive(payload: &[u8]) -> (Option<DecodeError>, fedreq_protocol::Outcome) {
             refusal = Some(error);
         }
     }
-    for node in ["a", "b"] {
-        core.handle_publish(
-            t,
-            "general/researcher",
-            pong(node, 0).to_string().as_bytes(),
-        );
-    }
-    let outcome = std::iter::from_fn(|| core.poll_event())
-        .find_map(|e| match e {
-            Event::Completed(o) => Some(o),
-            _ => None,
-        })
-        .expect("the ping completes");
+    let outcome = answer_the_ping(&mut core, t);
     assert_eq!(outcome.completion, Completion::AllAnswered);
     let mut online = outcome.online();
     online.sort();
@@ -327,19 +332,7 @@ fn a_flood_of_100000_unmatched_replies_stays_within_the_mailbox() {
     }
     let capacity = ResearcherConfig::new(ME).mailbox_capacity;
     assert_eq!(core.stats().mailbox_dropped, 100_000 - capacity as u64);
-    for node in ["a", "b"] {
-        core.handle_publish(
-            t,
-            "general/researcher",
-            pong(node, 0).to_string().as_bytes(),
-        );
-    }
-    let outcome = std::iter::from_fn(|| core.poll_event())
-        .find_map(|e| match e {
-            Event::Completed(o) => Some(o),
-            _ => None,
-        })
-        .unwrap();
+    let outcome = answer_the_ping(&mut core, t);
     assert_eq!(
         (outcome.replies.len(), outcome.counters.wrong_sequence),
         (2, 100_000)
