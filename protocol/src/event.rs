@@ -54,7 +54,7 @@ pub struct Mail {
     pub message: NodeMessage,
     /// When it arrived.
     pub at: Timestamp,
-    /// How many requests had been submitted when it arrived, for [`Collect::since`].
+    /// How many requests had been submitted when it arrived, for [`Collect::since`](crate::Collect::since).
     pub after: u64,
     /// Its payload's size, counted against the mailbox's byte budget.
     pub size: usize,
@@ -98,7 +98,7 @@ pub enum Event {
 }
 
 /// The adapter's connection to the broker, as it reports it through
-/// [`Researcher::handle_connection`].
+/// [`Researcher::handle_connection`](crate::Researcher::handle_connection).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConnectionState {
     /// A session started (first or again); the adapter has subscribed.
