@@ -86,7 +86,7 @@ enum Command {
     Approve(researcher::ApproveArgs),
     /// Send any request message and print the replies
     Send(researcher::SendArgs),
-    /// Print node logs and monitoring scalars until interrupted
+    /// Print node logs, and monitoring scalars for our --researcher-id, until interrupted
     Listen(researcher::ListenArgs),
     /// Check that a training plan is valid Python
     Check(tools::CheckArgs),
