@@ -14,10 +14,19 @@ use fedreq_protocol::{
     Submission, Timestamp,
 };
 
-/// Any payload, on either side: a message or a typed error, never a panic; whatever decodes
-/// re-encodes to a payload that decodes to the same message.
+/// Any payload, on either side: a message or a typed error, never a panic, the same by both
+/// decoding paths; whatever decodes re-encodes to a payload that decodes to the same message.
 pub fn decode(data: &[u8]) {
     let limits = Limits::default();
+    // The fast path and the schema path agree on every input.
+    assert_eq!(
+        Request::decode(data, &limits),
+        Request::decode_schema(data, &limits)
+    );
+    assert_eq!(
+        NodeMessage::decode(data, &limits),
+        NodeMessage::decode_schema(data, &limits)
+    );
     if let Ok(decoded) = Request::decode(data, &limits) {
         let again = Request::decode(&decoded.message.encode(), &limits)
             .expect("re-encoded request decodes");

@@ -102,6 +102,14 @@ pub enum SubmitError {
     /// The target cannot be published to.
     #[error(transparent)]
     Target(#[from] TargetError),
+    /// The encoded request is over the payload limit, which peers apply too.
+    #[error("the request is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        /// Its size encoded.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A kept sequence number that a request in flight already uses.
     #[error("sequence {0} is already used by a request in flight")]
     SequenceInUse(u64),

@@ -31,6 +31,8 @@ pub(crate) enum Kind {
     Sent {
         command: Command,
         request: Box<Request>,
+        /// The request as it travels, encoded once.
+        payload: Vec<u8>,
     },
     /// No request: collects the unmatched messages of these commands (all when empty).
     Collect(Vec<Command>),

@@ -241,8 +241,10 @@ impl Researcher {
                 Some(*slot)
             }
             Some(slot) => {
-                // Skips the numbers a kept sequence holds.
-                while self.by_sequence.contains_key(&self.next_sequence) {
+                // Skips the numbers a kept sequence holds, or held lately.
+                while self.by_sequence.contains_key(&self.next_sequence)
+                    || self.kept_finished.contains(&self.next_sequence)
+                {
                     self.next_sequence = self.next_sequence.wrapping_add(1);
                 }
                 *slot = self.next_sequence;
@@ -251,6 +253,14 @@ impl Researcher {
             }
             None => None,
         };
+        // What the peer would refuse unparsed, we do not send.
+        let payload = request.encode();
+        if payload.len() > self.config.limits.max_payload {
+            return Err(SubmitError::TooLarge {
+                size: payload.len(),
+                limit: self.config.limits.max_payload,
+            });
+        }
 
         let keyed = Keyed(self.config.hash_seed);
         let targets = target.nodes().map(dedup);
@@ -264,6 +274,7 @@ impl Researcher {
         let kind = Kind::Sent {
             command,
             request: Box::new(request),
+            payload,
         };
         let active = Active {
             sequence,
@@ -590,10 +601,10 @@ impl Researcher {
         active.sent = Some(now);
         active.last_reply = now;
         active.round_end = now + active.policy.timeout;
-        let Kind::Sent { request, .. } = &active.kind else {
+        let Kind::Sent { payload, .. } = &active.kind else {
             return;
         };
-        let payload = request.encode();
+        let payload = payload.clone();
         let topics = match &active.targets {
             None => Target::All.topics(),
             Some(nodes) => Target::Nodes(nodes.clone()).topics(),

@@ -181,10 +181,7 @@ fn every_field_of<T: WireMessage>() -> usize {
         null.insert(name.into(), Value::Null);
         let refusal = survive(Value::Object(null).to_string().as_bytes()).0;
         if nullable {
-            assert!(
-                !matches!(refusal, Some(DecodeError::Null { .. })),
-                "{command}.{name} may be null"
-            );
+            assert_eq!(refusal, None, "{command}.{name} may be null");
         } else {
             assert_eq!(
                 refusal,

@@ -851,3 +851,38 @@ fn automatic_sequences_skip_a_kept_one() {
         .collect();
     assert_eq!(sequences, [0, 2, 3]);
 }
+
+#[test]
+fn a_request_over_the_payload_limit_is_refused_at_submission() {
+    let mut core = Researcher::new(ResearcherConfig {
+        limits: fedreq_protocol::Limits { max_payload: 200 },
+        ..ResearcherConfig::new(ME)
+    });
+    let err = core
+        .submit(
+            ms(0.0),
+            Submission::broadcast(Request::search(vec!["t".repeat(300)])),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            fedreq_protocol::SubmitError::TooLarge { limit: 200, .. }
+        ),
+        "{err}"
+    );
+    assert_eq!((core.in_flight(), core.poll_transmit()), (0, None));
+}
+
+#[test]
+fn a_completed_kept_sequence_is_not_stamped_again() {
+    let mut core = core();
+    let mut kept =
+        Submission::broadcast(Request::ping()).with_policy(Policy::quiet(Duration::ZERO));
+    kept.keep_sequence = true; // sequence 0, the next one to be stamped
+    core.submit(ms(0.0), kept).unwrap();
+    only_outcome(&mut core, ms(0.0));
+    core.submit(ms(1.0), Submission::broadcast(Request::ping()))
+        .unwrap();
+    assert_eq!(sent(&mut core).last().unwrap().1["sequence"], 1);
+}
