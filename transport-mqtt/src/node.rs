@@ -146,18 +146,11 @@ impl Task {
             Input::Publish { topic, payload } => {
                 self.core.handle_publish(wall_clock(), &topic, &payload)
             }
-            Input::Connected => {
-                self.outbox.close();
-                let _ = self
-                    .client
-                    .try_subscribe_many(subscriptions(self.core.node_id(), self.qos));
-            }
-            Input::Subscribed(accepted) => {
-                if accepted {
-                    self.outbox.open();
-                }
-            }
-            Input::Disconnected(_) => self.outbox.close(),
+            Input::Connected => self
+                .outbox
+                .reconnected(subscriptions(self.core.node_id(), self.qos)),
+            Input::Subscribed(_) => self.outbox.subscribed(),
+            Input::Disconnected(_) => self.outbox.disconnected(),
         }
     }
 

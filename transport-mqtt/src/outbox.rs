@@ -7,23 +7,33 @@
 use std::collections::VecDeque;
 
 use fedreq_protocol::Transmit;
-use rumqttc::{AsyncClient, ClientError, QoS, Request};
+use rumqttc::{AsyncClient, ClientError, QoS, Request, SubscribeFilter};
 
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
     queue: VecDeque<Transmit>,
+    /// Holding everything until the session's subscriptions are acknowledged.
     closed: bool,
+    /// Subscriptions owed to a new session, retried until rumqttc takes them.
+    owed: Option<Vec<SubscribeFilter>>,
 }
 
 impl Outbox {
-    /// Holds everything until [`open`](Self::open).
-    pub(crate) fn close(&mut self) {
+    /// A new session started: subscribe again, and hold publishes until the broker answers.
+    pub(crate) fn reconnected(&mut self, filters: Vec<SubscribeFilter>) {
         self.closed = true;
+        self.owed = Some(filters);
     }
 
-    /// Lets publishes through again.
-    pub(crate) fn open(&mut self) {
+    /// The broker answered the subscriptions. Even a refusal opens: requests then go out and
+    /// complete under their own timers, instead of piling up here.
+    pub(crate) fn subscribed(&mut self) {
         self.closed = false;
+    }
+
+    /// The connection was lost.
+    pub(crate) fn disconnected(&mut self) {
+        self.closed = true;
     }
 
     pub(crate) fn push(&mut self, transmit: Transmit) {
@@ -32,11 +42,16 @@ impl Outbox {
 
     /// Whether something waits that a later flush can send.
     pub(crate) fn is_pending(&self) -> bool {
-        !self.closed && !self.queue.is_empty()
+        self.owed.is_some() || (!self.closed && !self.queue.is_empty())
     }
 
-    /// Hands as much as fits to the client, oldest first.
+    /// Hands what is owed and as much as fits to the client, oldest first.
     pub(crate) fn flush(&mut self, client: &AsyncClient, qos: QoS) {
+        if let Some(filters) = self.owed.take() {
+            if client.try_subscribe_many(filters.clone()).is_err() {
+                self.owed = Some(filters);
+            }
+        }
         if self.closed {
             return;
         }

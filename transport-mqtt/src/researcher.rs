@@ -178,22 +178,18 @@ impl Task {
             Input::Publish { topic, payload } => {
                 self.core.handle_publish(self.now(), &topic, &payload)
             }
-            Input::Connected => {
-                self.outbox.close();
-                let _ = self.client.try_subscribe_many(filters(self.qos));
-            }
-            Input::Subscribed(true) => {
-                self.outbox.open();
-                self.core
-                    .handle_connection(self.now(), ConnectionState::Connected);
-            }
-            Input::Subscribed(false) => {
-                let refused = "the broker refused our subscriptions".to_owned();
-                self.core
-                    .handle_connection(self.now(), ConnectionState::Disconnected(refused));
+            Input::Connected => self.outbox.reconnected(filters(self.qos)),
+            Input::Subscribed(accepted) => {
+                self.outbox.subscribed();
+                let state = if accepted {
+                    ConnectionState::Connected
+                } else {
+                    ConnectionState::Disconnected("the broker refused our subscriptions".into())
+                };
+                self.core.handle_connection(self.now(), state);
             }
             Input::Disconnected(reason) => {
-                self.outbox.close();
+                self.outbox.disconnected();
                 self.core
                     .handle_connection(self.now(), ConnectionState::Disconnected(reason));
             }
