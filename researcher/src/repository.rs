@@ -197,7 +197,10 @@ fn serve(mut request: tiny_http::Request, address: SocketAddr, files: &Files) {
                     let stored = format!("{}_{}", store.files.len() + 1, sanitize(&name));
                     store.bytes += content.len() as u64;
                     store.files.insert(stored.clone(), content);
-                    let url = format!("http://{address}/uploads/{stored}");
+                    // The address the uploader used, so a repository listening on 0.0.0.0
+                    // hands out a URL its clients can reach.
+                    let host = header(&request, "Host").unwrap_or_else(|| address.to_string());
+                    let url = format!("http://{host}/uploads/{stored}");
                     text(201, json!({ "file": url }).to_string(), "application/json")
                 }
             }
@@ -235,14 +238,17 @@ fn text(
         .with_header(header)
 }
 
-/// The multipart field `file` of an upload: its file name and content.
-fn receive(request: &mut tiny_http::Request) -> Result<(String, Vec<u8>), String> {
-    let content_type = request
+fn header(request: &tiny_http::Request, name: &str) -> Option<String> {
+    request
         .headers()
         .iter()
-        .find(|h| h.field.equiv("Content-Type"))
+        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
         .map(|h| h.value.as_str().to_owned())
-        .ok_or("no Content-Type")?;
+}
+
+/// The multipart field `file` of an upload: its file name and content.
+fn receive(request: &mut tiny_http::Request) -> Result<(String, Vec<u8>), String> {
+    let content_type = header(request, "Content-Type").ok_or("no Content-Type")?;
     let boundary = multer::parse_boundary(&content_type).map_err(|e| e.to_string())?;
     let mut body = Vec::new();
     request
@@ -348,6 +354,21 @@ mod tests {
             download(&format!("http://{}/uploads/nope.py", server.address())),
             FetchResult::Status(404)
         );
+    }
+
+    #[test]
+    fn a_repository_on_every_interface_hands_out_the_address_its_client_used() {
+        let server = RepositoryServer::start(SocketAddr::from(([0, 0, 0, 0], 0))).unwrap();
+        let uploads = format!("http://127.0.0.1:{}/upload/", server.address().port());
+        let url = RepositoryClient::new(uploads).upload("p.py", b"x").unwrap();
+        assert!(
+            url.starts_with(&format!(
+                "http://127.0.0.1:{}/uploads/",
+                server.address().port()
+            )),
+            "{url}"
+        );
+        assert_eq!(download(&url), FetchResult::Body(b"x".to_vec()));
     }
 
     #[test]

@@ -125,6 +125,7 @@ fn ping_lists_the_nodes_before_or_after_the_options() {
     ]);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["nodes"], serde_json::json!(["n2"]));
+    assert_eq!(report["missing"], serde_json::json!([]));
     assert!(
         report["elapsed_ms"].as_f64().unwrap() < 1000.0,
         "every target answered: no waiting"
@@ -377,6 +378,32 @@ fn listen_streams_node_logs_and_monitoring_scalars() {
     let event: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(event["monitoring"]["node_id"], "n1", "{line}");
     assert_eq!(event["monitoring"]["metric"]["Loss"], 0.25);
+}
+
+#[test]
+fn ping_reports_the_targets_that_did_not_answer() {
+    let report = json(&["ping", "--nodes", "n1,ghost"]);
+    assert_eq!(
+        (report["nodes"].clone(), report["missing"].clone()),
+        (serde_json::json!(["n1"]), serde_json::json!(["ghost"]))
+    );
+}
+
+#[test]
+fn send_without_a_sequence_says_how_to_add_one() {
+    let federation = federation();
+    let stderr = failure(&[
+        "send",
+        r#"{"command": "ping"}"#,
+        "--broker",
+        &federation.broker,
+    ]);
+    assert!(
+        stderr.contains("missing field `sequence`") && stderr.contains("--sequence"),
+        "{stderr}"
+    );
+    let stderr = failure(&["ping", "--timeout", "0", "--broker", &federation.broker]);
+    assert!(stderr.contains("--timeout"), "{stderr}");
 }
 
 #[test]

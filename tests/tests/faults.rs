@@ -75,7 +75,8 @@ fn crashes_duplicates_and_late_replies() {
     let a = node(&runtime, &mqtt, "a");
     let _b = node(&runtime, &mqtt, "b");
     let researcher = ResearcherDriver::connect(mqtt.clone(), ResearcherConfig::new(ME)).unwrap();
-    let quiet = Policy::quiet(Duration::from_millis(500));
+    // Wide enough for a mosquitto_pub process to start and publish on a loaded machine.
+    let quiet = Policy::quiet(Duration::from_secs(2));
 
     // Node a crashes while a request is in flight: it is reported missing...
     let in_flight = researcher.submit(ping(&["a", "b", "ghost"], 10, quiet.clone()));

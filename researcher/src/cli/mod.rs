@@ -211,6 +211,9 @@ impl Global {
 
     /// Connects to the broker, printing node logs on stderr.
     fn connect(&self) -> Result<Requests, String> {
+        if self.timeout.0.is_zero() {
+            return Err("--timeout must be more than 0 seconds".into());
+        }
         let requests = Requests::connect(self.mqtt()?, self.requests_config()).map_err(fail)?;
         requests.set_log_handler(|log| eprintln!("{:<7} {}: {}", log.level, log.node_id, log.text));
         Ok(requests)

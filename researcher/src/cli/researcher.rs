@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use clap::Args;
 use fedreq::TrainingPlan;
-use fedreq_protocol::{Command, NodeId};
+use fedreq_protocol::{Command, DecodeError, NodeId, Request, Submission, Target};
 use serde_json::{json, Value};
 
 use super::{fail, millis, Global, Progress};
@@ -76,26 +76,30 @@ pub struct ListenArgs {
 
 pub fn ping(global: &Global, args: Nodes) -> Result<(), String> {
     let requests = global.connect()?;
-    let started = Instant::now();
-    let nodes = {
-        let _progress = Progress::start("ping");
-        match args.nodes {
-            None => requests.ping_nodes().map_err(fail)?,
-            Some(nodes) => {
-                let submission =
-                    fedreq_protocol::Submission::to_nodes(fedreq_protocol::Request::ping(), nodes)
-                        .with_policy(global.policy());
-                requests.request(submission).map_err(fail)?.online()
-            }
-        }
+    let target = args.nodes.map_or(Target::All, Target::Nodes);
+    let submission = Submission {
+        target,
+        ..Submission::broadcast(Request::ping()).with_policy(global.policy())
     };
+    let started = Instant::now();
+    let outcome = {
+        let _progress = Progress::start("ping");
+        requests.request(submission).map_err(fail)?
+    };
+    let (nodes, missing) = (outcome.online(), outcome.missing);
     let elapsed = millis(started.elapsed());
     if global.json {
-        println!("{}", json!({ "nodes": nodes, "elapsed_ms": elapsed }));
+        println!(
+            "{}",
+            json!({ "nodes": nodes, "missing": missing, "elapsed_ms": elapsed })
+        );
     } else {
         println!("{} node(s) online ({elapsed} ms)", nodes.len());
         for node in nodes {
             println!("  {node}");
+        }
+        for node in missing {
+            println!("  {node}: no answer");
         }
     }
     Ok(())
@@ -207,7 +211,14 @@ pub fn send(global: &Global, args: SendArgs) -> Result<(), String> {
     let started = Instant::now();
     let sequence = requests
         .send_message(message, args.to, args.sequence)
-        .map_err(fail)?;
+        .map_err(|e| match e {
+            fedreq::Error::Message(DecodeError::MissingField {
+                field: "sequence", ..
+            }) => {
+                format!("{e}: add --sequence to stamp one")
+            }
+            other => other.to_string(),
+        })?;
     let commands: Vec<Command> = reply.into_iter().chain([Command::Error]).collect();
     let responses = {
         let _progress = Progress::start("replies");
