@@ -30,7 +30,7 @@ fn federation() -> (Broker, MemNodes, RequestsConfig) {
             config
         })
         .collect();
-    let nodes = MemNodes::start(&broker, configs, download);
+    let nodes = MemNodes::start(&broker, configs, download).unwrap();
     let config = RequestsConfig {
         policy: Policy::quiet(Duration::from_secs(2)).with_roster(ids()),
         ..RequestsConfig::new("researcher-api")

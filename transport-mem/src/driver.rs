@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use fedreq_protocol::event::{Event, Mail};
 use fedreq_protocol::node::FetchResult;
+use fedreq_protocol::topic::TargetError;
 use fedreq_protocol::{
     topic, Collect, Command, Node, NodeConfig, Outcome, Researcher, ResearcherConfig, Submission,
     SubmitError, Timestamp,
@@ -168,33 +169,35 @@ pub struct MemNodes {
 }
 
 impl MemNodes {
-    /// Connects these nodes to `broker`; `fetch` downloads training plans for them.
-    pub fn start<F>(broker: &Broker, nodes: Vec<NodeConfig>, fetch: F) -> Self
+    /// Connects these nodes to `broker`; `fetch` downloads training plans for them. Fails on a
+    /// node id that is not one topic level.
+    pub fn start<F>(broker: &Broker, nodes: Vec<NodeConfig>, fetch: F) -> Result<Self, TargetError>
     where
         F: Fn(&str) -> FetchResult + Send + 'static,
     {
         let nodes: Vec<(Node, Client)> = nodes
             .into_iter()
             .map(|config| {
+                topic::validate_node_id(&config.node_id)?;
                 let node = Node::new(config);
                 let client = broker.connect();
                 for filter in node.subscriptions() {
                     client
                         .subscribe(&filter)
-                        .expect("node ids are valid topics");
+                        .expect("a valid node id makes valid filters");
                 }
-                (node, client)
+                Ok((node, client))
             })
-            .collect();
+            .collect::<Result<_, TargetError>>()?;
         let (stop, stopped) = flume::bounded(1);
         let thread = std::thread::Builder::new()
             .name("fedreq-mem-nodes".into())
             .spawn(move || run_nodes(nodes, stopped, fetch))
             .expect("spawn the nodes thread");
-        MemNodes {
+        Ok(MemNodes {
             stop: Some(stop),
             thread: Some(thread),
-        }
+        })
     }
 }
 

@@ -22,7 +22,8 @@ fn a_researcher_and_nodes_exchange_over_the_in_memory_broker() {
         } else {
             FetchResult::Status(404)
         }
-    });
+    })
+    .unwrap();
     let researcher = MemResearcher::start(&broker, ResearcherConfig::new("r"));
     let known = Policy::quiet(Duration::from_secs(5)).with_roster(ids.clone());
 
@@ -59,4 +60,11 @@ fn a_researcher_and_nodes_exchange_over_the_in_memory_broker() {
     );
     let logs = researcher.events().try_iter().count();
     assert!(logs >= 4, "each node logged the registration ({logs})");
+}
+
+#[test]
+fn a_node_id_that_is_not_one_topic_level_is_refused() {
+    let broker = Broker::new();
+    let bad = vec![NodeConfig::new("a/#", simulated_datasets(0))];
+    assert!(MemNodes::start(&broker, bad, |_| FetchResult::Status(404)).is_err());
 }
