@@ -116,6 +116,24 @@ fn mosquitto_installed() -> bool {
         .is_ok()
 }
 
+/// Whether mosquitto's command-line tools (`mosquitto_pub`, `mosquitto_passwd`) can run; with
+/// `FEDREQ_REQUIRE_MOSQUITTO` set, their absence is a failure.
+pub fn mosquitto_tools() -> bool {
+    let there = ["mosquitto_pub", "mosquitto_passwd"].iter().all(|tool| {
+        Command::new(tool)
+            .arg("--help")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    });
+    assert!(
+        there || std::env::var_os("FEDREQ_REQUIRE_MOSQUITTO").is_none(),
+        "FEDREQ_REQUIRE_MOSQUITTO is set but mosquitto_pub or mosquitto_passwd is missing"
+    );
+    there
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

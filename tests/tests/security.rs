@@ -117,11 +117,7 @@ fn account(port: u16, user: &str, password: &str, ca_pem: Option<&[u8]>) -> Mqtt
 
 #[test]
 fn only_the_right_accounts_speak_on_the_right_topics() {
-    if Command::new("mosquitto_passwd").arg("-h").output().is_err() {
-        assert!(
-            std::env::var_os("FEDREQ_REQUIRE_MOSQUITTO").is_none(),
-            "mosquitto_passwd is missing"
-        );
+    if !fedreq_tests::mosquitto_tools() {
         return;
     }
     let files = files();
