@@ -120,10 +120,10 @@ fn request_is_stamped_with_our_id_and_the_next_sequence() {
     );
 }
 
-#[test]
-fn roster_answered_completes_at_the_last_reply_not_the_timeout() {
+/// A ping under `policy` with a roster of three nodes, which all answer by 5 ms.
+fn roster_answers_by_5_ms(policy: Policy) -> Researcher {
     let mut core = core();
-    let policy = Policy::quiet(secs(5)).with_roster(nodes(&["a", "b", "c"]));
+    let policy = policy.with_roster(nodes(&["a", "b", "c"]));
     core.submit(
         ms(0.0),
         Submission::broadcast(Request::ping()).with_policy(policy),
@@ -132,6 +132,12 @@ fn roster_answered_completes_at_the_last_reply_not_the_timeout() {
     for (i, node) in ["a", "b", "c"].iter().enumerate() {
         publish(&mut core, ms(1.0 + 2.0 * i as f64), &pong(node, 0));
     }
+    core
+}
+
+#[test]
+fn roster_answered_completes_at_the_last_reply_not_the_timeout() {
+    let mut core = roster_answers_by_5_ms(Policy::quiet(secs(5)));
     let outcome = only_outcome(&mut core, ms(5.0));
     assert_eq!(outcome.completion, Completion::AllAnswered);
     assert_eq!(outcome.elapsed, Duration::from_millis(5));
@@ -141,16 +147,7 @@ fn roster_answered_completes_at_the_last_reply_not_the_timeout() {
 
 #[test]
 fn compatibility_rounds_take_two_timeouts_as_fedbiomed_does() {
-    let mut core = core();
-    let policy = Policy::fedbiomed(secs(5)).with_roster(nodes(&["a", "b", "c"]));
-    core.submit(
-        ms(0.0),
-        Submission::broadcast(Request::ping()).with_policy(policy),
-    )
-    .unwrap();
-    for (i, node) in ["a", "b", "c"].iter().enumerate() {
-        publish(&mut core, ms(1.0 + 2.0 * i as f64), &pong(node, 0));
-    }
+    let mut core = roster_answers_by_5_ms(Policy::fedbiomed(secs(5)));
     assert!(completed(&run_until(&mut core, ms(9_999.999))).is_empty());
     let outcome = only_outcome(&mut core, ms(10_000.0));
     assert_eq!(outcome.completion, Completion::Rounds);
