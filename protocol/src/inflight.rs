@@ -1,10 +1,12 @@
-//! A request in flight: its state, and the completion rules of [`Policy`] applied to it.
+//! A request in flight: what it was sent as, and what it has received. The rules that
+//! complete it are in [`completion`](crate::completion).
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, DefaultHasher, Hasher};
 
+use crate::completion::Timers;
 use crate::message::{Command, ErrorMessage, NodeMessage, Request, Sequence};
-use crate::outcome::{Completion, Counters};
+use crate::outcome::Counters;
 use crate::policy::Policy;
 use crate::time::Timestamp;
 use crate::topic::NodeId;
@@ -61,13 +63,15 @@ pub(crate) struct Active {
     pub(crate) replies: Vec<NodeMessage>,
     pub(crate) errors: Vec<ErrorMessage>,
     pub(crate) counters: Counters,
+    pub(crate) timers: Timers,
+    /// The wake registered in the core's timer set.
     pub(crate) wake: Option<Timestamp>,
 }
 
 impl Active {
     /// A request submitted at `now`, not yet sent, expecting no one.
     pub(crate) fn new(kind: Kind, policy: Policy, now: Timestamp, keyed: Keyed) -> Self {
-        Active {
+        let mut active = Active {
             kind,
             sequence: None,
             targets: None,
@@ -87,8 +91,12 @@ impl Active {
             replies: Vec::new(),
             errors: Vec::new(),
             counters: Counters::default(),
+            timers: Timers::default(),
             wake: None,
-        }
+        };
+        // Only the deadline runs before the request is sent.
+        active.arm();
+        active
     }
 
     /// The command of the replies it collects, for a sent request.
@@ -104,98 +112,18 @@ impl Active {
         matches!(&self.kind, Kind::Collect(commands) if commands.is_empty() || commands.contains(&command))
     }
 
-    /// Keeps a message for a collect (errors apart), unless `only_successful` drops it.
-    pub(crate) fn keep(&mut self, now: Timestamp, message: NodeMessage) {
-        match message {
-            NodeMessage::Error(error) => self.errors.push(error),
-            _ if self.policy.only_successful && message.success() == Some(false) => {
-                self.counters.unsuccessful += 1;
-                return;
-            }
-            message => self.replies.push(message),
-        }
-        self.note_activity(now);
-    }
-
-    /// Counts a kept reply or error: activity for the quiet period, rounds and minimum.
-    pub(crate) fn note_activity(&mut self, now: Timestamp) {
-        self.last_reply = now;
-        self.new_in_round += 1;
-        let reached = self
-            .policy
-            .min_replies
-            .is_some_and(|m| self.replies.len() >= m.count);
-        if reached && self.min_reached.is_none() {
-            self.min_reached = Some(now);
-        }
-    }
-
     pub(crate) fn targets(&self, node: &str) -> bool {
         self.targeted.as_ref().is_none_or(|t| t.contains(node))
     }
 
-    pub(crate) fn answered(&self, node: &str) -> bool {
+    pub(crate) fn has_answered(&self, node: &str) -> bool {
         self.replied.contains(node) || self.errored.contains(node)
-    }
-
-    pub(crate) fn all_expected_answered(&self) -> bool {
-        self.policy.early
-            && !self.expected.is_empty()
-            && self.expected_answered == self.expected_set.len()
     }
 
     /// Marks `node` as having answered, for early completion.
     pub(crate) fn mark_answered(&mut self, node: &str) {
         if self.expected_set.contains(node) {
             self.expected_answered += 1;
-        }
-    }
-
-    /// The next instant a timer rule may complete it.
-    pub(crate) fn next_wake(&self) -> Option<Timestamp> {
-        let deadline = self.policy.deadline.map(|d| self.submitted + d);
-        let Some(_) = self.sent else { return deadline };
-        let period = if self.policy.rounds.is_some() {
-            self.round_end
-        } else {
-            self.last_reply + self.policy.timeout
-        };
-        let grace = self
-            .min_reached
-            .zip(self.policy.min_replies)
-            .map(|(at, min)| at + min.grace);
-        [deadline, Some(period), grace].into_iter().flatten().min()
-    }
-
-    /// The timer rule that is due at `now`, if any.
-    pub(crate) fn due(&mut self, now: Timestamp) -> Option<Completion> {
-        if self
-            .policy
-            .deadline
-            .is_some_and(|d| self.submitted + d <= now)
-        {
-            return Some(Completion::Deadline);
-        }
-        self.sent?;
-        let grace_over = self
-            .min_reached
-            .zip(self.policy.min_replies)
-            .is_some_and(|(at, min)| at + min.grace <= now);
-        if grace_over {
-            return Some(Completion::MinReplies);
-        }
-        match self.policy.rounds {
-            Some(rounds) if self.round_end <= now => {
-                if self.new_in_round == 0 || !rounds.while_responses {
-                    return Some(Completion::Rounds);
-                }
-                self.round_end = self.round_end + self.policy.timeout;
-                self.new_in_round = 0;
-                None
-            }
-            Some(_) => None,
-            None if self.last_reply + self.policy.timeout <= now => Some(Completion::QuietPeriod),
-            None => None,
         }
     }
 }

@@ -8,7 +8,8 @@
 //! - [`message`]: typed wire messages, strict decoding, encoding.
 //! - [`version`]: the protocol version rule.
 //! - [`topic`]: topic names and targets.
-//! - [`policy`]: when a request is complete.
+//! - [`policy`]: when a request is complete (the settings; the rules live in one private
+//!   module, `completion`).
 //! - [`outcome`]: what a completed request reports.
 //! - [`researcher`]: the researcher core; [`event`]: what it reports.
 //! - [`node`]: the node core.
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod completion;
 pub mod error;
 pub mod event;
 mod inflight;

@@ -1,6 +1,5 @@
-//! When a request is complete: the collection policy it carries.
-//!
-//! The rules, all checked for every request (the first one met completes it):
+//! When a request is complete: the collection policy it carries. What each setting does is
+//! written once, in the private `completion` module; in short, the first rule met completes it:
 //! - every expected node has answered (a reply or an error) and `early` is on -> now;
 //! - the quiet period: `timeout` after the last reply, or after sending when none came;
 //!   or, in Fed-BioMed's `rounds`, at the end of the first `timeout` round without a new reply;

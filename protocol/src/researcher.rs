@@ -3,6 +3,7 @@
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
+use crate::completion::Answer;
 use crate::error::SubmitError;
 use crate::event::{ConnectionState, Event, Mail, Unmatched};
 use crate::inflight::{Active, Keyed, Kind, NodeSet};
@@ -306,11 +307,8 @@ impl Researcher {
         let keyed = Keyed(self.config.hash_seed);
         let id = RequestId(self.next_id);
         self.next_id += 1;
-        let mut active = Active {
-            sent: Some(now),
-            round_end: now + collect.policy.timeout,
-            ..Active::new(Kind::Collect(collect.commands), collect.policy, now, keyed)
-        };
+        let mut active = Active::new(Kind::Collect(collect.commands), collect.policy, now, keyed);
+        active.start(now);
         let since = collect.since.map_or(0, |id| id.0 + 1);
         let (taken, kept): (VecDeque<Mail>, VecDeque<Mail>) = std::mem::take(&mut self.mailbox)
             .into_iter()
@@ -324,7 +322,9 @@ impl Researcher {
         for mail in taken {
             active.keep(now, mail.message);
         }
+        // What waited in the mailbox is news of the first round; the quiet period starts now.
         active.last_reply = now;
+        active.arm();
         self.requests.insert(id, active);
         self.reschedule(id);
         id
@@ -395,7 +395,7 @@ impl Researcher {
             // Judged at the timer's own instant, so a late call changes no outcome.
             let active = self.active(id);
             active.wake = None;
-            match active.due(at) {
+            match active.expire(at) {
                 Some(completion) => self.complete(id, at, completion),
                 None => self.reschedule(id),
             }
@@ -470,16 +470,10 @@ impl Researcher {
             active.mark_answered(node);
         }
         active.replied.insert(node.to_owned());
-        if active.policy.only_successful && reply.success() == Some(false) {
-            active.counters.unsuccessful += 1;
-        } else {
-            active.replies.push(reply);
-            active.note_activity(now);
-        }
-        if active.all_expected_answered() {
-            self.complete(id, now, Completion::AllAnswered);
-        } else {
-            self.reschedule(id);
+        active.keep_reply(now, reply);
+        match active.on_answer(Answer::Reply) {
+            Some(completion) => self.complete(id, now, completion),
+            None => self.reschedule(id),
         }
     }
 
@@ -536,12 +530,9 @@ impl Researcher {
             active.mark_answered(node);
             active.errors.push(error.clone());
             active.note_activity(now);
-            if active.policy.stop_on_error {
-                self.complete(id, now, Completion::Error);
-            } else if active.all_expected_answered() {
-                self.complete(id, now, Completion::AllAnswered);
-            } else {
-                self.reschedule(id);
+            match active.on_answer(Answer::Error) {
+                Some(completion) => self.complete(id, now, completion),
+                None => self.reschedule(id),
             }
         }
     }
@@ -598,9 +589,7 @@ impl Researcher {
     /// Publishes a request and starts its timers.
     fn send(&mut self, id: RequestId, now: Timestamp) {
         let active = self.active(id);
-        active.sent = Some(now);
-        active.last_reply = now;
-        active.round_end = now + active.policy.timeout;
+        active.start(now);
         let Kind::Sent { payload, .. } = &active.kind else {
             return;
         };
@@ -622,7 +611,7 @@ impl Researcher {
     fn reschedule(&mut self, id: RequestId) {
         let active = self.active(id);
         let old = active.wake.take();
-        let new = active.next_wake();
+        let new = active.timers.next().map(|(at, _)| at);
         active.wake = new;
         if let Some(at) = old {
             self.timers.remove(&(at, id));
@@ -667,7 +656,7 @@ impl Researcher {
         let missing = active
             .expected
             .iter()
-            .filter(|node| !active.answered(node))
+            .filter(|node| !active.has_answered(node))
             .cloned()
             .collect();
         self.events.push_back(Event::Completed(Outcome {

@@ -1,0 +1,176 @@
+//! Every completion rule of a request, in one place.
+//!
+//! A request carries a table of named [`Timer`]s, re-armed from its state after every change;
+//! its next wake is their minimum, and [`Active::expire`] says which one fired and what that
+//! means. The rules that complete on arrival (every expected node answered, an error under
+//! `stop_on_error`) are in [`Active::on_answer`]. [`Policy`](crate::policy::Policy) holds the
+//! settings; this module is what they do. Adding a rule means a timer or a branch here.
+
+use crate::message::NodeMessage;
+use crate::outcome::Completion;
+use crate::time::Timestamp;
+
+use crate::inflight::Active;
+
+/// The timers of a request. On a tie, the first in this order fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    /// `policy.deadline` after submission, even if still queued.
+    Deadline,
+    /// `grace` after the `min_replies`-th reply.
+    Grace,
+    /// The end of a Fed-BioMed round.
+    Round,
+    /// `timeout` after the last reply, or after sending when none came.
+    Quiet,
+}
+
+/// When each timer of one request fires; `None` for a timer that does not run.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Timers {
+    deadline: Option<Timestamp>,
+    grace: Option<Timestamp>,
+    round: Option<Timestamp>,
+    quiet: Option<Timestamp>,
+}
+
+impl Timers {
+    /// The earliest running timer.
+    pub(crate) fn next(&self) -> Option<(Timestamp, Timer)> {
+        [
+            (self.deadline, Timer::Deadline),
+            (self.grace, Timer::Grace),
+            (self.round, Timer::Round),
+            (self.quiet, Timer::Quiet),
+        ]
+        .into_iter()
+        .filter_map(|(at, timer)| Some((at?, timer)))
+        .min()
+    }
+}
+
+/// How a kept message counts.
+pub(crate) enum Answer {
+    /// A reply of the request's command.
+    Reply,
+    /// An `error` from the node.
+    Error,
+}
+
+impl Active {
+    /// Sets every timer from the policy and what the request has seen so far.
+    pub(crate) fn arm(&mut self) {
+        let policy = &self.policy;
+        let sent = self.sent.is_some();
+        self.timers = Timers {
+            deadline: policy.deadline.map(|d| self.submitted + d),
+            grace: self
+                .min_reached
+                .zip(policy.min_replies)
+                .filter(|_| sent)
+                .map(|(at, min)| at + min.grace),
+            round: (sent && policy.rounds.is_some()).then_some(self.round_end),
+            quiet: (sent && policy.rounds.is_none()).then(|| self.last_reply + policy.timeout),
+        };
+    }
+
+    /// Starts the quiet period and the first round at `now`, when the request goes out.
+    pub(crate) fn start(&mut self, now: Timestamp) {
+        self.sent = Some(now);
+        self.last_reply = now;
+        self.round_end = now + self.policy.timeout;
+        self.arm();
+    }
+
+    /// The timer due at `at`, if any, applied: the completion it means, or `None` when the
+    /// request goes on (a Fed-BioMed round that brought news starts the next one).
+    pub(crate) fn expire(&mut self, at: Timestamp) -> Option<Completion> {
+        let (_, timer) = self.timers.next().filter(|&(when, _)| when <= at)?;
+        let completion = match timer {
+            Timer::Deadline => Completion::Deadline,
+            Timer::Grace => Completion::MinReplies,
+            Timer::Quiet => Completion::QuietPeriod,
+            Timer::Round => {
+                let while_responses = self.policy.rounds.is_some_and(|r| r.while_responses);
+                if self.new_in_round > 0 && while_responses {
+                    self.round_end = self.round_end + self.policy.timeout;
+                    self.new_in_round = 0;
+                    self.arm();
+                    return None;
+                }
+                Completion::Rounds
+            }
+        };
+        Some(completion)
+    }
+
+    /// Keeps a message for a collect (errors apart), unless `only_successful` drops it.
+    pub(crate) fn keep(&mut self, now: Timestamp, message: NodeMessage) {
+        match message {
+            NodeMessage::Error(error) => self.errors.push(error),
+            _ if self.policy.only_successful && message.success() == Some(false) => {
+                self.counters.unsuccessful += 1;
+                return;
+            }
+            message => self.replies.push(message),
+        }
+        self.note_activity(now);
+    }
+
+    /// Keeps `node`'s reply, or counts it as unsuccessful under `only_successful`.
+    pub(crate) fn keep_reply(&mut self, now: Timestamp, reply: NodeMessage) {
+        if self.policy.only_successful && reply.success() == Some(false) {
+            self.counters.unsuccessful += 1;
+        } else {
+            self.replies.push(reply);
+            self.note_activity(now);
+        }
+    }
+
+    /// Counts a kept reply or error: activity for the quiet period, rounds and minimum.
+    pub(crate) fn note_activity(&mut self, now: Timestamp) {
+        self.last_reply = now;
+        self.new_in_round += 1;
+        let reached = self
+            .policy
+            .min_replies
+            .is_some_and(|m| self.replies.len() >= m.count);
+        if reached && self.min_reached.is_none() {
+            self.min_reached = Some(now);
+        }
+    }
+
+    /// The rule an answer just counted completes, if any; otherwise re-arms the timers.
+    pub(crate) fn on_answer(&mut self, answer: Answer) -> Option<Completion> {
+        if matches!(answer, Answer::Error) && self.policy.stop_on_error {
+            return Some(Completion::Error);
+        }
+        let everyone = self.policy.early
+            && !self.expected.is_empty()
+            && self.expected_answered == self.expected_set.len();
+        if everyone {
+            return Some(Completion::AllAnswered);
+        }
+        self.arm();
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_wake_is_the_earliest_timer_and_a_tie_goes_to_the_deadline() {
+        let at = Timestamp::from_millis;
+        let mut timers = Timers {
+            quiet: Some(at(5)),
+            round: Some(at(9)),
+            ..Timers::default()
+        };
+        assert_eq!(timers.next(), Some((at(5), Timer::Quiet)));
+        timers.deadline = Some(at(5));
+        assert_eq!(timers.next(), Some((at(5), Timer::Deadline)));
+        assert_eq!(Timers::default().next(), None);
+    }
+}
