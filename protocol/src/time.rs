@@ -1,30 +1,32 @@
-//! The core's notion of time: a point on the adapter's clock.
+//! The cores' notion of time: a point since the Unix epoch, on a clock the adapter owns.
 
 use std::ops::{Add, Sub};
 use std::time::Duration;
 
-/// A point in time, as the time elapsed since an epoch the adapter chose.
+/// A point in time: the time elapsed since the Unix epoch, for every core (the node core
+/// prints it as its logs' `asctime`).
 ///
 /// Cores never read a clock: the adapter passes `now` in, from a real clock
-/// (`epoch.elapsed()`) or from a simulator's virtual one. Nanosecond precision.
+/// (`fedreq_driver::Clock`) or from a simulator's virtual one, which starts at [`ZERO`](Self::ZERO).
+/// Nanosecond precision.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(Duration);
 
 impl Timestamp {
-    /// The adapter's epoch.
+    /// The Unix epoch.
     pub const ZERO: Timestamp = Timestamp(Duration::ZERO);
 
-    /// The point `since_epoch` after the epoch.
+    /// The point `since_epoch` after the Unix epoch.
     pub const fn from_duration(since_epoch: Duration) -> Self {
         Timestamp(since_epoch)
     }
 
-    /// The point `ms` milliseconds after the epoch.
+    /// The point `ms` milliseconds after the Unix epoch.
     pub const fn from_millis(ms: u64) -> Self {
         Timestamp(Duration::from_millis(ms))
     }
 
-    /// Time elapsed since the epoch.
+    /// Time elapsed since the Unix epoch.
     pub const fn since_epoch(self) -> Duration {
         self.0
     }

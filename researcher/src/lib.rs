@@ -2,7 +2,8 @@
 //!
 //! - [`Requests`]: every operation of Fed-BioMed's `Requests` (ping, list, search, training
 //!   plan approval, send any message, get messages and responses, monitoring), blocking or
-//!   async, over MQTT by default, the in-memory broker, or a [`Messaging`] layer of your own.
+//!   async, over MQTT by default, the in-memory broker, or any transport driving a
+//!   [`fedreq_driver::ResearcherHandle`].
 //! - [`TrainingPlan`]: a plan read and checked as Python before anything is sent.
 //! - [`repository`]: the HTTP file repository plans travel through, client and embedded server.
 //!
@@ -18,12 +19,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod messaging;
 pub mod plan;
 pub mod repository;
 pub mod requests;
 pub mod table;
 
-pub use messaging::Messaging;
 pub use plan::{PlanError, TrainingPlan};
 pub use requests::{Error, Requests, RequestsConfig};

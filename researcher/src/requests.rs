@@ -1,13 +1,14 @@
-//! `Requests`: every operation of Fed-BioMed v4.4's `Requests`, over any messaging layer,
-//! each in a blocking form and an async form that any executor can await.
+//! `Requests`: every operation of Fed-BioMed v4.4's `Requests`, over any transport. Each is
+//! written once, async (any executor can await it); the blocking form blocks on it.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fedreq_mem::{Broker, MemResearcher};
-use fedreq_mqtt::{ConnectError, MqttConfig, ResearcherDriver};
+use fedreq_driver::ResearcherHandle;
+use fedreq_mem::Broker;
+use fedreq_mqtt::{ConnectError, MqttConfig};
 use fedreq_protocol::message::{AddScalarMessage, Object};
 use fedreq_protocol::policy::Rounds;
 use fedreq_protocol::NodeLog;
@@ -17,7 +18,8 @@ use fedreq_protocol::{
 };
 use serde_json::Value;
 
-use crate::messaging::Messaging;
+use pollster::block_on;
+
 use crate::plan::{PlanError, TrainingPlan};
 use crate::repository::{RepositoryClient, UploadError};
 
@@ -85,7 +87,7 @@ struct Handlers {
 /// The researcher's requests to the nodes. Share it between threads: each request gets its
 /// own replies.
 pub struct Requests {
-    messaging: Arc<dyn Messaging>,
+    handle: ResearcherHandle,
     config: RequestsConfig,
     handlers: Arc<Mutex<Handlers>>,
     /// The last message `send_message` sent, for `get_responses`.
@@ -111,21 +113,21 @@ impl Requests {
     /// Over MQTT, the default: connects to the broker (failing within its connect timeout,
     /// naming the address).
     pub fn connect(mqtt: MqttConfig, config: RequestsConfig) -> Result<Self, Error> {
-        let driver = ResearcherDriver::connect(mqtt, Self::core_config(&config))?;
-        Ok(Self::with_messaging(Arc::new(driver), config))
+        let handle = fedreq_mqtt::connect_researcher(mqtt, Self::core_config(&config))?;
+        Ok(Self::with_handle(handle, config))
     }
 
     /// Over the in-memory broker.
     pub fn in_memory(broker: &Broker, config: RequestsConfig) -> Self {
-        let driver = MemResearcher::start(broker, Self::core_config(&config));
-        Self::with_messaging(Arc::new(driver), config)
+        let handle = fedreq_mem::connect_researcher(broker, Self::core_config(&config));
+        Self::with_handle(handle, config)
     }
 
-    /// Over a messaging layer of the caller's, as Fed-BioMed lets a caller pass its own. One
-    /// `Requests` per messaging layer: it takes the layer's events for its callbacks.
-    pub fn with_messaging(messaging: Arc<dyn Messaging>, config: RequestsConfig) -> Self {
+    /// Over a researcher core driven by any transport, as Fed-BioMed lets a caller pass its
+    /// own messaging. One `Requests` per driver: it takes the driver's events for its callbacks.
+    pub fn with_handle(handle: ResearcherHandle, config: RequestsConfig) -> Self {
         let handlers = Arc::new(Mutex::new(Handlers::default()));
-        let events = messaging.events();
+        let events = handle.events().clone();
         let dispatching = Arc::clone(&handlers);
         // Ends when the driver stops and its event channel closes.
         std::thread::Builder::new()
@@ -137,7 +139,7 @@ impl Requests {
             })
             .expect("spawn the event thread");
         Requests {
-            messaging,
+            handle,
             config,
             handlers,
             last_sent: Mutex::new(None),
@@ -154,9 +156,9 @@ impl Requests {
         }
     }
 
-    /// The messaging layer.
-    pub fn messaging(&self) -> &Arc<dyn Messaging> {
-        &self.messaging
+    /// The handle of the driver underneath.
+    pub fn handle(&self) -> &ResearcherHandle {
+        &self.handle
     }
 
     /// The configuration.
@@ -188,29 +190,17 @@ impl Requests {
 
     /// Submits any request and waits for its outcome.
     pub fn request(&self, submission: Submission) -> Result<Outcome, Error> {
-        Ok(self
-            .messaging
-            .submit(submission)
-            .recv()
-            .map_err(|_| Error::Stopped)??)
+        block_on(self.request_async(submission))
     }
 
-    /// Submits any request; await its outcome.
+    /// [`request`](Self::request), async.
     pub async fn request_async(&self, submission: Submission) -> Result<Outcome, Error> {
-        let answer = self.messaging.submit(submission);
+        let answer = self.handle.submit(submission);
         Ok(answer.recv_async().await.map_err(|_| Error::Stopped)??)
     }
 
-    fn collected(&self, collect: Collect) -> Result<Outcome, Error> {
-        Ok(self
-            .messaging
-            .collect(collect)
-            .recv()
-            .map_err(|_| Error::Stopped)??)
-    }
-
-    async fn collected_async(&self, collect: Collect) -> Result<Outcome, Error> {
-        let answer = self.messaging.collect(collect);
+    async fn collected(&self, collect: Collect) -> Result<Outcome, Error> {
+        let answer = self.handle.collect(collect);
         Ok(answer.recv_async().await.map_err(|_| Error::Stopped)??)
     }
 
@@ -227,17 +217,15 @@ impl Requests {
 
     /// The nodes that answer a ping.
     pub fn ping_nodes(&self) -> Result<Vec<NodeId>, Error> {
-        Ok(self
-            .request(self.submission(Request::ping(), None))?
-            .online())
+        block_on(self.ping_nodes_async())
     }
 
     /// [`ping_nodes`](Self::ping_nodes), async.
     pub async fn ping_nodes_async(&self) -> Result<Vec<NodeId>, Error> {
-        Ok(self
+        let outcome = self
             .request_async(self.submission(Request::ping(), None))
-            .await?
-            .online())
+            .await?;
+        Ok(outcome.online())
     }
 
     /// Each node's datasets (of `nodes` only, when given); with `verbose`, logs them as tables.
@@ -246,11 +234,7 @@ impl Requests {
         nodes: Option<Vec<NodeId>>,
         verbose: bool,
     ) -> Result<BTreeMap<NodeId, Vec<Value>>, Error> {
-        let datasets = self
-            .request(self.submission(Request::list(), nodes))?
-            .datasets();
-        log_tables(verbose, &datasets);
-        Ok(datasets)
+        block_on(self.list_async(nodes, verbose))
     }
 
     /// [`list`](Self::list), async.
@@ -273,9 +257,7 @@ impl Requests {
         tags: Vec<String>,
         nodes: Option<Vec<NodeId>>,
     ) -> Result<BTreeMap<NodeId, Vec<Value>>, Error> {
-        Ok(self
-            .request(self.submission(Request::search(tags), nodes))?
-            .datasets())
+        block_on(self.search_async(tags, nodes))
     }
 
     /// [`search`](Self::search), async.
@@ -284,10 +266,10 @@ impl Requests {
         tags: Vec<String>,
         nodes: Option<Vec<NodeId>>,
     ) -> Result<BTreeMap<NodeId, Vec<Value>>, Error> {
-        Ok(self
+        let outcome = self
             .request_async(self.submission(Request::search(tags), nodes))
-            .await?
-            .datasets())
+            .await?;
+        Ok(outcome.datasets())
     }
 
     /// Uploads `plan` and asks the nodes (all, or `nodes`) to register it for approval; maps
@@ -299,10 +281,7 @@ impl Requests {
         nodes: Option<Vec<NodeId>>,
         timeout: Option<Duration>,
     ) -> Result<BTreeMap<NodeId, bool>, Error> {
-        let url = self.upload(plan)?;
-        Ok(self
-            .request(self.approval(description, url, nodes, timeout))?
-            .approvals())
+        block_on(self.training_plan_approve_async(plan, description, nodes, timeout))
     }
 
     /// [`training_plan_approve`](Self::training_plan_approve), async; the upload runs on a
@@ -321,10 +300,11 @@ impl Requests {
             let _ = done.send(client.upload(&file_name, source.as_bytes()));
         });
         let url = uploaded.recv_async().await.map_err(|_| Error::Stopped)??;
-        Ok(self
-            .request_async(self.approval(description, url, nodes, timeout))
-            .await?
-            .approvals())
+        let mut submission = self.submission(Request::approval(description, url), nodes);
+        if let Some(timeout) = timeout {
+            submission.policy.timeout = timeout;
+        }
+        Ok(self.request_async(submission).await?.approvals())
     }
 
     fn repository(&self) -> Result<RepositoryClient, Error> {
@@ -333,26 +313,6 @@ impl Requests {
             .as_ref()
             .map(RepositoryClient::new)
             .ok_or(Error::NoRepository)
-    }
-
-    fn upload(&self, plan: &TrainingPlan) -> Result<String, Error> {
-        Ok(self
-            .repository()?
-            .upload(&plan.file_name(), plan.source().as_bytes())?)
-    }
-
-    fn approval(
-        &self,
-        description: &str,
-        url: String,
-        nodes: Option<Vec<NodeId>>,
-        timeout: Option<Duration>,
-    ) -> Submission {
-        let mut submission = self.submission(Request::approval(description, url), nodes);
-        if let Some(timeout) = timeout {
-            submission.policy.timeout = timeout;
-        }
-        submission
     }
 
     /// Sends any request message (a JSON object with `command`) to every node, or to `client`
@@ -364,8 +324,7 @@ impl Requests {
         client: Option<NodeId>,
         add_sequence: bool,
     ) -> Result<Option<Sequence>, Error> {
-        let submission = self.raw(message, client, add_sequence)?;
-        Ok(self.sent(self.request(submission)?, add_sequence))
+        block_on(self.send_message_async(message, client, add_sequence))
     }
 
     /// [`send_message`](Self::send_message), async.
@@ -376,13 +335,9 @@ impl Requests {
         add_sequence: bool,
     ) -> Result<Option<Sequence>, Error> {
         let submission = self.raw(message, client, add_sequence)?;
-        Ok(self.sent(self.request_async(submission).await?, add_sequence))
-    }
-
-    /// Remembers a message sent, and gives its sequence when one was added.
-    fn sent(&self, outcome: Outcome, add_sequence: bool) -> Option<Sequence> {
+        let outcome = self.request_async(submission).await?;
         *self.last_sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome.id);
-        outcome.sequence.filter(|_| add_sequence)
+        Ok(outcome.sequence.filter(|_| add_sequence))
     }
 
     fn raw(
@@ -415,7 +370,7 @@ impl Requests {
     /// Waits `wait`, then takes every unmatched message of `commands` (all when empty), as
     /// the JSON objects that travelled.
     pub fn get_messages(&self, commands: &[Command], wait: Duration) -> Result<Vec<Value>, Error> {
-        Ok(self.collected(messages(commands, wait))?.responses())
+        block_on(self.get_messages_async(commands, wait))
     }
 
     /// [`get_messages`](Self::get_messages), async.
@@ -424,10 +379,7 @@ impl Requests {
         commands: &[Command],
         wait: Duration,
     ) -> Result<Vec<Value>, Error> {
-        Ok(self
-            .collected_async(messages(commands, wait))
-            .await?
-            .responses())
+        Ok(self.collected(messages(commands, wait)).await?.responses())
     }
 
     /// Fed-BioMed's `get_responses`: rounds of `timeout` (our policy's when `None`) reading the
@@ -440,8 +392,7 @@ impl Requests {
         only_successful: bool,
         while_responses: bool,
     ) -> Result<Vec<Value>, Error> {
-        let collect = self.responses(commands, timeout, only_successful, while_responses);
-        Ok(self.collected(collect)?.responses())
+        block_on(self.get_responses_async(commands, timeout, only_successful, while_responses))
     }
 
     /// [`get_responses`](Self::get_responses), async.
@@ -452,33 +403,23 @@ impl Requests {
         only_successful: bool,
         while_responses: bool,
     ) -> Result<Vec<Value>, Error> {
-        let collect = self.responses(commands, timeout, only_successful, while_responses);
-        Ok(self.collected_async(collect).await?.responses())
-    }
-
-    fn responses(
-        &self,
-        commands: &[Command],
-        timeout: Option<Duration>,
-        only_successful: bool,
-        while_responses: bool,
-    ) -> Collect {
         let mut policy = Policy::fedbiomed(timeout.unwrap_or(self.config.policy.timeout));
         policy.only_successful = only_successful;
         policy.rounds = Some(Rounds { while_responses });
         // Replies to messages sent before the last one belong to those, not to this answer.
         let since = *self.last_sent.lock().unwrap_or_else(|p| p.into_inner());
-        Collect {
+        let collect = Collect {
             commands: commands.to_vec(),
             policy,
             since,
-        }
+        };
+        Ok(self.collected(collect).await?.responses())
     }
 
     /// Takes the mailbox's messages of these commands (all when empty): late replies, replies
     /// for another researcher, messages that matched nothing.
     pub fn take_mail(&self, commands: Vec<Command>) -> Result<Vec<Mail>, Error> {
-        self.messaging
+        self.handle
             .take_mail(commands)
             .recv()
             .map_err(|_| Error::Stopped)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use fedreq::repository::{download, RepositoryServer};
 use fedreq::{Error, Requests, RequestsConfig, TrainingPlan};
 use fedreq_mem::sim::simulated_datasets;
-use fedreq_mem::{Broker, MemNodes};
+use fedreq_mem::{Broker, NodeDriver};
 use fedreq_protocol::{Command, NodeConfig, Policy};
 use serde_json::json;
 
@@ -19,7 +19,7 @@ fn ids() -> Vec<String> {
 }
 
 /// A broker with three nodes (n1..n3, simulating training) and a policy that knows them.
-fn federation() -> (Broker, MemNodes, RequestsConfig) {
+fn federation() -> (Broker, NodeDriver, RequestsConfig) {
     let broker = Broker::new();
     let configs = IDS
         .iter()
@@ -30,7 +30,7 @@ fn federation() -> (Broker, MemNodes, RequestsConfig) {
             config
         })
         .collect();
-    let nodes = MemNodes::start(&broker, configs, download).unwrap();
+    let nodes = NodeDriver::start(&broker, configs, download).unwrap();
     let config = RequestsConfig {
         policy: Policy::quiet(Duration::from_secs(2)).with_roster(ids()),
         ..RequestsConfig::new("researcher-api")

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fedreq_mqtt::{MqttConfig, NodeDriver, ResearcherDriver, Runtime};
+use fedreq_mqtt::{MqttConfig, NodeDriver, Runtime};
 use fedreq_protocol::{Completion, NodeConfig, Policy, Request, ResearcherConfig, Submission};
 use fedreq_tests::{datasets, plan_fetcher, Mosquitto};
 
@@ -74,7 +74,8 @@ fn crashes_duplicates_and_late_replies() {
     let runtime = Runtime::new().unwrap();
     let a = node(&runtime, &mqtt, "a");
     let _b = node(&runtime, &mqtt, "b");
-    let researcher = ResearcherDriver::connect(mqtt.clone(), ResearcherConfig::new(ME)).unwrap();
+    let researcher =
+        fedreq_mqtt::connect_researcher(mqtt.clone(), ResearcherConfig::new(ME)).unwrap();
     // Wide enough for a mosquitto_pub process to start and publish on a loaded machine.
     let quiet = Policy::quiet(Duration::from_secs(2));
 
@@ -146,7 +147,8 @@ fn a_broker_restarted_twice_during_1000_requests() {
     let runtime = Runtime::new().unwrap();
     let names = ["n1", "n2", "n3"];
     let _nodes: Vec<NodeDriver> = names.iter().map(|id| node(&runtime, &mqtt, id)).collect();
-    let researcher = Arc::new(ResearcherDriver::connect(mqtt, ResearcherConfig::new(ME)).unwrap());
+    let researcher =
+        Arc::new(fedreq_mqtt::connect_researcher(mqtt, ResearcherConfig::new(ME)).unwrap());
     let policy = Policy::quiet(Duration::from_millis(300)).with_deadline(Duration::from_secs(3));
     // Only a summary of each outcome is kept, so that memory measures the driver, not the test.
     let batch = |count: usize| -> Vec<(u64, usize, usize)> {

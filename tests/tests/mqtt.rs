@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use fedreq_mqtt::{
-    ConnectError, EmbeddedBroker, MqttConfig, NodeDriver, ResearcherDriver, Runtime,
-};
+use fedreq_mqtt::{ConnectError, EmbeddedBroker, MqttConfig, NodeDriver, Runtime};
 use fedreq_protocol::{
     Completion, ConnectionState, Event, NodeConfig, Policy, Request, ResearcherConfig, Submission,
 };
@@ -27,7 +25,8 @@ fn exchange(port: u16) {
         .collect();
     let _nodes = NodeDriver::start_many(&runtime, &mqtt, configs, plan_fetcher()).unwrap();
     let researcher =
-        ResearcherDriver::connect(mqtt, ResearcherConfig::new("researcher-mqtt-test")).unwrap();
+        fedreq_mqtt::connect_researcher(mqtt, ResearcherConfig::new("researcher-mqtt-test"))
+            .unwrap();
     let known = Policy::quiet(Duration::from_secs(5)).with_roster(node_ids());
 
     let ping = researcher
@@ -95,7 +94,7 @@ fn big_list(port: u16) {
     )
     .unwrap();
     let researcher =
-        ResearcherDriver::connect_on(&runtime, mqtt, ResearcherConfig::new("r-big")).unwrap();
+        fedreq_mqtt::connect_researcher_on(&runtime, mqtt, ResearcherConfig::new("r-big")).unwrap();
     let list = Submission::to_nodes(Request::list(), vec!["big".into()]);
     let outcome = researcher.submit(list).recv().unwrap().unwrap();
     assert_eq!(outcome.completion, Completion::AllAnswered);
@@ -122,7 +121,7 @@ fn an_unreachable_broker_is_a_clear_error_naming_the_address() {
     let mut mqtt = MqttConfig::new("127.0.0.1", port);
     mqtt.connect_timeout = Duration::from_secs(2);
     let started = std::time::Instant::now();
-    let error = ResearcherDriver::connect(mqtt, ResearcherConfig::new("r")).unwrap_err();
+    let error = fedreq_mqtt::connect_researcher(mqtt, ResearcherConfig::new("r")).unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(matches!(error, ConnectError::Unreachable { .. }));
     assert!(
@@ -144,7 +143,8 @@ fn the_driver_survives_a_broker_restart_and_subscribes_again() {
         .collect();
     let _nodes = NodeDriver::start_many(&runtime, &mqtt, configs, plan_fetcher()).unwrap();
     let researcher =
-        ResearcherDriver::connect_on(&runtime, mqtt, ResearcherConfig::new("r-restart")).unwrap();
+        fedreq_mqtt::connect_researcher_on(&runtime, mqtt, ResearcherConfig::new("r-restart"))
+            .unwrap();
 
     // The broker goes away while a ping is in flight, and comes back on the same port.
     let policy = Policy::quiet(Duration::from_secs(2)).with_roster(node_ids());

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use fedreq_mqtt::{MqttConfig, NodeDriver, ResearcherDriver, Runtime, Tls};
+use fedreq_mqtt::{MqttConfig, NodeDriver, Runtime, Tls};
 use fedreq_protocol::{
     Event, NodeConfig, Policy, Request, ResearcherConfig, Submission, Unmatched,
 };
@@ -143,12 +143,12 @@ fn only_the_right_accounts_speak_on_the_right_topics() {
         })
         .collect();
     // A node account listening where the researcher does: the broker delivers it nothing.
-    let spy = ResearcherDriver::connect(
+    let spy = fedreq_mqtt::connect_researcher(
         account(port, "node-1", "secret-1", ca),
         ResearcherConfig::new("spy"),
     )
     .unwrap();
-    let researcher = ResearcherDriver::connect(
+    let researcher = fedreq_mqtt::connect_researcher(
         account(port, "researcher", "researcher-secret", ca),
         ResearcherConfig::new("researcher"),
     )
@@ -164,7 +164,7 @@ fn only_the_right_accounts_speak_on_the_right_topics() {
     assert_eq!(online, nodes, "over TLS, with passwords, within the ACL");
 
     // A wrong password is refused, clearly.
-    let error = ResearcherDriver::connect(
+    let error = fedreq_mqtt::connect_researcher(
         account(port, "researcher", "guess", ca),
         ResearcherConfig::new("r"),
     )
@@ -179,7 +179,7 @@ fn only_the_right_accounts_speak_on_the_right_topics() {
     );
 
     // Without TLS on a TLS listener: no session.
-    assert!(ResearcherDriver::connect(
+    assert!(fedreq_mqtt::connect_researcher(
         account(port, "researcher", "researcher-secret", None),
         ResearcherConfig::new("r")
     )

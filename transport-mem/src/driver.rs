@@ -1,101 +1,41 @@
-//! Cores driven in real time over the in-memory [`Broker`]: each driver owns a thread, and
-//! answers come back on flume receivers (`recv()` to block, `recv_async().await` from any
-//! executor).
+//! Cores driven in real time over the in-memory [`Broker`]: each driver owns a thread. The
+//! researcher's loop is the one of [`fedreq_driver`], over the broker's channels.
 
-use std::collections::HashMap;
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use fedreq_protocol::event::{Event, Mail};
+use fedreq_driver::{Clock, Order, ResearcherDriver, ResearcherHandle};
 use fedreq_protocol::node::FetchResult;
 use fedreq_protocol::topic::TargetError;
-use fedreq_protocol::{
-    topic, Collect, Command, Node, NodeConfig, Outcome, Researcher, ResearcherConfig, Submission,
-    SubmitError, Timestamp,
-};
+use fedreq_protocol::{topic, Node, NodeConfig, ResearcherConfig};
 
 use crate::broker::{Broker, Client, Publish};
 
-// Orders are moved once, from a handle to the driver: their size does not matter.
-#[allow(clippy::large_enum_variant)]
-enum Order {
-    Submit(Submission, flume::Sender<Result<Outcome, SubmitError>>),
-    Collect(Collect, flume::Sender<Result<Outcome, SubmitError>>),
-    TakeMail(Vec<Command>, flume::Sender<Vec<Mail>>),
+/// Connects a researcher core to `broker`, subscribed to the researcher's topics, on a thread
+/// of its own that stops when the last handle is dropped.
+pub fn connect_researcher(broker: &Broker, config: ResearcherConfig) -> ResearcherHandle {
+    let client = broker.connect();
+    for filter in topic::RESEARCHER_SUBSCRIPTIONS {
+        client.subscribe(filter).expect("valid filter");
+    }
+    let (driver, handle) = ResearcherDriver::new(config);
+    let thread = std::thread::Builder::new()
+        .name("fedreq-mem-researcher".into())
+        .spawn(move || run_researcher(driver, client))
+        .expect("spawn the researcher thread");
+    handle.keeping(Joined(Some(thread)))
 }
 
-/// A researcher core on the in-memory broker. Dropping it stops its thread.
-#[derive(Debug)]
-pub struct MemResearcher {
-    orders: Option<flume::Sender<Order>>,
-    events: flume::Receiver<Event>,
-    thread: Option<JoinHandle<()>>,
-}
+/// Joins its thread when dropped.
+struct Joined(Option<JoinHandle<()>>);
 
-impl MemResearcher {
-    /// Connects a researcher core to `broker`, subscribed to the researcher's topics.
-    pub fn start(broker: &Broker, config: ResearcherConfig) -> Self {
-        let client = broker.connect();
-        for filter in topic::RESEARCHER_SUBSCRIPTIONS {
-            client.subscribe(filter).expect("valid filter");
-        }
-        let (orders_tx, orders) = flume::unbounded();
-        let (events_tx, events) = flume::unbounded();
-        let thread = std::thread::Builder::new()
-            .name("fedreq-mem-researcher".into())
-            .spawn(move || run_researcher(Researcher::new(config), client, orders, events_tx))
-            .expect("spawn the researcher thread");
-        MemResearcher {
-            orders: Some(orders_tx),
-            events,
-            thread: Some(thread),
-        }
-    }
-
-    /// Submits a request; the outcome comes when the core completes it.
-    pub fn submit(&self, submission: Submission) -> flume::Receiver<Result<Outcome, SubmitError>> {
-        let (reply, answer) = flume::bounded(1);
-        self.order(Order::Submit(submission, reply));
-        answer
-    }
-
-    /// Collects unmatched messages, as Fed-BioMed's `get_responses` reads its queue.
-    pub fn collect(&self, collect: Collect) -> flume::Receiver<Result<Outcome, SubmitError>> {
-        let (reply, answer) = flume::bounded(1);
-        self.order(Order::Collect(collect, reply));
-        answer
-    }
-
-    /// Takes the unmatched messages of these commands (all when empty) from the mailbox.
-    pub fn take_mail(&self, commands: Vec<Command>) -> flume::Receiver<Vec<Mail>> {
-        let (reply, answer) = flume::bounded(1);
-        self.order(Order::TakeMail(commands, reply));
-        answer
-    }
-
-    /// A stopped driver drops the reply sender: the caller's receiver reports it.
-    fn order(&self, order: Order) {
-        if let Some(orders) = &self.orders {
-            let _ = orders.send(order);
-        }
-    }
-
-    /// Every event but completions.
-    pub fn events(&self) -> &flume::Receiver<Event> {
-        &self.events
-    }
-}
-
-impl Drop for MemResearcher {
+impl Drop for Joined {
     fn drop(&mut self) {
-        self.orders.take();
-        if let Some(thread) = self.thread.take() {
+        if let Some(thread) = self.0.take() {
             let _ = thread.join();
         }
     }
 }
 
-#[allow(clippy::large_enum_variant)]
 enum Step {
     Publish(Publish),
     Order(Order),
@@ -103,72 +43,35 @@ enum Step {
     Stop,
 }
 
-fn run_researcher(
-    mut core: Researcher,
-    client: Client,
-    orders: flume::Receiver<Order>,
-    events: flume::Sender<Event>,
-) {
-    let epoch = Instant::now();
-    let now = || Timestamp::from_duration(epoch.elapsed());
-    let mut waiting = HashMap::new();
+fn run_researcher(mut driver: ResearcherDriver, client: Client) {
     loop {
         let selector = flume::Selector::new()
             .recv(client.inbox(), |m| m.map_or(Step::Stop, Step::Publish))
-            .recv(&orders, |o| o.map_or(Step::Stop, Step::Order));
-        // A deadline past what an Instant can hold is never.
-        let deadline = core
-            .poll_timeout()
-            .and_then(|at| epoch.checked_add(at.since_epoch()));
-        let step = match deadline {
-            Some(deadline) => selector.wait_deadline(deadline).unwrap_or(Step::Timer),
+            .recv(driver.orders(), |o| o.map_or(Step::Stop, Step::Order));
+        let step = match driver.next_wake() {
+            Some(wake) => selector.wait_deadline(wake).unwrap_or(Step::Timer),
             None => selector.wait(),
         };
         match step {
-            Step::Publish(publish) => core.handle_publish(now(), &publish.topic, &publish.payload),
-            Step::Order(Order::Submit(submission, reply)) => match core.submit(now(), submission) {
-                Ok(id) => {
-                    waiting.insert(id, reply);
-                }
-                Err(error) => {
-                    let _ = reply.send(Err(error));
-                }
-            },
-            Step::Order(Order::Collect(collect, reply)) => {
-                waiting.insert(core.collect(now(), collect), reply);
-            }
-            Step::Order(Order::TakeMail(commands, reply)) => {
-                let _ = reply.send(core.take_mail(&commands));
-            }
-            Step::Timer => core.handle_timeout(now()),
+            Step::Publish(publish) => driver.handle_publish(&publish.topic, &publish.payload),
+            Step::Order(order) => driver.handle_order(order),
+            Step::Timer => driver.handle_timeout(),
             Step::Stop => return,
         }
-        while let Some(transmit) = core.poll_transmit() {
+        driver.drain(|transmit| {
             let _ = client.publish(&transmit.topic, transmit.payload);
-        }
-        while let Some(event) = core.poll_event() {
-            match event {
-                Event::Completed(outcome) => {
-                    if let Some(reply) = waiting.remove(&outcome.id) {
-                        let _ = reply.send(Ok(outcome));
-                    }
-                }
-                other => {
-                    let _ = events.send(other);
-                }
-            }
-        }
+        });
     }
 }
 
 /// Node cores on the in-memory broker, all on one thread. Dropping it stops them.
 #[derive(Debug)]
-pub struct MemNodes {
+pub struct NodeDriver {
     stop: Option<flume::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl MemNodes {
+impl NodeDriver {
     /// Connects these nodes to `broker`; `fetch` downloads training plans for them. Fails on a
     /// node id that is not one topic level.
     pub fn start<F>(broker: &Broker, nodes: Vec<NodeConfig>, fetch: F) -> Result<Self, TargetError>
@@ -194,14 +97,14 @@ impl MemNodes {
             .name("fedreq-mem-nodes".into())
             .spawn(move || run_nodes(nodes, stopped, fetch))
             .expect("spawn the nodes thread");
-        Ok(MemNodes {
+        Ok(NodeDriver {
             stop: Some(stop),
             thread: Some(thread),
         })
     }
 }
 
-impl Drop for MemNodes {
+impl Drop for NodeDriver {
     fn drop(&mut self) {
         self.stop.take();
         if let Some(thread) = self.thread.take() {
@@ -215,13 +118,8 @@ fn run_nodes<F: Fn(&str) -> FetchResult>(
     stopped: flume::Receiver<()>,
     fetch: F,
 ) {
-    let wall_clock = || {
-        Timestamp::from_duration(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default(),
-        )
-    };
+    let clock = Clock::start();
+    let wall_clock = || clock.now();
     loop {
         let mut selector = flume::Selector::new().recv(&stopped, |_| None);
         for (i, (_, client)) in nodes.iter().enumerate() {

@@ -17,6 +17,6 @@ pub mod sim;
 pub mod trace;
 
 pub use broker::{Broker, Client, Publish};
-pub use driver::{MemNodes, MemResearcher};
+pub use driver::{connect_researcher, NodeDriver};
 pub use sim::{Crash, Faults, SimConfig, Simulation, Slow};
 pub use trace::{Endpoint, Fate, TraceEntry};

@@ -433,17 +433,19 @@ impl Simulation {
     }
 
     fn drain_researcher(&mut self) {
-        while let Some(transmit) = self.researcher.poll_transmit() {
+        let (mut transmits, mut outcomes, mut events) = (Vec::new(), Vec::new(), Vec::new());
+        fedreq_driver::drain(
+            &mut self.researcher,
+            |transmit| transmits.push(transmit),
+            |outcome| outcomes.push(outcome),
+            |event| events.push(event),
+        );
+        for transmit in transmits {
             self.publish(Endpoint::Researcher, &transmit.topic, transmit.payload);
         }
-        while let Some(event) = self.researcher.poll_event() {
-            match event {
-                Event::Completed(outcome) => {
-                    self.outcomes.insert(outcome.id, outcome);
-                }
-                other => self.events.push(other),
-            }
-        }
+        self.outcomes
+            .extend(outcomes.into_iter().map(|o| (o.id, o)));
+        self.events.extend(events);
     }
 
     fn drain_node(&mut self, i: u32) {

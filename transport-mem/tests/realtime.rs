@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use fedreq_mem::sim::simulated_datasets;
-use fedreq_mem::{Broker, MemNodes, MemResearcher};
+use fedreq_mem::{Broker, NodeDriver};
 use fedreq_protocol::node::FetchResult;
 use fedreq_protocol::{Completion, NodeConfig, Policy, Request, ResearcherConfig, Submission};
 
@@ -16,7 +16,7 @@ fn a_researcher_and_nodes_exchange_over_the_in_memory_broker() {
         .enumerate()
         .map(|(i, id)| NodeConfig::new(id.clone(), simulated_datasets(i)))
         .collect();
-    let _nodes = MemNodes::start(&broker, configs, |url| {
+    let _nodes = NodeDriver::start(&broker, configs, |url| {
         if url.ends_with(".py") {
             FetchResult::Body(b"class P: pass".to_vec())
         } else {
@@ -24,7 +24,7 @@ fn a_researcher_and_nodes_exchange_over_the_in_memory_broker() {
         }
     })
     .unwrap();
-    let researcher = MemResearcher::start(&broker, ResearcherConfig::new("r"));
+    let researcher = fedreq_mem::connect_researcher(&broker, ResearcherConfig::new("r"));
     let known = Policy::quiet(Duration::from_secs(5)).with_roster(ids.clone());
 
     let ping = researcher
@@ -66,5 +66,5 @@ fn a_researcher_and_nodes_exchange_over_the_in_memory_broker() {
 fn a_node_id_that_is_not_one_topic_level_is_refused() {
     let broker = Broker::new();
     let bad = vec![NodeConfig::new("a/#", simulated_datasets(0))];
-    assert!(MemNodes::start(&broker, bad, |_| FetchResult::Status(404)).is_err());
+    assert!(NodeDriver::start(&broker, bad, |_| FetchResult::Status(404)).is_err());
 }

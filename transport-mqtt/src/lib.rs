@@ -22,5 +22,5 @@ pub use broker::EmbeddedBroker;
 pub use config::{MqttConfig, Qos, Tls};
 pub use connection::ConnectError;
 pub use node::{Fetcher, NodeDriver};
-pub use researcher::ResearcherDriver;
+pub use researcher::{connect_researcher, connect_researcher_async, connect_researcher_on};
 pub use runtime::Runtime;

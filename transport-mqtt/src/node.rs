@@ -3,10 +3,11 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use fedreq_driver::Clock;
 use fedreq_protocol::node::{FetchId, FetchResult};
-use fedreq_protocol::{Node, NodeConfig, Timestamp};
+use fedreq_protocol::{Node, NodeConfig};
 use rumqttc::{AsyncClient, SubscribeFilter};
 
 use crate::config::MqttConfig;
@@ -105,6 +106,7 @@ fn spawn(
             outbox: Outbox::default(),
             fetcher,
             fetched: fetched_tx,
+            clock: Clock::start(),
         };
         for input in session.early {
             task.input(input);
@@ -129,22 +131,14 @@ struct Task {
     outbox: Outbox,
     fetcher: Arc<dyn Fetcher>,
     fetched: flume::Sender<(FetchId, FetchResult)>,
-}
-
-/// The node reads `now` as time since the Unix epoch, for its logs' `asctime`.
-fn wall_clock() -> Timestamp {
-    Timestamp::from_duration(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default(),
-    )
+    clock: Clock,
 }
 
 impl Task {
     fn input(&mut self, input: Input) {
         match input {
             Input::Publish { topic, payload } => {
-                self.core.handle_publish(wall_clock(), &topic, &payload)
+                self.core.handle_publish(self.clock.now(), &topic, &payload)
             }
             Input::Connected => self
                 .outbox
@@ -181,7 +175,7 @@ impl Task {
                     Ok(input) => self.input(input),
                     Err(_) => return,
                 },
-                Ok((id, result)) = fetched.recv_async() => self.core.handle_fetched(wall_clock(), id, result),
+                Ok((id, result)) = fetched.recv_async() => self.core.handle_fetched(self.clock.now(), id, result),
                 // The handle was dropped.
                 _ = dropped.recv_async() => return,
                 _ = tokio::time::sleep(Duration::from_millis(1)), if self.outbox.is_pending() => {}

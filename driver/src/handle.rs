@@ -1,0 +1,207 @@
+//! The handle callers hold, the orders it sends, and the driver's side that answers them.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use fedreq_protocol::{
+    Collect, Command, ConnectionState, Event, Mail, Outcome, RequestId, Researcher,
+    ResearcherConfig, Submission, SubmitError, Transmit,
+};
+
+use crate::clock::Clock;
+
+type Answer = flume::Sender<Result<Outcome, SubmitError>>;
+
+/// One order from a handle to its driver, with the channel its answer goes back on.
+pub struct Order(OrderKind);
+
+// Orders are moved once, from a handle to the driver: their size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum OrderKind {
+    Submit(Submission, Answer),
+    Collect(Collect, Answer),
+    TakeMail(Vec<Command>, flume::Sender<Vec<Mail>>),
+}
+
+impl std::fmt::Debug for Order {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Order")
+    }
+}
+
+/// What callers hold: a researcher core driven somewhere, by any transport. Cloning gives
+/// another handle to the same driver, which stops when the last handle is dropped. Every
+/// answer comes once on the returned receiver; one that disconnects means the driver stopped.
+#[derive(Clone)]
+pub struct ResearcherHandle {
+    orders: flume::Sender<Order>,
+    events: flume::Receiver<Event>,
+    // Declared last, so dropped after `orders`: the loop sees every handle gone first.
+    _transport: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for ResearcherHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResearcherHandle").finish_non_exhaustive()
+    }
+}
+
+impl ResearcherHandle {
+    /// Keeps `transport` (a thread to join, a runtime) alive as long as any handle is; it is
+    /// dropped after the loop was told that every handle is gone.
+    pub fn keeping(mut self, transport: impl Any + Send + Sync) -> Self {
+        self._transport = Some(Arc::new(transport));
+        self
+    }
+
+    /// Submits a request; the outcome comes when the core completes it.
+    pub fn submit(&self, submission: Submission) -> flume::Receiver<Result<Outcome, SubmitError>> {
+        self.ask(|answer| OrderKind::Submit(submission, answer))
+    }
+
+    /// Collects unmatched messages, as Fed-BioMed's `get_responses` reads its queue.
+    pub fn collect(&self, collect: Collect) -> flume::Receiver<Result<Outcome, SubmitError>> {
+        self.ask(|answer| OrderKind::Collect(collect, answer))
+    }
+
+    /// Takes the mailbox's messages of these commands (all when empty).
+    pub fn take_mail(&self, commands: Vec<Command>) -> flume::Receiver<Vec<Mail>> {
+        self.ask(|answer| OrderKind::TakeMail(commands, answer))
+    }
+
+    /// Every event but completions: node logs, monitoring scalars, errors, unmatched and
+    /// rejected messages, connection changes.
+    pub fn events(&self) -> &flume::Receiver<Event> {
+        &self.events
+    }
+
+    /// A stopped driver drops the answer's sender: the caller's receiver reports it.
+    fn ask<T>(&self, order: impl FnOnce(flume::Sender<T>) -> OrderKind) -> flume::Receiver<T> {
+        let (answer, answered) = flume::bounded(1);
+        let _ = self.orders.send(Order(order(answer)));
+        answered
+    }
+}
+
+/// What a transport's loop owns: the core, the callers waiting for an outcome, the clock.
+#[derive(Debug)]
+pub struct ResearcherDriver {
+    core: Researcher,
+    clock: Clock,
+    orders: flume::Receiver<Order>,
+    waiting: HashMap<RequestId, Answer>,
+    events: flume::Sender<Event>,
+}
+
+impl ResearcherDriver {
+    /// A driver for a new core, and the first handle to it.
+    pub fn new(config: ResearcherConfig) -> (ResearcherDriver, ResearcherHandle) {
+        let (orders_tx, orders) = flume::unbounded();
+        let (events, events_rx) = flume::unbounded();
+        let driver = ResearcherDriver {
+            core: Researcher::new(config),
+            clock: Clock::start(),
+            orders,
+            waiting: HashMap::new(),
+            events,
+        };
+        let handle = ResearcherHandle {
+            orders: orders_tx,
+            events: events_rx,
+            _transport: None,
+        };
+        (driver, handle)
+    }
+
+    /// The orders to wait on; disconnected once every handle is gone.
+    pub fn orders(&self) -> &flume::Receiver<Order> {
+        &self.orders
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next; `None` for never.
+    pub fn next_wake(&self) -> Option<Instant> {
+        self.core
+            .poll_timeout()
+            .and_then(|at| self.clock.instant(at))
+    }
+
+    /// The core, for its getters.
+    pub fn core(&self) -> &Researcher {
+        &self.core
+    }
+
+    /// Carries out one order.
+    pub fn handle_order(&mut self, order: Order) {
+        let now = self.clock.now();
+        match order.0 {
+            OrderKind::Submit(submission, answer) => match self.core.submit(now, submission) {
+                Ok(id) => {
+                    self.waiting.insert(id, answer);
+                }
+                Err(error) => {
+                    let _ = answer.send(Err(error));
+                }
+            },
+            OrderKind::Collect(collect, answer) => {
+                self.waiting.insert(self.core.collect(now, collect), answer);
+            }
+            OrderKind::TakeMail(commands, answer) => {
+                let _ = answer.send(self.core.take_mail(&commands));
+            }
+        }
+    }
+
+    /// Takes one publish received on the researcher's topics.
+    pub fn handle_publish(&mut self, topic: &str, payload: &[u8]) {
+        self.core.handle_publish(self.clock.now(), topic, payload);
+    }
+
+    /// Takes a change of the connection.
+    pub fn handle_connection(&mut self, state: ConnectionState) {
+        self.core.handle_connection(self.clock.now(), state);
+    }
+
+    /// The clock reached [`next_wake`](Self::next_wake).
+    pub fn handle_timeout(&mut self) {
+        self.core.handle_timeout(self.clock.now());
+    }
+
+    /// The run loop's one rule, after every input: hands each transmit to `publish`, each
+    /// outcome to the caller waiting for it, every other event to the handles' channel.
+    pub fn drain(&mut self, publish: impl FnMut(Transmit)) {
+        let (waiting, events) = (&mut self.waiting, &self.events);
+        drain(
+            &mut self.core,
+            publish,
+            |outcome| {
+                if let Some(answer) = waiting.remove(&outcome.id) {
+                    let _ = answer.send(Ok(outcome));
+                }
+            },
+            |event| {
+                let _ = events.send(event);
+            },
+        );
+    }
+}
+
+/// Drains every output of `core`: transmits to `publish`, completed requests to `complete`,
+/// other events to `event`. Every driver of a researcher core, simulated or real, drains this way.
+pub fn drain(
+    core: &mut Researcher,
+    mut publish: impl FnMut(Transmit),
+    mut complete: impl FnMut(Outcome),
+    mut event: impl FnMut(Event),
+) {
+    while let Some(transmit) = core.poll_transmit() {
+        publish(transmit);
+    }
+    while let Some(next) = core.poll_event() {
+        match next {
+            Event::Completed(outcome) => complete(outcome),
+            other => event(other),
+        }
+    }
+}
