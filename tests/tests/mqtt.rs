@@ -195,3 +195,61 @@ fn the_driver_survives_a_broker_restart_and_subscribes_again() {
         );
     }
 }
+
+/// A listener that resets its first `resets` connections, then relays the others to `broker`.
+fn resetting_relay(broker: std::net::SocketAddr, resets: usize) -> u16 {
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (i, client) in listener.incoming().enumerate() {
+            let Ok(client) = client else { return };
+            if i < resets {
+                // Linger 0: closing sends a reset, as a broker still starting can.
+                let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+                drop(client);
+                continue;
+            }
+            let Ok(upstream) = TcpStream::connect(broker) else {
+                return;
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                (upstream, client),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn a_first_connection_that_is_reset_is_tried_again_within_the_connect_timeout() {
+    let broker = EmbeddedBroker::start_local().unwrap();
+    let port = resetting_relay(broker.address(), 2);
+    let mut mqtt = MqttConfig::new("127.0.0.1", port);
+    mqtt.connect_timeout = Duration::from_secs(10);
+    let researcher = fedreq_mqtt::connect_researcher(mqtt.clone(), ResearcherConfig::new("r"))
+        .expect("the third connection is relayed to the broker");
+    let runtime = Runtime::new().unwrap();
+    let node = NodeDriver::start(
+        &runtime,
+        &mqtt,
+        NodeConfig::new("n", datasets(1, 1)),
+        plan_fetcher(),
+    )
+    .unwrap();
+    let ping = researcher
+        .submit(Submission::to_nodes(
+            Request::ping(),
+            vec![node.node_id().into()],
+        ))
+        .recv()
+        .unwrap()
+        .unwrap();
+    assert_eq!(ping.online(), vec!["n".to_owned()]);
+}

@@ -1,6 +1,7 @@
 //! An MQTT broker inside the process (rumqttd), for the zero-setup default and for tests.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -31,9 +32,15 @@ pub struct EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
-    /// Starts on a free loopback port.
+    /// Starts on a free loopback port, trying another if the one probed was taken meanwhile.
     pub fn start_local() -> Result<Self, BrokerError> {
-        Self::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+        let mut tries = 0;
+        loop {
+            match Self::start(SocketAddr::from(([127, 0, 0, 1], 0))) {
+                Err(BrokerError::NotStarted(_)) if tries < 3 => tries += 1,
+                started => return started,
+            }
+        }
     }
 
     /// Starts on `address`; port 0 picks a free one (rumqttd itself cannot bind port 0).
@@ -76,9 +83,11 @@ impl EmbeddedBroker {
             })
             .map_err(listen_error)?;
 
+        // Ready means an MQTT session, not an accepted socket: rumqttd accepts before its
+        // router runs, and a connect to a port nobody holds can even connect to itself.
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline && !thread.is_finished() {
-            if TcpStream::connect_timeout(&address, Duration::from_millis(100)).is_ok() {
+            if mqtt_session_accepted(address) {
                 return Ok(EmbeddedBroker { address });
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -90,4 +99,26 @@ impl EmbeddedBroker {
     pub fn address(&self) -> SocketAddr {
         self.address
     }
+}
+
+/// Whether a broker at `address` answers an MQTT 3.1.1 CONNECT with an accepting CONNACK.
+fn mqtt_session_accepted(address: SocketAddr) -> bool {
+    const CLIENT_ID: &[u8] = b"fedreq-ready";
+    let mut connect = vec![0x10, 12 + CLIENT_ID.len() as u8];
+    // Protocol "MQTT", level 4, clean session, keep-alive 60 s, then the client id.
+    connect.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60]);
+    connect.extend_from_slice(&[0, CLIENT_ID.len() as u8]);
+    connect.extend_from_slice(CLIENT_ID);
+    let attempt = || -> std::io::Result<[u8; 4]> {
+        let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(200))?;
+        stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+        stream.write_all(&connect)?;
+        let mut connack = [0; 4];
+        stream.read_exact(&mut connack)?;
+        // A clean goodbye, so the broker logs no error.
+        let _ = stream.write_all(&[0xE0, 0]);
+        Ok(connack)
+    };
+    // CONNACK, length 2, no session present, return code 0 (accepted).
+    matches!(attempt(), Ok([0x20, 2, 0, 0]))
 }

@@ -24,8 +24,9 @@ pub(crate) enum Input {
     Connected,
     /// The broker answered a subscription: `false` when it refused a topic.
     Subscribed(bool),
-    /// The connection was lost or could not be made.
-    Disconnected(String),
+    /// The connection was lost or could not be made; `transient` when trying again may work
+    /// (a reset, a time-out), not for a refusal.
+    Disconnected { reason: String, transient: bool },
 }
 
 /// The first connection failed.
@@ -157,7 +158,11 @@ pub(crate) async fn run(
             Ok(_) => continue,
             Err(ConnectionError::RequestsDone) => return,
             Err(error) => {
-                if inputs.send(Input::Disconnected(describe(&error))).is_err() {
+                let lost = Input::Disconnected {
+                    reason: describe(&error),
+                    transient: transient(&error),
+                };
+                if inputs.send(lost).is_err() {
                     return;
                 }
                 tokio::select! {
@@ -172,6 +177,19 @@ pub(crate) async fn run(
         if inputs.send(input).is_err() {
             return;
         }
+    }
+}
+
+/// Whether a new try may succeed: the connection broke or timed out, it was not refused.
+fn transient(error: &ConnectionError) -> bool {
+    use std::io::ErrorKind::*;
+    match error {
+        ConnectionError::Io(io) => matches!(
+            io.kind(),
+            ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | TimedOut
+        ),
+        ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => true,
+        _ => false,
     }
 }
 
@@ -196,7 +214,8 @@ fn describe(error: &ConnectionError) -> String {
 
 /// The first session: waits for it to start, subscribes to `filters`, and waits for the
 /// broker's acknowledgement, all within `timeout`; only then can a request be answered.
-/// Returns what arrived meanwhile, for the core.
+/// A connection that breaks (a broker still starting resets it) is tried again until then;
+/// a refusal fails at once. Returns what arrived meanwhile, for the core.
 async fn handshake(
     inputs: &flume::Receiver<Input>,
     client: &AsyncClient,
@@ -211,10 +230,14 @@ async fn handshake(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut early = Vec::new();
     let mut subscribed = false;
+    let mut last_failure = String::new();
     loop {
         let input = tokio::time::timeout_at(deadline, inputs.recv_async())
             .await
-            .map_err(|_| fail(format!("no MQTT session within {timeout:?}")))?
+            .map_err(|_| match last_failure.as_str() {
+                "" => fail(format!("no MQTT session within {timeout:?}")),
+                last => fail(format!("no MQTT session within {timeout:?}; last: {last}")),
+            })?
             .map_err(|_| fail("the connection task stopped".into()))?;
         match input {
             Input::Connected if !subscribed => {
@@ -225,7 +248,14 @@ async fn handshake(
             }
             Input::Subscribed(true) => return Ok(early),
             Input::Subscribed(false) => return Err(ConnectError::SubscriptionRefused { address }),
-            Input::Disconnected(reason) => return Err(fail(reason)),
+            Input::Disconnected {
+                reason,
+                transient: true,
+            } => {
+                subscribed = false;
+                last_failure = reason;
+            }
+            Input::Disconnected { reason, .. } => return Err(fail(reason)),
             other => early.push(other),
         }
     }

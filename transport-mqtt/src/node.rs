@@ -144,7 +144,7 @@ impl Task {
                 .outbox
                 .reconnected(subscriptions(self.core.node_id(), self.qos)),
             Input::Subscribed(_) => self.outbox.subscribed(),
-            Input::Disconnected(_) => self.outbox.disconnected(),
+            Input::Disconnected { .. } => self.outbox.disconnected(),
         }
     }
 

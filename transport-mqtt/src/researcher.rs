@@ -104,7 +104,7 @@ impl Task {
                 };
                 self.driver.handle_connection(state);
             }
-            Input::Disconnected(reason) => {
+            Input::Disconnected { reason, .. } => {
                 self.outbox.disconnected();
                 self.driver
                     .handle_connection(ConnectionState::Disconnected(reason));
