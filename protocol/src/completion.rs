@@ -104,8 +104,12 @@ impl Active {
         Some(completion)
     }
 
-    /// Keeps a message for a collect (errors apart), unless `only_successful` drops it.
+    /// Keeps a message for a collect (errors apart), unless `only_successful` drops it; its
+    /// node has answered either way.
     pub(crate) fn keep(&mut self, now: Timestamp, message: NodeMessage) {
+        if self.replied.insert(message.node_id().to_owned()) {
+            self.mark_answered(message.node_id());
+        }
         match message {
             NodeMessage::Error(error) => self.errors.push(error),
             _ if self.policy.only_successful && message.success() == Some(false) => {

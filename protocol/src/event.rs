@@ -2,7 +2,7 @@
 //! logs, monitoring scalars, unmatched and refused messages, connection changes.
 
 use crate::error::DecodeError;
-use crate::message::{AddScalarMessage, Command, LogMessage, NodeMessage};
+use crate::message::{AddScalarMessage, Command, ErrorMessage, LogMessage, NodeMessage};
 use crate::outcome::Outcome;
 use crate::time::Timestamp;
 use crate::topic::NodeId;
@@ -70,6 +70,9 @@ pub enum Event {
     Log(NodeLog),
     /// A monitoring scalar addressed to us.
     Monitoring(AddScalarMessage),
+    /// A node's `error` for us, or for nobody in particular (see
+    /// [`ErrorMessage::is_for`]); it also counts for the requests in flight to that node.
+    NodeError(ErrorMessage),
     /// A message went to the mailbox.
     Unmatched {
         /// Why.

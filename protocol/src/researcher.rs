@@ -94,9 +94,12 @@ pub struct Collect {
     pub commands: Vec<Command>,
     /// When it is complete: typically Fed-BioMed's rounds, or a deadline alone.
     pub policy: Policy,
-    /// Takes only the mail that arrived after this request was submitted, so that replies
+    /// Takes only the mail that arrived since this request was submitted, so that replies
     /// to earlier requests are not counted in the answer to a later one.
     pub since: Option<RequestId>,
+    /// The nodes expected to answer (those the messages were sent to): with early completion,
+    /// it completes once each has sent one of the commands or an error.
+    pub expect: Option<Vec<NodeId>>,
 }
 
 /// One MQTT publish for the adapter to make.
@@ -307,7 +310,12 @@ impl Researcher {
         let keyed = Keyed(self.config.hash_seed);
         let id = RequestId(self.next_id);
         self.next_id += 1;
-        let mut active = Active::new(Kind::Collect(collect.commands), collect.policy, now, keyed);
+        let expected = collect.expect.as_deref().map(dedup).unwrap_or_default();
+        let mut active = Active {
+            expected_set: set_of(&expected, keyed),
+            expected,
+            ..Active::new(Kind::Collect(collect.commands), collect.policy, now, keyed)
+        };
         active.start(now);
         let since = collect.since.map_or(0, |id| id.0 + 1);
         let (taken, kept): (VecDeque<Mail>, VecDeque<Mail>) = std::mem::take(&mut self.mailbox)
@@ -324,9 +332,12 @@ impl Researcher {
         }
         // What waited in the mailbox is news of the first round; the quiet period starts now.
         active.last_reply = now;
-        active.arm();
+        let done = active.on_answer(Answer::Reply);
         self.requests.insert(id, active);
-        self.reschedule(id);
+        match done {
+            Some(completion) => self.complete(id, now, completion),
+            None => self.reschedule(id),
+        }
         id
     }
 
@@ -363,7 +374,7 @@ impl Researcher {
             NodeMessage::AddScalar(scalar) if scalar.researcher_id == self.config.researcher_id => {
                 self.events.push_back(Event::Monitoring(scalar))
             }
-            NodeMessage::Error(error) if error.researcher_id == self.config.researcher_id => {
+            NodeMessage::Error(error) if error.is_for(&self.config.researcher_id) => {
                 self.on_error(now, error)
             }
             message if message.researcher_id() != self.config.researcher_id => {
@@ -505,6 +516,7 @@ impl Researcher {
     /// An `error` from a node counts for every request in flight that targets it and has no
     /// reply from it yet: errors carry no sequence, so which request caused it is unknown.
     fn on_error(&mut self, now: Timestamp, error: ErrorMessage) {
+        self.events.push_back(Event::NodeError(error.clone()));
         let node = error.node_id.as_str();
         let ids: Vec<RequestId> = self
             .requests
@@ -557,8 +569,12 @@ impl Researcher {
                 .find(|(_, a)| a.collects(message.command()))
                 .map(|(&id, _)| id);
             if let Some(id) = collect {
-                self.active(id).keep(now, message);
-                return self.reschedule(id);
+                let active = self.active(id);
+                active.keep(now, message);
+                return match active.on_answer(Answer::Reply) {
+                    Some(completion) => self.complete(id, now, completion),
+                    None => self.reschedule(id),
+                };
             }
         }
         self.events.push_back(Event::Unmatched {

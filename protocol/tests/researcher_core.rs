@@ -634,6 +634,7 @@ fn kept_sequences_are_sent_as_given_and_may_not_collide() {
 
 fn collect(commands: &[Command], policy: Policy) -> fedreq_protocol::Collect {
     fedreq_protocol::Collect {
+        expect: None,
         commands: commands.to_vec(),
         policy,
         since: None,
@@ -882,4 +883,103 @@ fn a_completed_kept_sequence_is_not_stamped_again() {
     core.submit(ms(1.0), Submission::broadcast(Request::ping()))
         .unwrap();
     assert_eq!(sent(&mut core).last().unwrap().1["sequence"], 1);
+}
+
+fn error_as(researcher_id: &str, node: &str, errnum: &str) -> Value {
+    json!({"researcher_id": researcher_id, "node_id": node, "errnum": errnum,
+           "extra_msg": "boom", "command": "error", "protocol_version": "1"})
+}
+
+fn fire_and_forget() -> Policy {
+    Policy {
+        early: false,
+        ..Policy::quiet(Duration::ZERO)
+    }
+}
+
+#[test]
+fn an_error_for_nobody_in_particular_is_the_answer_of_the_node_to_requests_in_flight() {
+    for placeholder in fedreq_protocol::message::PLACEHOLDER_RESEARCHER_IDS {
+        let mut core = core();
+        core.submit(
+            ms(0.0),
+            Submission::to_nodes(Request::list(), nodes(&["a", "b"])),
+        )
+        .unwrap();
+        publish(&mut core, ms(1.0), &list_reply("a"));
+        publish(
+            &mut core,
+            ms(2.0),
+            &error_as(placeholder, "b", "FB300: undetermined node error"),
+        );
+        let events = run_until(&mut core, ms(2.0));
+        let outcome = completed(&events)[0];
+        assert_eq!(outcome.completion, Completion::AllAnswered, "{placeholder}");
+        assert_eq!(outcome.errors.len(), 1);
+        assert!(outcome.missing.is_empty());
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, Event::NodeError(err) if err.node_id == "b")));
+    }
+}
+
+#[test]
+fn an_error_for_nobody_in_particular_with_nothing_in_flight_waits_in_the_mailbox() {
+    let mut core = core();
+    publish(
+        &mut core,
+        ms(0.0),
+        &error_as("NOT_SET", "a", "FB300: undetermined node error"),
+    );
+    publish(
+        &mut core,
+        ms(1.0),
+        &error_as("someone_else", "a", "FB300: undetermined node error"),
+    );
+    assert!(matches!(core.poll_event(), Some(Event::NodeError(_))));
+    let mail = core.take_mail(&[Command::Error]);
+    assert_eq!(mail.len(), 2);
+    assert_eq!(
+        (mail[0].reason, mail[1].reason),
+        (Unmatched::Unknown, Unmatched::Foreign),
+        "a placeholder is for us; another researcher's id is not"
+    );
+}
+
+#[test]
+fn a_collect_expecting_named_nodes_completes_when_each_answered_with_a_reply_or_an_error() {
+    let mut core = core();
+    let first = core
+        .submit(
+            ms(0.0),
+            Submission::to_nodes(Request::list(), nodes(&["a"])).with_policy(fire_and_forget()),
+        )
+        .unwrap();
+    // The first node answers before the message to the last one goes out.
+    publish(&mut core, ms(1.0), &list_reply("a"));
+    for node in ["b", "c"] {
+        core.submit(
+            ms(2.0),
+            Submission::to_nodes(Request::ping(), nodes(&[node])).with_policy(fire_and_forget()),
+        )
+        .unwrap();
+    }
+    run_until(&mut core, ms(2.0));
+    publish(
+        &mut core,
+        ms(3.0),
+        &error_as("NOT_SET", "b", "FB313: no dataset matching request"),
+    );
+    let mut collect = collect(&[Command::List, Command::Error], Policy::quiet(secs(30)));
+    collect.since = Some(first);
+    collect.expect = Some(nodes(&["a", "b", "c"]));
+    let id = core.collect(ms(4.0), collect);
+    publish(&mut core, ms(5.0), &list_reply("c"));
+    let outcome = only_outcome(&mut core, ms(60_000.0));
+    assert_eq!(outcome.id, id);
+    assert_eq!(
+        (outcome.completion, outcome.elapsed),
+        (Completion::AllAnswered, Duration::from_millis(1))
+    );
+    assert_eq!((outcome.replies.len(), outcome.errors.len()), (2, 1));
 }

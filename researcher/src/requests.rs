@@ -1,7 +1,7 @@
 //! `Requests`: every operation of Fed-BioMed v4.4's `Requests`, over any transport. Each is
 //! written once, async (any executor can await it); the blocking form blocks on it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -90,8 +90,17 @@ pub struct Requests {
     handle: ResearcherHandle,
     config: RequestsConfig,
     handlers: Arc<Mutex<Handlers>>,
-    /// The last message `send_message` sent, for `get_responses`.
-    last_sent: Mutex<Option<RequestId>>,
+    /// What `send_message` sent since the previous `get_responses`, which collects its replies.
+    unanswered: Mutex<Unanswered>,
+}
+
+/// The messages sent since the previous collect, and who still owes an answer.
+#[derive(Debug, Default)]
+struct Unanswered {
+    /// The first of them: the mail since then is theirs.
+    since: Option<RequestId>,
+    /// The nodes they were sent to; `None` once one went to every node.
+    nodes: Option<BTreeSet<NodeId>>,
 }
 
 impl std::fmt::Debug for Requests {
@@ -142,7 +151,7 @@ impl Requests {
             handle,
             config,
             handlers,
-            last_sent: Mutex::new(None),
+            unanswered: Mutex::default(),
         }
     }
 
@@ -334,9 +343,23 @@ impl Requests {
         client: Option<NodeId>,
         add_sequence: bool,
     ) -> Result<Option<Sequence>, Error> {
-        let submission = self.raw(message, client, add_sequence)?;
+        let submission = self.raw(message, client.clone(), add_sequence)?;
         let outcome = self.request_async(submission).await?;
-        *self.last_sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome.id);
+        let mut unanswered = self.unanswered();
+        if unanswered.since.is_none() {
+            *unanswered = Unanswered {
+                since: Some(outcome.id),
+                nodes: Some(BTreeSet::new()),
+            };
+        }
+        match (client, &mut unanswered.nodes) {
+            (Some(node), Some(nodes)) => {
+                nodes.insert(node);
+            }
+            // A broadcast: nobody knows who will answer.
+            (None, nodes) => *nodes = None,
+            (Some(_), None) => {}
+        }
         Ok(outcome.sequence.filter(|_| add_sequence))
     }
 
@@ -382,9 +405,12 @@ impl Requests {
         Ok(self.collected(messages(commands, wait)).await?.responses())
     }
 
-    /// Fed-BioMed's `get_responses`: rounds of `timeout` (our policy's when `None`) reading the
-    /// unmatched messages of `commands`, until a round brings nothing new (or after the first,
-    /// without `while_responses`).
+    /// Fed-BioMed's `get_responses`: the replies of `commands` (and errors, when asked for) to
+    /// every message sent since the previous call. When those went to named nodes, it
+    /// completes as soon as each has answered, else `timeout` (our policy's when `None`) after
+    /// the last reply; a node that did not answer is awaited by the next call. In
+    /// compatibility mode, Fed-BioMed's rounds instead: read every `timeout` until a round
+    /// brings nothing new (or after the first, without `while_responses`).
     pub fn get_responses(
         &self,
         commands: &[Command],
@@ -403,17 +429,43 @@ impl Requests {
         only_successful: bool,
         while_responses: bool,
     ) -> Result<Vec<Value>, Error> {
-        let mut policy = Policy::fedbiomed(timeout.unwrap_or(self.config.policy.timeout));
+        let timeout = timeout.unwrap_or(self.config.policy.timeout);
+        let compat = self.config.policy.rounds.is_some();
+        let mut policy = match compat {
+            true => Policy {
+                rounds: Some(Rounds { while_responses }),
+                ..Policy::fedbiomed(timeout)
+            },
+            false => Policy::quiet(timeout),
+        };
         policy.only_successful = only_successful;
-        policy.rounds = Some(Rounds { while_responses });
-        // Replies to messages sent before the last one belong to those, not to this answer.
-        let since = *self.last_sent.lock().unwrap_or_else(|p| p.into_inner());
+        let (since, expect) = {
+            let unanswered = self.unanswered();
+            let expect = unanswered.nodes.as_ref().filter(|nodes| !nodes.is_empty());
+            (
+                unanswered.since,
+                expect.map(|n| n.iter().cloned().collect()),
+            )
+        };
         let collect = Collect {
             commands: commands.to_vec(),
             policy,
             since,
+            expect,
         };
-        Ok(self.collected(collect).await?.responses())
+        let outcome = self.collected(collect).await?;
+        let mut unanswered = self.unanswered();
+        match &mut unanswered.nodes {
+            Some(nodes) if !compat && !outcome.missing.is_empty() => {
+                nodes.retain(|node| outcome.missing.contains(node))
+            }
+            _ => *unanswered = Unanswered::default(),
+        }
+        Ok(outcome.responses())
+    }
+
+    fn unanswered(&self) -> std::sync::MutexGuard<'_, Unanswered> {
+        self.unanswered.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Takes the mailbox's messages of these commands (all when empty): late replies, replies
@@ -436,6 +488,7 @@ fn messages(commands: &[Command], wait: Duration) -> Collect {
         }
         .with_deadline(wait),
         since: None,
+        expect: None,
     }
 }
 

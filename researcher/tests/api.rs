@@ -234,3 +234,32 @@ fn training_plan_approval_through_the_repository() {
     assert_eq!(all.len(), 3);
     assert!(all.values().all(|&ok| ok));
 }
+
+#[test]
+fn get_responses_takes_the_replies_to_every_message_sent_since_the_last_collect_as_jobs_do() {
+    let (broker, _nodes, mut config) = federation();
+    config.policy = Policy::quiet(Duration::from_secs(30));
+    let requests = Requests::in_memory(&broker, config);
+    let started = Instant::now();
+    for node in IDS {
+        let ping = json!({"researcher_id": "researcher-api", "command": "ping"});
+        requests
+            .send_message(ping.as_object().unwrap().clone(), Some(node.into()), true)
+            .unwrap();
+        // The first node answers before the message to the last one goes out.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let responses = requests
+        .get_responses(&[Command::Pong, Command::Error], None, false, true)
+        .unwrap();
+    let answered: BTreeSet<&str> = responses
+        .iter()
+        .filter_map(|r| r["node_id"].as_str())
+        .collect();
+    assert_eq!(answered, IDS.into_iter().collect());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "each named node answered: no 30 s quiet period ({:?})",
+        started.elapsed()
+    );
+}

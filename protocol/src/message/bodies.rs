@@ -284,3 +284,21 @@ messages! {
         iteration: i64,
     }
 }
+
+/// The researcher ids a Fed-BioMed v4.4 node puts in an `error` it cannot attribute: `NOT_SET`
+/// (its training task manager), `<unknown>` (the default of its `send_error`) and
+/// `unknown_researcher_id` (a message that named no researcher). v4.4's researcher queues
+/// every message on `general/researcher`, so such errors reach whoever listens.
+pub const PLACEHOLDER_RESEARCHER_IDS: [&str; 3] = ["NOT_SET", "<unknown>", "unknown_researcher_id"];
+
+impl ErrorMessage {
+    /// Whether it is for researcher `us`: addressed to us, or to nobody in particular.
+    pub fn is_for(&self, us: &str) -> bool {
+        self.researcher_id == us || self.is_for_anyone()
+    }
+
+    /// Whether it carries a placeholder instead of a researcher id.
+    pub fn is_for_anyone(&self) -> bool {
+        PLACEHOLDER_RESEARCHER_IDS.contains(&self.researcher_id.as_str())
+    }
+}
