@@ -181,16 +181,28 @@ pub(crate) async fn run(
 }
 
 /// Whether a new try may succeed: the connection broke or timed out, it was not refused.
+/// rumqttc wraps a reset in its state and packet errors, so the whole chain is read.
 fn transient(error: &ConnectionError) -> bool {
     use std::io::ErrorKind::*;
-    match error {
-        ConnectionError::Io(io) => matches!(
-            io.kind(),
-            ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | TimedOut
-        ),
-        ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => true,
-        _ => false,
+    if matches!(
+        error,
+        ConnectionError::NetworkTimeout
+            | ConnectionError::FlushTimeout
+            | ConnectionError::MqttState(rumqttc::StateError::ConnectionAborted)
+    ) {
+        return true;
     }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | TimedOut
+            );
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// A reason a person can act on.
