@@ -48,7 +48,18 @@ pub struct NodeConfig {
     pub simulate_training: bool,
     /// Limits on incoming payloads.
     pub limits: Limits,
+    /// Checks a downloaded training plan as Python, as v4.4 does by minifying it, giving the
+    /// normalised form plans are told apart by. Without one, plans compare byte for byte.
+    pub plan_check: Option<PlanCheck>,
 }
+
+/// A training plan's check: its normalised form, or why it is not Python.
+pub type PlanCheck = fn(&[u8]) -> Result<Vec<u8>, String>;
+
+/// v4.4's error numbers in the texts a node sends.
+const NO_DATASET: &str = "FB313: no dataset matching request";
+const REPOSITORY_ERROR: &str = "FB604: repository error";
+const MODEL_MANAGER_ERROR: &str = "FB606: model manager error";
 
 impl NodeConfig {
     /// A node with these datasets, requiring approval, with default limits.
@@ -59,6 +70,7 @@ impl NodeConfig {
             approval_obligation: true,
             simulate_training: false,
             limits: Limits::default(),
+            plan_check: None,
         }
     }
 }
@@ -181,8 +193,10 @@ pub struct Plan {
     pub url: String,
     /// Who sent it.
     pub researcher_id: String,
-    /// Its content; the same content twice is one plan.
+    /// Its content.
     pub content: Vec<u8>,
+    /// What it is told apart by: the plan check's normalised form, or the content.
+    pub identity: Vec<u8>,
     /// Its status.
     pub status: PlanStatus,
 }
@@ -330,11 +344,16 @@ impl Node {
             .iter()
             .find(|d| d.get("dataset_id").and_then(Value::as_str) == Some(&train.dataset_id));
         let samples = dataset.and_then(|d| d.get("shape")?.get(0)?.as_i64());
-        let refusal = match (self.config.simulate_training, dataset) {
-            (false, _) => Some("this node does not train"),
-            (true, None) => Some("no such dataset on this node"),
-            (true, Some(_)) => None,
-        };
+        if self.config.simulate_training && dataset.is_none() {
+            // v4.4 answers an unknown dataset with an error, not a train reply.
+            return self.reply(NodeMessage::Error(ErrorMessage {
+                researcher_id: train.researcher_id,
+                node_id: self.config.node_id.clone(),
+                errnum: NO_DATASET.to_owned(),
+                extra_msg: "Did not found proper data in local datasets".to_owned(),
+            }));
+        }
+        let refusal = (!self.config.simulate_training).then_some("this node does not train");
         if refusal.is_none() {
             let loss = 1.0 / (train.round.max(0) as f64 + 1.0);
             let scalar = NodeMessage::AddScalar(AddScalarMessage {
@@ -381,10 +400,7 @@ impl Node {
             Waiting::Approval(request) => {
                 // A failed download is `status: 0`, whatever the HTTP status, as Fed-BioMed sends it.
                 let (status, success) = match &result {
-                    FetchResult::Body(content) => {
-                        self.register(now, &request, content);
-                        (200, true)
-                    }
+                    FetchResult::Body(content) => (200, self.register(now, &request, content)),
                     FetchResult::Status(code) => {
                         self.download_failed(
                             now,
@@ -413,11 +429,18 @@ impl Node {
             Waiting::Status(request) => {
                 let obligation = self.config.approval_obligation;
                 let (success, approval_obligation, status, msg) = match &result {
-                    FetchResult::Body(content) => {
+                    FetchResult::Body(content) => match self.identity(content, &request.training_plan_url) {
+                        Err(why) => (
+                            false,
+                            false,
+                            "Error".to_owned(),
+                            format!("{MODEL_MANAGER_ERROR}: Cannot check if training plan has been registered. Details {why}"),
+                        ),
+                        Ok(identity) => {
                         let status = self
                             .plans
                             .iter()
-                            .find(|p| &p.content == content)
+                            .find(|p| p.identity == identity)
                             .map(|p| p.status);
                         let msg = match (obligation, status) {
                             (false, _) => "This node does not require training plan approval (maybe for debugging purposes).".into(),
@@ -434,14 +457,16 @@ impl Node {
                                 .to_owned(),
                             msg,
                         )
-                    }
-                    _ => (
+                        }
+                    },
+                    failed => (
                         false,
                         false,
                         "Error".to_owned(),
                         format!(
-                            "Can not download training plan file. {}",
-                            request.training_plan_url
+                            "{REPOSITORY_ERROR}: An error occurred when downloading training plan file. {} , {}",
+                            request.training_plan_url,
+                            download_error(&request.training_plan_url, failed),
                         ),
                     ),
                 };
@@ -483,25 +508,47 @@ impl Node {
         self.fetches.push_back(Fetch { id, url });
     }
 
-    fn register(&mut self, now: Timestamp, request: &ApprovalRequest, content: &[u8]) {
+    /// What a plan is told apart by, or why it cannot be checked (v4.4's FB606 text).
+    fn identity(&self, content: &[u8], url: &str) -> Result<Vec<u8>, String> {
+        match self.config.plan_check {
+            None => Ok(content.to_vec()),
+            Some(check) => check(content).map_err(|why| {
+                format!("{MODEL_MANAGER_ERROR}: cannot minify file {url}details: {why}")
+            }),
+        }
+    }
+
+    /// Registers a downloaded plan for approval, logging as v4.4 does; `false` when it
+    /// cannot be checked (not Python), which v4.4 answers `success: false`.
+    fn register(&mut self, now: Timestamp, request: &ApprovalRequest, content: &[u8]) -> bool {
         let description = &request.description;
-        let text = match self.plans.iter().find(|p| p.content == content) {
-            Some(plan) => format!(
-                "Training plan '{description}' already sent for Approval (status {}). Please wait for Node approval.",
-                plan.status.as_str()
-            ),
+        let identity = match self.identity(content, &request.training_plan_url) {
+            Ok(identity) => identity,
+            Err(why) => {
+                self.log(now, "ERROR", &format!("Can not check whether training plan has already be registered or not due to error: {why}"));
+                return false;
+            }
+        };
+        let (level, text) = match self.plans.iter().find(|p| p.identity == identity) {
+            Some(plan) => match plan.status {
+                PlanStatus::Pending => ("INFO", format!("Training plan '{description}' already sent for Approval (status Pending). Please wait for Node approval.")),
+                PlanStatus::Approved => ("INFO", format!("Training plan '{description}' is already Approved. Ready to train on this training plan.")),
+                PlanStatus::Rejected => ("WARNING", format!("Training plan '{description}' already exists in database. Aborting")),
+            },
             None => {
                 self.plans.push(Plan {
                     description: description.clone(),
                     url: request.training_plan_url.clone(),
                     researcher_id: request.researcher_id.clone(),
                     content: content.to_vec(),
+                    identity,
                     status: PlanStatus::Pending,
                 });
-                format!("Training plan '{description}' registered for Approval (status Pending). Please wait for Node approval.")
+                ("INFO", format!("Training plan '{description}' successfully received by Node for approval"))
             }
         };
-        self.log(now, "INFO", &text);
+        self.log(now, level, &text);
+        true
     }
 
     fn download_failed(&mut self, now: Timestamp, url: &str, why: &str) {
@@ -561,15 +608,30 @@ impl Node {
     }
 }
 
-/// The dataset as sent: without the fields a node keeps to itself.
+/// The dataset as sent: without the fields a node keeps to itself, and, as v4.4, without a
+/// medical folder's `dataset_parameters.tabular_file`.
 fn public(dataset: &Object, hidden: &[&str]) -> Value {
-    Value::Object(
-        dataset
-            .iter()
-            .filter(|(k, _)| !hidden.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    )
+    let mut public: Object = dataset
+        .iter()
+        .filter(|(k, _)| !hidden.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if public.get("data_type").and_then(Value::as_str) == Some("medical-folder") {
+        if let Some(Value::Object(parameters)) = public.get_mut("dataset_parameters") {
+            parameters.shift_remove("tabular_file");
+        }
+    }
+    Value::Object(public)
+}
+
+/// The v4.4 text of a failed download.
+fn download_error(url: &str, result: &FetchResult) -> String {
+    match result {
+        FetchResult::Status(404) => format!("FB202: server returns 404 error when downloading file {url}"),
+        FetchResult::Status(code) => format!("FB203: server returns other 4xx or 500 error when downloading file {url}(status code: {code})"),
+        FetchResult::Unreachable(why) => format!("FB201: server not reachable when downloading file {url}: {why}"),
+        FetchResult::Body(_) => String::new(),
+    }
 }
 
 /// `YYYY-MM-DD HH:MM:SS,mmm` (UTC) for `now` read as time since the Unix epoch.

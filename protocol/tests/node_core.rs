@@ -176,7 +176,11 @@ fn failed_download_is_status_zero_and_logged_as_fedbiomed_does() {
             .keys()
             .map(String::as_str)
             .collect();
-        assert_eq!(keys, ["asctime", "level", "message", "name", "node_id"]);
+        assert_eq!(
+            keys,
+            ["asctime", "node_id", "name", "level", "message"],
+            "v4.4's order (general-logger samples)"
+        );
         assert!(inner["message"]
             .as_str()
             .unwrap()
@@ -325,8 +329,162 @@ fn train_is_refused_unless_simulated_and_then_reports_a_scalar() {
         (reply["success"].as_bool(), reply["sample_size"].as_i64()),
         (Some(true), Some(10))
     );
+    let unknown = send(&mut simulating, train("nope"));
+    let error = replies(&unknown)[0];
     assert_eq!(
-        replies(&send(&mut simulating, train("nope")))[0]["success"],
-        false
+        (
+            error["command"].as_str(),
+            error["errnum"].as_str(),
+            error["researcher_id"].as_str()
+        ),
+        (
+            Some("error"),
+            Some("FB313: no dataset matching request"),
+            Some(R)
+        ),
+        "v4.4 answers an unknown dataset with FB313 for the researcher who asked"
+    );
+}
+
+/// A stand-in check: "python" is what does not start with `!`, normalised by dropping spaces.
+fn toy_check(content: &[u8]) -> Result<Vec<u8>, String> {
+    match content.first() {
+        Some(b'!') => Err("invalid syntax".into()),
+        _ => Ok(content.iter().copied().filter(|b| *b != b' ').collect()),
+    }
+}
+
+fn checking_node() -> Node {
+    let mut config = NodeConfig::new("node_a", datasets());
+    config.plan_check = Some(toy_check);
+    Node::new(config)
+}
+
+/// Sends `message`, answers its download with `result`, and returns what the node said.
+fn downloaded(node: &mut Node, message: Value, result: FetchResult) -> Vec<(String, Value)> {
+    send(node, message);
+    let fetch = node.poll_fetch().unwrap();
+    node.handle_fetched(Timestamp::ZERO, fetch.id, result);
+    drain(node)
+}
+
+fn log_texts(out: &[(String, Value)]) -> Vec<(String, String)> {
+    out.iter()
+        .filter(|(t, _)| t == "general/logger")
+        .map(|(_, log)| {
+            let inner: Value = serde_json::from_str(log["msg"].as_str().unwrap()).unwrap();
+            (
+                log["level"].as_str().unwrap().to_owned(),
+                inner["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_plan_that_is_not_python_is_answered_unsuccessful_with_status_200() {
+    let mut node = checking_node();
+    let out = downloaded(
+        &mut node,
+        approval(7, "http://repo/p.py"),
+        FetchResult::Body(b"!nope".to_vec()),
+    );
+    let reply = replies(&out)[0];
+    assert_eq!(
+        (reply["status"].as_i64(), reply["success"].as_bool()),
+        (Some(200), Some(false))
+    );
+    assert!(node.plans().is_empty());
+    let (level, text) = &log_texts(&out)[0];
+    assert_eq!(level, "ERROR");
+    assert!(
+        text.starts_with("Can not check whether training plan has already be registered or not due to error: FB606: model manager error: cannot minify file http://repo/p.py"),
+        "{text}"
+    );
+}
+
+#[test]
+fn plans_are_told_apart_by_their_normalised_form_and_logged_by_status_as_v44() {
+    let mut node = checking_node();
+    downloaded(
+        &mut node,
+        approval(1, "http://repo/a.py"),
+        FetchResult::Body(b"class P: pass".to_vec()),
+    );
+    assert!(node.set_plan_status(0, PlanStatus::Approved));
+    let out = downloaded(
+        &mut node,
+        approval(2, "http://repo/b.py"),
+        FetchResult::Body(b"class  P:  pass".to_vec()),
+    );
+    assert_eq!(node.plans().len(), 1, "the same plan laid out differently");
+    assert_eq!(replies(&out)[0]["success"], true);
+    assert_eq!(
+        log_texts(&out),
+        [(
+            "INFO".to_owned(),
+            "Training plan 'my plan' is already Approved. Ready to train on this training plan."
+                .to_owned()
+        )]
+    );
+    assert!(node.set_plan_status(0, PlanStatus::Rejected));
+    let out = downloaded(
+        &mut node,
+        approval(3, "http://repo/c.py"),
+        FetchResult::Body(b"class P:pass".to_vec()),
+    );
+    assert_eq!(
+        log_texts(&out),
+        [(
+            "WARNING".to_owned(),
+            "Training plan 'my plan' already exists in database. Aborting".to_owned()
+        )]
+    );
+}
+
+#[test]
+fn training_plan_status_reports_fb604_for_a_failed_download_and_fb606_for_a_plan_it_cannot_check() {
+    let status = json!({"researcher_id": R, "job_id": "j", "training_plan_url": "http://repo/p.py",
+                        "command": "training-plan-status", "protocol_version": "1"});
+    let mut node = checking_node();
+    let out = downloaded(&mut node, status.clone(), FetchResult::Status(404));
+    let reply = replies(&out)[0];
+    assert_eq!(
+        (reply["success"].as_bool(), reply["status"].as_str()),
+        (Some(false), Some("Error"))
+    );
+    assert_eq!(
+        reply["msg"],
+        "FB604: repository error: An error occurred when downloading training plan file. http://repo/p.py , FB202: server returns 404 error when downloading file http://repo/p.py"
+    );
+    let out = downloaded(&mut node, status, FetchResult::Body(b"!nope".to_vec()));
+    let msg = replies(&out)[0]["msg"].as_str().unwrap().to_owned();
+    assert!(
+        msg.starts_with("FB606: model manager error: Cannot check if training plan has been registered. Details FB606"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_medical_folder_is_listed_without_its_tabular_file_as_v44_does() {
+    let list = json!([{"name": "mri", "data_type": "medical-folder", "tags": ["mri"], "description": "d",
+        "shape": {"T1": [1, 2]}, "dataset_id": "dataset_m", "dtypes": [], "path": "/secret",
+        "dataset_parameters": {"tabular_file": "/secret/demographics.csv", "index_col": 14}}]);
+    let mut node = Node::new(NodeConfig::new(
+        "node_a",
+        datasets_from_json(list.to_string().as_bytes()).unwrap(),
+    ));
+    let message = json!({"researcher_id": R, "command": "list", "protocol_version": "1"});
+    let out = send(&mut node, message);
+    assert_eq!(
+        replies(&out)[0]["databases"][0]["dataset_parameters"],
+        json!({"index_col": 14})
+    );
+    let search =
+        json!({"researcher_id": R, "tags": ["mri"], "command": "search", "protocol_version": "1"});
+    let out = send(&mut node, search);
+    assert_eq!(
+        replies(&out)[0]["databases"][0]["dataset_parameters"],
+        json!({"index_col": 14})
     );
 }

@@ -116,3 +116,71 @@ fn invalid_samples_are_refused_with_a_reason() {
     }
     assert!(seen >= 3 * roots.len(), "only {seen} invalid samples");
 }
+
+fn local_sample(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/wire/valid/general-researcher")
+        .join(name);
+    serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
+}
+
+/// The samples written from v4.4.4's code: whom each error is for.
+#[test]
+fn errors_with_a_placeholder_researcher_id_are_for_everyone_and_fb313_only_for_the_asker() {
+    let limits = Limits::default();
+    let cases = [
+        ("error-fb300-not-set.json", true),
+        ("error-fb301-unknown-researcher-id.json", true),
+        ("error-fb312-unknown.json", true),
+        ("error-fb313-no-data.json", false),
+    ];
+    for (name, for_anyone) in cases {
+        let bytes = local_sample(name).to_string();
+        let NodeMessage::Error(error) = NodeMessage::decode(bytes.as_bytes(), &limits)
+            .unwrap()
+            .message
+        else {
+            panic!("{name} is not an error")
+        };
+        assert_eq!(
+            error.is_for("researcher_someone_else"),
+            for_anyone,
+            "{name}"
+        );
+        assert!(error.is_for(&error.researcher_id.clone()), "{name}");
+    }
+}
+
+/// A fedreq node lists a medical folder exactly as the v4.4 sample shows it: no `path`, no
+/// `dtypes`, no `dataset_parameters.tabular_file`.
+#[test]
+fn a_fedreq_node_lists_a_medical_folder_as_the_sample() {
+    let sample = local_sample("list-medical-folder.json");
+    let mut stored = sample["databases"][0].clone();
+    let entry = stored.as_object_mut().unwrap();
+    entry.insert("path".into(), "/data/ixi".into());
+    entry.insert("dtypes".into(), serde_json::json!([]));
+    entry["dataset_parameters"]
+        .as_object_mut()
+        .unwrap()
+        .insert("tabular_file".into(), "/data/ixi/participants.csv".into());
+    let datasets = fedreq_protocol::node::datasets_from_json(
+        Value::Array(vec![stored]).to_string().as_bytes(),
+    )
+    .unwrap();
+    let mut node = fedreq_protocol::Node::new(fedreq_protocol::NodeConfig::new(
+        sample["node_id"].as_str().unwrap(),
+        datasets,
+    ));
+    let request = serde_json::json!({"researcher_id": sample["researcher_id"], "command": "list", "protocol_version": "1"});
+    node.handle_publish(
+        fedreq_protocol::Timestamp::ZERO,
+        "general/nodes",
+        request.to_string().as_bytes(),
+    );
+    let reply: Value = serde_json::from_slice(&node.poll_transmit().unwrap().payload).unwrap();
+    assert_eq!(reply, sample);
+    let keys: Vec<&String> = reply["databases"][0].as_object().unwrap().keys().collect();
+    let sample_keys: Vec<&String> = sample["databases"][0].as_object().unwrap().keys().collect();
+    assert_eq!(keys, sample_keys, "v4.4's key order");
+}

@@ -127,6 +127,23 @@ impl TrainingPlan {
     }
 }
 
+/// The node's check of a downloaded plan (a [`fedreq_protocol::node::PlanCheck`]): valid
+/// Python, and its tokens without comments or layout as the form plans are told apart by.
+/// v4.4 minifies the plan to the same end; python-minifier also drops `(object)` bases,
+/// which this does not.
+pub fn node_plan_check(content: &[u8]) -> Result<Vec<u8>, String> {
+    use rustpython_parser::lexer::lex;
+    let source = std::str::from_utf8(content).map_err(|_| "not UTF-8 text".to_owned())?;
+    let plan = TrainingPlan::from_source("training_plan.py", source).map_err(|e| e.to_string())?;
+    let mut normalised = Vec::new();
+    for token in lex(plan.source(), Mode::Module) {
+        // This lexer (without `full-lexer`) already drops comments and layout-only newlines.
+        let (token, _) = token.map_err(|e| format!("{:?}", e.error))?;
+        normalised.extend_from_slice(format!("{token:?}\n").as_bytes());
+    }
+    Ok(normalised)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +166,19 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with(&format!("plan.py:{}:{}: ", syntax.line, syntax.column)));
+    }
+
+    #[test]
+    fn the_node_check_ignores_comments_and_layout_and_refuses_what_is_not_python() {
+        let plain = node_plan_check(b"class P:\n    def f(self, x):\n        return x\n").unwrap();
+        let laid_out = node_plan_check(
+            b"# a comment\nclass P:\n    def f(self,\n          x):  # why\n        return x\n",
+        )
+        .unwrap();
+        assert_eq!(plain, laid_out);
+        assert_ne!(plain, node_plan_check(b"class Q:\n    pass\n").unwrap());
+        let refused = node_plan_check(b"class P(:\n").unwrap_err();
+        assert!(refused.starts_with("training_plan.py:1:"), "{refused}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use fedreq_driver::ResearcherHandle;
 use fedreq_mem::Broker;
 use fedreq_mqtt::{ConnectError, MqttConfig};
-use fedreq_protocol::message::{AddScalarMessage, Object};
+use fedreq_protocol::message::{AddScalarMessage, ErrorMessage, Object};
 use fedreq_protocol::policy::Rounds;
 use fedreq_protocol::NodeLog;
 use fedreq_protocol::{
@@ -53,6 +53,9 @@ pub enum Error {
     Message(#[from] DecodeError),
 }
 
+/// Fed-BioMed v4.4's default `UPLOADS_URL`.
+pub const DEFAULT_UPLOADS_URL: &str = "http://localhost:8844/upload/";
+
 /// How `Requests` talks.
 #[derive(Clone, Debug)]
 pub struct RequestsConfig {
@@ -65,23 +68,26 @@ pub struct RequestsConfig {
 }
 
 impl RequestsConfig {
-    /// `researcher_id`, the default policy (quiet period of 5 s, early completion), no repository.
+    /// `researcher_id`, the default policy (quiet period of 5 s, early completion), and
+    /// v4.4's default repository ([`DEFAULT_UPLOADS_URL`]).
     pub fn new(researcher_id: impl Into<String>) -> Self {
         RequestsConfig {
             researcher_id: researcher_id.into(),
             policy: Policy::default(),
-            uploads_url: None,
+            uploads_url: Some(DEFAULT_UPLOADS_URL.to_owned()),
         }
     }
 }
 
 type MonitorCallback = Arc<dyn Fn(&AddScalarMessage) + Send + Sync>;
 type LogHandler = Arc<dyn Fn(&NodeLog) + Send + Sync>;
+type ErrorHandler = Arc<dyn Fn(&ErrorMessage) + Send + Sync>;
 
 #[derive(Default)]
 struct Handlers {
     monitor: Option<MonitorCallback>,
     log: Option<LogHandler>,
+    error: Option<ErrorHandler>,
 }
 
 /// The researcher's requests to the nodes. Share it between threads: each request gets its
@@ -193,6 +199,12 @@ impl Requests {
         self.handlers().log = Some(Arc::new(handler));
     }
 
+    /// Handles node errors (for us, or for nobody in particular) with `handler` instead of the
+    /// `log` crate (a warning, target `fedreq::node`).
+    pub fn set_error_handler(&self, handler: impl Fn(&ErrorMessage) + Send + Sync + 'static) {
+        self.handlers().error = Some(Arc::new(handler));
+    }
+
     fn handlers(&self) -> std::sync::MutexGuard<'_, Handlers> {
         self.handlers.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -213,9 +225,13 @@ impl Requests {
         Ok(answer.recv_async().await.map_err(|_| Error::Stopped)??)
     }
 
-    /// `request` to `nodes` (all when `None`) under our policy.
+    /// `request` to `nodes` under our policy: every node when `None` or empty, as v4.4's
+    /// `if nodes:` reads it.
     fn submission(&self, request: Request, nodes: Option<Vec<NodeId>>) -> Submission {
-        let target = nodes.map_or(Target::All, Target::Nodes);
+        let target = match nodes {
+            Some(nodes) if !nodes.is_empty() => Target::Nodes(nodes),
+            _ => Target::All,
+        };
         Submission {
             request,
             target,
@@ -252,11 +268,19 @@ impl Requests {
         nodes: Option<Vec<NodeId>>,
         verbose: bool,
     ) -> Result<BTreeMap<NodeId, Vec<Value>>, Error> {
+        match nodes.as_deref() {
+            Some(nodes) => log::info!("Listing datasets of given list of nodes : {nodes:?}"),
+            None => log::info!("Listing available datasets in all nodes... "),
+        }
         let datasets = self
             .request_async(self.submission(Request::list(), nodes))
             .await?
             .datasets();
-        log_tables(verbose, &datasets);
+        if verbose {
+            for (node, list) in &datasets {
+                log::info!("{}", crate::table::datasets(node, list));
+            }
+        }
         Ok(datasets)
     }
 
@@ -275,10 +299,23 @@ impl Requests {
         tags: Vec<String>,
         nodes: Option<Vec<NodeId>>,
     ) -> Result<BTreeMap<NodeId, Vec<Value>>, Error> {
+        match nodes.as_deref() {
+            Some(nodes) => log::info!(
+                "Searching dataset with data tags: {tags:?} on specified nodes: {nodes:?}"
+            ),
+            None => log::info!("Searching dataset with data tags: {tags:?} for all nodes"),
+        }
         let outcome = self
-            .request_async(self.submission(Request::search(tags), nodes))
+            .request_async(self.submission(Request::search(tags.clone()), nodes))
             .await?;
-        Ok(outcome.datasets())
+        let found = outcome.datasets();
+        for node in found.keys() {
+            log::info!("Node selected for training -> {node}");
+        }
+        if found.is_empty() {
+            log::info!("No available dataset has found in nodes with tags: {tags:?}");
+        }
+        Ok(found)
     }
 
     /// Uploads `plan` and asks the nodes (all, or `nodes`) to register it for approval; maps
@@ -313,7 +350,25 @@ impl Requests {
         if let Some(timeout) = timeout {
             submission.policy.timeout = timeout;
         }
-        Ok(self.request_async(submission).await?.approvals())
+        let outcome = self.request_async(submission).await?;
+        let approvals = outcome.approvals();
+        for (node, acknowledged) in &approvals {
+            match (acknowledged, outcome.missing.contains(node)) {
+                (_, true) => log::info!(
+                    "node ({node}) has not acknowledge training plan reception before the timeout"
+                ),
+                (true, _) => log::info!("node ({node}) has correctly downloaded the training plan"),
+                (false, _) => {
+                    log::info!("node ({node}) has not correctly downloaded the training plan")
+                }
+            }
+        }
+        if !approvals.values().any(|&ok| ok) {
+            log::info!(
+                "no nodes have acknowledged correct training plan reception before the timeout"
+            );
+        }
+        Ok(approvals)
     }
 
     fn repository(&self) -> Result<RepositoryClient, Error> {
@@ -492,19 +547,16 @@ fn messages(commands: &[Command], wait: Duration) -> Collect {
     }
 }
 
-fn log_tables(verbose: bool, datasets: &BTreeMap<NodeId, Vec<Value>>) {
-    if verbose {
-        for (node, list) in datasets {
-            log::info!("{}", crate::table::datasets(node, list));
-        }
-    }
-}
-
 fn dispatch(handlers: &Mutex<Handlers>, event: Event) {
     // Called without the lock: a handler may replace the handlers.
-    let (monitor, log_handler) = {
+    let (monitor, log_handler, error_handler) = {
         let handlers = handlers.lock().unwrap_or_else(|p| p.into_inner());
-        (handlers.monitor.clone(), handlers.log.clone())
+        let handlers = &*handlers;
+        (
+            handlers.monitor.clone(),
+            handlers.log.clone(),
+            handlers.error.clone(),
+        )
     };
     match event {
         Event::Monitoring(scalar) => {
@@ -516,6 +568,12 @@ fn dispatch(handlers: &Mutex<Handlers>, event: Event) {
             Some(handler) => handler(&log),
             None => {
                 log::log!(target: "fedreq::node", node_level(&log.level), "{} {}", log.node_id, log.text)
+            }
+        },
+        Event::NodeError(error) => match &error_handler {
+            Some(handler) => handler(&error),
+            None => {
+                log::warn!(target: "fedreq::node", "{} {}: {}", error.node_id, error.errnum, error.extra_msg)
             }
         },
         Event::Rejected { topic, error } => log::warn!("refused a message on {topic}: {error}"),

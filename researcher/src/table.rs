@@ -6,19 +6,28 @@ use serde_json::Value;
 /// tabulate's `grid` format, which Fed-BioMed uses: `+---+` rules, `+===+` under the header.
 const GRID: &str = "||--+=++|-+++++++++";
 
-/// The columns Fed-BioMed shows.
-const COLUMNS: [&str; 5] = ["name", "data_type", "tags", "description", "shape"];
-
 /// `Node: ID | Number of Datasets: N` and a grid table, or a line when the node has no data.
 pub fn datasets(node: &str, datasets: &[Value]) -> String {
     let title = format!("Node: {node} | Number of Datasets: {}", datasets.len());
     if datasets.is_empty() {
         return format!("{title}\nNo data has been set up for this node.");
     }
+    // Every key, in the node's order, as v4.4 tabulates them (`dataset_id` included): v4.4
+    // takes the first entry's keys; a key only later entries have gets a column too.
+    let mut columns: Vec<&str> = Vec::new();
+    for key in datasets
+        .iter()
+        .filter_map(Value::as_object)
+        .flat_map(|d| d.keys())
+    {
+        if !columns.contains(&key.as_str()) {
+            columns.push(key);
+        }
+    }
     let mut table = Table::new();
-    table.load_preset(GRID).set_header(COLUMNS);
+    table.load_preset(GRID).set_header(&columns);
     for dataset in datasets {
-        table.add_row(COLUMNS.map(|column| match dataset.get(column) {
+        table.add_row(columns.iter().map(|column| match dataset.get(column) {
             Some(Value::String(text)) => text.clone(),
             Some(Value::Null) | None => String::new(),
             Some(other) => other.to_string(),
@@ -37,10 +46,30 @@ mod tests {
         let table = datasets(
             "n1",
             &[
-                json!({"name": "ds0", "data_type": "csv", "tags": ["a"], "description": "d", "shape": [1, 2]}),
+                json!({"name": "ds0", "data_type": "csv", "tags": ["a"], "description": "d",
+                       "shape": [1, 2], "dataset_id": "dataset-0", "dataset_parameters": null}),
             ],
         );
         let lines: Vec<&str> = table.lines().collect();
+        let header: Vec<&str> = lines[2]
+            .split('|')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(
+            header,
+            [
+                "name",
+                "data_type",
+                "tags",
+                "description",
+                "shape",
+                "dataset_id",
+                "dataset_parameters"
+            ],
+            "every key, in the node's order"
+        );
+        assert!(lines[4].contains("dataset-0"), "{table}");
         assert_eq!(lines[0], "Node: n1 | Number of Datasets: 1");
         assert!(
             lines[1].starts_with("+-") && lines[3].starts_with("+="),

@@ -210,6 +210,12 @@ fn monitoring_callbacks_come_and_go() {
 fn training_plan_approval_through_the_repository() {
     let (broker, _nodes, mut config) = federation();
     let plan = TrainingPlan::from_source("plan.py", "class Plan:\n    pass\n").unwrap();
+    assert_eq!(
+        config.uploads_url.as_deref(),
+        Some("http://localhost:8844/upload/"),
+        "v4.4's default"
+    );
+    config.uploads_url = None;
     let without = Requests::in_memory(&broker, config.clone());
     assert!(matches!(
         without.training_plan_approve(&plan, "d", None, None),
@@ -261,5 +267,19 @@ fn get_responses_takes_the_replies_to_every_message_sent_since_the_last_collect_
         started.elapsed() < Duration::from_secs(10),
         "each named node answered: no 30 s quiet period ({:?})",
         started.elapsed()
+    );
+}
+
+#[test]
+fn an_empty_node_list_means_every_node_as_in_v44() {
+    let (broker, _nodes, config) = federation();
+    let requests = Requests::in_memory(&broker, config);
+    assert_eq!(requests.list(Some(vec![]), false).unwrap().len(), 3);
+    assert_eq!(
+        requests
+            .search(vec!["fbm".into()], Some(vec![]))
+            .unwrap()
+            .len(),
+        3
     );
 }

@@ -442,3 +442,62 @@ fn the_demo_runs_every_request_and_exits_0() {
         );
     }
 }
+
+#[test]
+fn listen_prints_node_errors_for_us() {
+    let federation = federation();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fedreq"))
+        .args([
+            "listen",
+            "--json",
+            "--errors",
+            "--broker",
+            &federation.broker,
+            "--researcher-id",
+            "listener-errors",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    assert!(first.contains("listening"), "{first}");
+    // A dataset the node does not hold: v4.4 nodes answer with FB313, for the researcher who asked.
+    let train = r#"{"job_id": "j", "params_url": "", "training_args": {}, "dataset_id": "no-such-dataset",
+        "training": true, "model_args": {}, "training_plan_url": "", "training_plan_class": "P",
+        "secagg_servkey_id": null, "secagg_biprime_id": null, "secagg_random": null,
+        "secagg_clipping_range": null, "round": 1, "aggregator_args": {}, "command": "train"}"#;
+    let out = fedreq(&[
+        "send",
+        train,
+        "--to",
+        "n1",
+        "--broker",
+        &federation.broker,
+        "--researcher-id",
+        "listener-errors",
+        "--timeout",
+        "0.3",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = lines.next().unwrap().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        (
+            event["error"]["node_id"].as_str(),
+            event["error"]["errnum"].as_str()
+        ),
+        (Some("n1"), Some("FB313: no dataset matching request")),
+        "{line}"
+    );
+}

@@ -34,6 +34,7 @@ pub fn run(global: &Global, args: DemoArgs) -> Result<(), String> {
         .map(|(i, id)| {
             let mut config = NodeConfig::new(id.clone(), simulated_datasets(i));
             config.simulate_training = true;
+            config.plan_check = Some(fedreq::plan::node_plan_check);
             config
         })
         .collect();

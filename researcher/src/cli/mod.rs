@@ -39,11 +39,12 @@ struct Global {
     /// Our researcher id [default: RESEARCHER_ID, else a random one]
     #[arg(long, global = true, env = "RESEARCHER_ID")]
     researcher_id: Option<String>,
-    /// Seconds of quiet after the last reply before a request completes (Fed-BioMed's TIMEOUT)
-    #[arg(long, global = true, env = "TIMEOUT", default_value = "5")]
+    /// Seconds of quiet after the last reply before a request completes (Fed-BioMed's TIMEOUT,
+    /// fixed at 5 in v4.4)
+    #[arg(long, global = true, env = "FEDREQ_TIMEOUT", default_value = "5")]
     timeout: Seconds,
-    /// Upload URL of the file repository (Fed-BioMed's UPLOADS_URL)
-    #[arg(long, global = true, env = "UPLOADS_URL")]
+    /// Upload URL of the file repository (Fed-BioMed's UPLOADS_URL, and its default)
+    #[arg(long, global = true, env = "UPLOADS_URL", default_value = fedreq::requests::DEFAULT_UPLOADS_URL)]
     uploads_url: Option<String>,
     /// Print one JSON object on stdout
     #[arg(long, global = true)]

@@ -66,12 +66,15 @@ pub struct SendArgs {
 /// Options of `listen`.
 #[derive(Debug, Args)]
 pub struct ListenArgs {
-    /// Node logs (both when neither is given)
+    /// Node logs (all three when none is given)
     #[arg(long)]
     logs: bool,
-    /// Monitoring scalars (both when neither is given)
+    /// Monitoring scalars (all three when none is given)
     #[arg(long)]
     monitor: bool,
+    /// Node errors, for us or for nobody in particular (all three when none is given)
+    #[arg(long)]
+    errors: bool,
 }
 
 pub fn ping(global: &Global, args: Nodes) -> Result<(), String> {
@@ -246,9 +249,9 @@ pub fn send(global: &Global, args: SendArgs) -> Result<(), String> {
 
 pub fn listen(global: &Global, args: ListenArgs) -> Result<(), String> {
     let requests = global.connect()?;
-    let both = !args.logs && !args.monitor;
+    let all = !args.logs && !args.monitor && !args.errors;
     let json = global.json;
-    if args.logs || both {
+    if args.logs || all {
         requests.set_log_handler(move |log| {
             if json {
                 println!("{}", json!({ "log": { "node_id": log.node_id, "level": log.level, "text": log.text } }));
@@ -259,7 +262,7 @@ pub fn listen(global: &Global, args: ListenArgs) -> Result<(), String> {
     } else {
         requests.set_log_handler(|_| {});
     }
-    if args.monitor || both {
+    if args.monitor || all {
         requests.add_monitor_callback(move |scalar| {
             let value = fedreq_protocol::NodeMessage::AddScalar(scalar.clone()).to_value();
             if json {
@@ -273,6 +276,24 @@ pub fn listen(global: &Global, args: ListenArgs) -> Result<(), String> {
                 );
             }
         });
+    }
+    if args.errors || all {
+        requests.set_error_handler(move |error| {
+            if json {
+                println!(
+                    "{}",
+                    json!({ "error": { "node_id": error.node_id, "errnum": error.errnum,
+                    "extra_msg": error.extra_msg, "researcher_id": error.researcher_id } })
+                );
+            } else {
+                println!(
+                    "ERROR   {}: {} {}",
+                    error.node_id, error.errnum, error.extra_msg
+                );
+            }
+        });
+    } else {
+        requests.set_error_handler(|_| {});
     }
     eprintln!(
         "listening as {}; Ctrl-C to stop",

@@ -53,6 +53,7 @@ pub fn node(global: &Global, args: NodeArgs) -> Result<(), String> {
             fedreq_protocol::topic::validate_node_id(id).map_err(fail)?;
             let mut config = NodeConfig::new(id.clone(), Arc::clone(&datasets));
             config.simulate_training = args.simulate_training;
+            config.plan_check = Some(fedreq::plan::node_plan_check);
             Ok(config)
         })
         .collect::<Result<_, String>>()?;
