@@ -54,7 +54,7 @@ fn fedreq(args: &[&str]) -> Output {
         .args(args)
         .env_remove("MQTT_BROKER")
         .env_remove("MQTT_BROKER_PORT")
-        .env_remove("TIMEOUT")
+        .env_remove("FEDREQ_TIMEOUT")
         .env_remove("UPLOADS_URL")
         .env_remove("RESEARCHER_ID")
         .output()
@@ -141,7 +141,7 @@ fn fedbiomed_environment_variables_are_honoured() {
         .env("MQTT_BROKER", host)
         .env("MQTT_BROKER_PORT", port)
         .env("RESEARCHER_ID", "researcher-from-env")
-        .env("TIMEOUT", "0.2")
+        .env("FEDREQ_TIMEOUT", "0.2")
         .output()
         .unwrap();
     assert_eq!(
