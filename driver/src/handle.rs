@@ -14,10 +14,11 @@ use crate::clock::Clock;
 
 type Answer = flume::Sender<Result<Outcome, SubmitError>>;
 
-/// One order from a handle to its driver, with the channel its answer goes back on.
-pub struct Order(OrderKind);
+/// One order from a handle to its driver, with the channel its answer goes back on. Boxed:
+/// a loop's own input enum stays small beside it.
+pub struct Order(Box<OrderKind>);
 
-// Orders are moved once, from a handle to the driver: their size does not matter.
+// Boxed whole, so its variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 enum OrderKind {
     Submit(Submission, Answer),
@@ -80,7 +81,7 @@ impl ResearcherHandle {
     /// A stopped driver drops the answer's sender: the caller's receiver reports it.
     fn ask<T>(&self, order: impl FnOnce(flume::Sender<T>) -> OrderKind) -> flume::Receiver<T> {
         let (answer, answered) = flume::bounded(1);
-        let _ = self.orders.send(Order(order(answer)));
+        let _ = self.orders.send(Order(Box::new(order(answer))));
         answered
     }
 }
@@ -135,7 +136,7 @@ impl ResearcherDriver {
     /// Carries out one order.
     pub fn handle_order(&mut self, order: Order) {
         let now = self.clock.now();
-        match order.0 {
+        match *order.0 {
             OrderKind::Submit(submission, answer) => match self.core.submit(now, submission) {
                 Ok(id) => {
                     self.waiting.insert(id, answer);

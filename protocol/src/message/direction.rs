@@ -17,6 +17,8 @@ macro_rules! directions {
         $enum:ident { $( $(#[$vdoc:meta])* $variant:ident($ty:ty), )* }
     )*) => {$(
         $(#[$doc])*
+        // A message is decoded, matched and dropped, or built and encoded: moved rarely.
+        #[allow(clippy::large_enum_variant)]
         #[derive(Clone, Debug, PartialEq)]
         pub enum $enum {
             $( $(#[$vdoc])* $variant($ty), )*
