@@ -501,3 +501,31 @@ fn listen_prints_node_errors_for_us() {
         "{line}"
     );
 }
+
+#[test]
+fn list_and_search_log_what_they_found_as_v44_on_stderr() {
+    let broker = federation().broker.as_str();
+    let stderr = |args: &[&str]| {
+        let all = [&["--broker", broker, "--timeout", "0.5"], args].concat();
+        String::from_utf8(fedreq(&all).stderr).unwrap()
+    };
+    let listed = stderr(&["list", "--nodes", "n1"]);
+    assert!(
+        listed.contains(r#"Listing datasets of given list of nodes : ["n1"]"#),
+        "{listed}"
+    );
+    let found = stderr(&["search", "fbm", "odd"]);
+    assert!(
+        found.contains(r#"Searching dataset with data tags: ["fbm", "odd"] for all nodes"#),
+        "{found}"
+    );
+    assert!(
+        found.contains("Node selected for training -> n2"),
+        "{found}"
+    );
+    let none = stderr(&["search", "no-such-tag", "--nodes", NODES]);
+    assert!(
+        none.contains(r#"No available dataset has found in nodes with tags: ["no-such-tag"]"#),
+        "{none}"
+    );
+}
