@@ -328,8 +328,9 @@ fn decode_prints_each_message_or_why_it_is_refused() {
     );
 }
 
-#[test]
-fn listen_streams_node_logs_and_monitoring_scalars() {
+/// Runs `listen --json` with `options` as `researcher`, sends a `train` of `dataset_id` to n1 as
+/// the same researcher, and returns the first JSON line `listen` printed.
+fn listen_to_a_train(options: &[&str], researcher: &str, dataset_id: &str) -> Value {
     let federation = federation();
     let mut child = Command::new(env!("CARGO_BIN_EXE_fedreq"))
         .args([
@@ -338,31 +339,34 @@ fn listen_streams_node_logs_and_monitoring_scalars() {
             "--broker",
             &federation.broker,
             "--researcher-id",
-            "listener",
+            researcher,
         ])
+        .args(options)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    // Wait until it is connected (it says so on stderr), then train as the same researcher.
+    // Wait until it is connected (it says so on stderr).
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut first = String::new();
     stderr.read_line(&mut first).unwrap();
     assert!(first.contains("listening"), "{first}");
-    let train = r#"{"job_id": "j", "params_url": "", "training_args": {}, "dataset_id": "dataset-clinical-0",
+    let train =
+        serde_json::json!({"job_id": "j", "params_url": "", "training_args": {}, "dataset_id": dataset_id,
         "training": true, "model_args": {}, "training_plan_url": "", "training_plan_class": "P",
         "secagg_servkey_id": null, "secagg_biprime_id": null, "secagg_random": null,
-        "secagg_clipping_range": null, "round": 3, "aggregator_args": {}, "command": "train"}"#;
+        "secagg_clipping_range": null, "round": 3, "aggregator_args": {}, "command": "train"})
+        .to_string();
     let out = fedreq(&[
         "send",
-        train,
+        &train,
         "--to",
         "n1",
         "--broker",
         &federation.broker,
         "--researcher-id",
-        "listener",
+        researcher,
         "--timeout",
         "0.3",
     ]);
@@ -375,8 +379,13 @@ fn listen_streams_node_logs_and_monitoring_scalars() {
     let line = lines.next().unwrap().unwrap();
     let _ = child.kill();
     let _ = child.wait();
-    let event: Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(event["monitoring"]["node_id"], "n1", "{line}");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+#[test]
+fn listen_streams_node_logs_and_monitoring_scalars() {
+    let event = listen_to_a_train(&[], "listener", "dataset-clinical-0");
+    assert_eq!(event["monitoring"]["node_id"], "n1", "{event}");
     assert_eq!(event["monitoring"]["metric"]["Loss"], 0.25);
 }
 
@@ -445,60 +454,15 @@ fn the_demo_runs_every_request_and_exits_0() {
 
 #[test]
 fn listen_prints_node_errors_for_us() {
-    let federation = federation();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fedreq"))
-        .args([
-            "listen",
-            "--json",
-            "--errors",
-            "--broker",
-            &federation.broker,
-            "--researcher-id",
-            "listener-errors",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut first = String::new();
-    stderr.read_line(&mut first).unwrap();
-    assert!(first.contains("listening"), "{first}");
     // A dataset the node does not hold: v4.4 nodes answer with FB313, for the researcher who asked.
-    let train = r#"{"job_id": "j", "params_url": "", "training_args": {}, "dataset_id": "no-such-dataset",
-        "training": true, "model_args": {}, "training_plan_url": "", "training_plan_class": "P",
-        "secagg_servkey_id": null, "secagg_biprime_id": null, "secagg_random": null,
-        "secagg_clipping_range": null, "round": 1, "aggregator_args": {}, "command": "train"}"#;
-    let out = fedreq(&[
-        "send",
-        train,
-        "--to",
-        "n1",
-        "--broker",
-        &federation.broker,
-        "--researcher-id",
-        "listener-errors",
-        "--timeout",
-        "0.3",
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = lines.next().unwrap().unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
-    let event: Value = serde_json::from_str(&line).unwrap();
+    let event = listen_to_a_train(&["--errors"], "listener-errors", "no-such-dataset");
     assert_eq!(
         (
             event["error"]["node_id"].as_str(),
             event["error"]["errnum"].as_str()
         ),
         (Some("n1"), Some("FB313: no dataset matching request")),
-        "{line}"
+        "{event}"
     );
 }
 
