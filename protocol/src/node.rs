@@ -588,18 +588,27 @@ impl Node {
 
     /// A log record on `general/logger`, formatted as Fed-BioMed's MQTT log handler does.
     fn log(&mut self, now: Timestamp, level: &str, message: &str) {
-        let inner = json!({
-            "asctime": asctime(now),
-            "node_id": self.config.node_id,
-            "name": "fedbiomed",
-            "level": level,
-            "message": message,
-        });
+        // A struct, not a map: its fields travel in v4.4's order.
+        #[derive(serde::Serialize)]
+        struct Record<'a> {
+            asctime: String,
+            node_id: &'a str,
+            name: &'a str,
+            level: &'a str,
+            message: &'a str,
+        }
+        let inner = Record {
+            asctime: asctime(now),
+            node_id: &self.config.node_id,
+            name: "fedbiomed",
+            level,
+            message,
+        };
         let log = NodeMessage::Log(LogMessage {
             researcher_id: "<unknown>".to_owned(),
             node_id: self.config.node_id.clone(),
             level: level.to_owned(),
-            msg: inner.to_string(),
+            msg: serde_json::to_string(&inner).expect("a struct of strings serializes"),
         });
         self.transmits.push_back(Transmit {
             topic: topic::LOGGER.to_owned(),
@@ -618,7 +627,7 @@ fn public(dataset: &Object, hidden: &[&str]) -> Value {
         .collect();
     if public.get("data_type").and_then(Value::as_str) == Some("medical-folder") {
         if let Some(Value::Object(parameters)) = public.get_mut("dataset_parameters") {
-            parameters.shift_remove("tabular_file");
+            parameters.remove("tabular_file");
         }
     }
     Value::Object(public)

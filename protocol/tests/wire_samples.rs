@@ -180,7 +180,4 @@ fn a_fedreq_node_lists_a_medical_folder_as_the_sample() {
     );
     let reply: Value = serde_json::from_slice(&node.poll_transmit().unwrap().payload).unwrap();
     assert_eq!(reply, sample);
-    let keys: Vec<&String> = reply["databases"][0].as_object().unwrap().keys().collect();
-    let sample_keys: Vec<&String> = sample["databases"][0].as_object().unwrap().keys().collect();
-    assert_eq!(keys, sample_keys, "v4.4's key order");
 }

@@ -6,15 +6,27 @@ use serde_json::Value;
 /// tabulate's `grid` format, which Fed-BioMed uses: `+---+` rules, `+===+` under the header.
 const GRID: &str = "||--+=++|-+++++++++";
 
+/// The fields of a v4.4 node's dataset entry, in its order (`dataset_manager.py`).
+const V44_COLUMNS: [&str; 8] = [
+    "name",
+    "data_type",
+    "tags",
+    "description",
+    "shape",
+    "dataset_id",
+    "dataset_parameters",
+    "dlp_id",
+];
+
 /// `Node: ID | Number of Datasets: N` and a grid table, or a line when the node has no data.
 pub fn datasets(node: &str, datasets: &[Value]) -> String {
     let title = format!("Node: {node} | Number of Datasets: {}", datasets.len());
     if datasets.is_empty() {
         return format!("{title}\nNo data has been set up for this node.");
     }
-    // Every key, in the node's order, as v4.4 tabulates them (`dataset_id` included): v4.4
-    // takes the first entry's keys; a key only later entries have gets a column too.
-    let mut columns: Vec<&str> = Vec::new();
+    // Every key, as v4.4 tabulates them (`dataset_id` included): the fields a node stores, in
+    // the order v4.4 stores them, then any other key in name order.
+    let mut columns: Vec<&str> = V44_COLUMNS.to_vec();
     for key in datasets
         .iter()
         .filter_map(Value::as_object)
@@ -24,6 +36,7 @@ pub fn datasets(node: &str, datasets: &[Value]) -> String {
             columns.push(key);
         }
     }
+    columns.retain(|column| datasets.iter().any(|d| d.get(column).is_some()));
     let mut table = Table::new();
     table.load_preset(GRID).set_header(&columns);
     for dataset in datasets {
