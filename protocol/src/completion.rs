@@ -1,7 +1,7 @@
 //! Every completion rule of a request, in one place.
 //!
-//! A request carries a table of named [`Timer`]s, re-armed from its state after every change;
-//! its next wake is their minimum, and [`Active::expire`] says which one fired and what that
+//! A request's named [`Timer`]s are computed from its state ([`Active::timers`]), so no
+//! change can leave one stale; its next wake is their minimum, and [`Active::expire`] says which one fired and what that
 //! means. The rules that complete on arrival (every expected node answered, an error under
 //! `stop_on_error`) are in [`Active::on_answer`]. [`Policy`](crate::policy::Policy) holds the
 //! settings; this module is what they do. Adding a rule means a timer or a branch here.
@@ -36,6 +36,7 @@ pub(crate) struct Timers {
 
 impl Timers {
     /// The earliest running timer.
+    #[inline]
     pub(crate) fn next(&self) -> Option<(Timestamp, Timer)> {
         [
             (self.deadline, Timer::Deadline),
@@ -58,11 +59,12 @@ pub(crate) enum Answer {
 }
 
 impl Active {
-    /// Sets every timer from the policy and what the request has seen so far.
-    pub(crate) fn arm(&mut self) {
+    /// Every timer, from the policy and what the request has seen so far.
+    #[inline]
+    pub(crate) fn timers(&self) -> Timers {
         let policy = &self.policy;
         let sent = self.sent.is_some();
-        self.timers = Timers {
+        Timers {
             deadline: policy.deadline.map(|d| self.submitted + d),
             grace: self
                 .min_reached
@@ -71,7 +73,7 @@ impl Active {
                 .map(|(at, min)| at + min.grace),
             round: (sent && policy.rounds.is_some()).then_some(self.round_end),
             quiet: (sent && policy.rounds.is_none()).then(|| self.last_reply + policy.timeout),
-        };
+        }
     }
 
     /// Starts the quiet period and the first round at `now`, when the request goes out.
@@ -79,13 +81,12 @@ impl Active {
         self.sent = Some(now);
         self.last_reply = now;
         self.round_end = now + self.policy.timeout;
-        self.arm();
     }
 
     /// The timer due at `at`, if any, applied: the completion it means, or `None` when the
     /// request goes on (a Fed-BioMed round that brought news starts the next one).
     pub(crate) fn expire(&mut self, at: Timestamp) -> Option<Completion> {
-        let (_, timer) = self.timers.next().filter(|&(when, _)| when <= at)?;
+        let (_, timer) = self.timers().next().filter(|&(when, _)| when <= at)?;
         let completion = match timer {
             Timer::Deadline => Completion::Deadline,
             Timer::Grace => Completion::MinReplies,
@@ -95,7 +96,6 @@ impl Active {
                 if self.new_in_round > 0 && while_responses {
                     self.round_end = self.round_end + self.policy.timeout;
                     self.new_in_round = 0;
-                    self.arm();
                     return None;
                 }
                 Completion::Rounds
@@ -122,6 +122,7 @@ impl Active {
     }
 
     /// Keeps `node`'s reply, or counts it as unsuccessful under `only_successful`.
+    #[inline]
     pub(crate) fn keep_reply(&mut self, now: Timestamp, reply: NodeMessage) {
         if self.policy.only_successful && reply.success() == Some(false) {
             self.counters.unsuccessful += 1;
@@ -132,6 +133,7 @@ impl Active {
     }
 
     /// Counts a kept reply or error: activity for the quiet period, rounds and minimum.
+    #[inline]
     pub(crate) fn note_activity(&mut self, now: Timestamp) {
         self.last_reply = now;
         self.new_in_round += 1;
@@ -144,8 +146,9 @@ impl Active {
         }
     }
 
-    /// The rule an answer just counted completes, if any; otherwise re-arms the timers.
-    pub(crate) fn on_answer(&mut self, answer: Answer) -> Option<Completion> {
+    /// The rule an answer just counted completes, if any.
+    #[inline]
+    pub(crate) fn on_answer(&self, answer: Answer) -> Option<Completion> {
         if matches!(answer, Answer::Error) && self.policy.stop_on_error {
             return Some(Completion::Error);
         }
@@ -155,7 +158,6 @@ impl Active {
         if everyone {
             return Some(Completion::AllAnswered);
         }
-        self.arm();
         None
     }
 }

@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::hash::{BuildHasher, DefaultHasher, Hasher};
 
-use crate::completion::Timers;
 use crate::message::{Command, ErrorMessage, NodeMessage, Request, Sequence};
 use crate::outcome::Counters;
 use crate::policy::Policy;
@@ -63,7 +62,6 @@ pub(crate) struct Active {
     pub(crate) replies: Vec<NodeMessage>,
     pub(crate) errors: Vec<ErrorMessage>,
     pub(crate) counters: Counters,
-    pub(crate) timers: Timers,
     /// The wake registered in the core's timer set.
     pub(crate) wake: Option<Timestamp>,
 }
@@ -71,7 +69,7 @@ pub(crate) struct Active {
 impl Active {
     /// A request submitted at `now`, not yet sent, expecting no one.
     pub(crate) fn new(kind: Kind, policy: Policy, now: Timestamp, keyed: Keyed) -> Self {
-        let mut active = Active {
+        Active {
             kind,
             sequence: None,
             targets: None,
@@ -91,12 +89,8 @@ impl Active {
             replies: Vec::new(),
             errors: Vec::new(),
             counters: Counters::default(),
-            timers: Timers::default(),
             wake: None,
-        };
-        // Only the deadline runs before the request is sent.
-        active.arm();
-        active
+        }
     }
 
     /// The command of the replies it collects, for a sent request.

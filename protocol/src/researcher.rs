@@ -627,7 +627,7 @@ impl Researcher {
     fn reschedule(&mut self, id: RequestId) {
         let active = self.active(id);
         let old = active.wake.take();
-        let new = active.timers.next().map(|(at, _)| at);
+        let new = active.timers().next().map(|(at, _)| at);
         active.wake = new;
         if let Some(at) = old {
             self.timers.remove(&(at, id));

@@ -2,6 +2,7 @@
 
 /// The value of the first `"command"` key, when it is a plain string: a hint of the message's
 /// type for the fast path, which checks it again.
+#[inline]
 pub(super) fn command_hint(bytes: &[u8]) -> Option<&str> {
     const KEY: &[u8] = b"\"command\"";
     let at = bytes.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
