@@ -187,6 +187,7 @@ macro_rules! messages {
                 nullable: <$ty as WireType>::NULLABLE,
             }),*];
 
+            #[inline]
             fn decode_fast(bytes: &[u8]) -> Option<Decoded<Self>> {
                 // Every field required (nullable ones too), nothing else allowed: what this
                 // accepts, the schema accepts.
