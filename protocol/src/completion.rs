@@ -8,6 +8,7 @@
 
 use crate::message::NodeMessage;
 use crate::outcome::Completion;
+use crate::policy::settle_window;
 use crate::time::Timestamp;
 
 use crate::inflight::Active;
@@ -19,6 +20,8 @@ pub(crate) enum Timer {
     Deadline,
     /// `grace` after the `min_replies`-th reply.
     Grace,
+    /// The settle window of a broadcast by presence, once every expected node answered.
+    Settle,
     /// The end of a Fed-BioMed round.
     Round,
     /// `timeout` after the last reply, or after sending when none came.
@@ -30,6 +33,7 @@ pub(crate) enum Timer {
 pub(crate) struct Timers {
     deadline: Option<Timestamp>,
     grace: Option<Timestamp>,
+    settle: Option<Timestamp>,
     round: Option<Timestamp>,
     quiet: Option<Timestamp>,
 }
@@ -41,6 +45,7 @@ impl Timers {
         [
             (self.deadline, Timer::Deadline),
             (self.grace, Timer::Grace),
+            (self.settle, Timer::Settle),
             (self.round, Timer::Round),
             (self.quiet, Timer::Quiet),
         ]
@@ -56,6 +61,8 @@ pub(crate) enum Answer {
     Reply,
     /// An `error` from the node.
     Error,
+    /// The node went offline before answering.
+    Gone,
 }
 
 impl Active {
@@ -71,6 +78,7 @@ impl Active {
                 .zip(policy.min_replies)
                 .filter(|_| sent)
                 .map(|(at, min)| at + min.grace),
+            settle: self.settle_at,
             round: (sent && policy.rounds.is_some()).then_some(self.round_end),
             quiet: (sent && policy.rounds.is_none()).then(|| self.last_reply + policy.timeout),
         }
@@ -90,6 +98,7 @@ impl Active {
         let completion = match timer {
             Timer::Deadline => Completion::Deadline,
             Timer::Grace => Completion::MinReplies,
+            Timer::Settle => Completion::AllAnswered,
             Timer::Quiet => Completion::QuietPeriod,
             Timer::Round => {
                 let while_responses = self.policy.rounds.is_some_and(|r| r.while_responses);
@@ -146,17 +155,25 @@ impl Active {
         }
     }
 
-    /// The rule an answer just counted completes, if any.
+    /// The rule an answer just counted completes, if any; a broadcast by presence starts its
+    /// settle window instead when the last expected node answered.
     #[inline]
-    pub(crate) fn on_answer(&self, answer: Answer) -> Option<Completion> {
+    pub(crate) fn on_answer(&mut self, now: Timestamp, answer: Answer) -> Option<Completion> {
         if matches!(answer, Answer::Error) && self.policy.stop_on_error {
             return Some(Completion::Error);
         }
         let everyone = self.policy.early
             && !self.expected.is_empty()
             && self.expected_answered == self.expected_set.len();
-        if everyone {
+        if !everyone {
+            return None;
+        }
+        if !self.settles {
             return Some(Completion::AllAnswered);
+        }
+        if self.settle_at.is_none() {
+            let sent = self.sent.unwrap_or(self.submitted);
+            self.settle_at = Some(now + settle_window(now - sent, self.policy.timeout));
         }
         None
     }

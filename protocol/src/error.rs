@@ -71,6 +71,28 @@ pub enum DecodeError {
         /// What it was.
         found: &'static str,
     },
+    /// A field whose value is not one the message allows.
+    #[error("`{command}`: field `{field}` must be {expected}, not `{found}`")]
+    WrongValue {
+        /// The message's command.
+        command: Command,
+        /// The field.
+        field: &'static str,
+        /// What it must be.
+        expected: &'static str,
+        /// What it was.
+        found: String,
+    },
+    /// A message on a topic that is not its own (a node's status on another node's topic).
+    #[error("`{command}` for `{node_id}` on topic `{topic}`")]
+    WrongTopic {
+        /// The message's command.
+        command: Command,
+        /// The node it names.
+        node_id: String,
+        /// Where it came.
+        topic: String,
+    },
     /// `null` where the peer does not allow it.
     #[error("`{command}`: field `{field}` must not be null")]
     Null {
@@ -89,7 +111,9 @@ impl DecodeError {
             | DecodeError::MissingField { command, .. }
             | DecodeError::ExtraField { command, .. }
             | DecodeError::WrongType { command, .. }
-            | DecodeError::Null { command, .. } => Some(*command),
+            | DecodeError::Null { command, .. }
+            | DecodeError::WrongValue { command, .. }
+            | DecodeError::WrongTopic { command, .. } => Some(*command),
             _ => None,
         }
     }

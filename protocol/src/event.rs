@@ -4,6 +4,7 @@
 use crate::error::DecodeError;
 use crate::message::{AddScalarMessage, Command, ErrorMessage, LogMessage, NodeMessage};
 use crate::outcome::Outcome;
+use crate::presence::Presence;
 use crate::time::Timestamp;
 use crate::topic::NodeId;
 use crate::version::ProtocolVersion;
@@ -89,6 +90,8 @@ pub enum Event {
         /// Why.
         error: DecodeError,
     },
+    /// A node's status changed (presence); the roster is [`Researcher::roster`](crate::Researcher::roster).
+    Presence(Presence),
     /// The adapter's connection to the broker went up or down.
     Connection(ConnectionState),
     /// A node speaks an older protocol version than ours; its message was accepted.

@@ -59,6 +59,12 @@ pub(crate) struct Active {
     pub(crate) replied: NodeSet,
     pub(crate) errored: NodeSet,
     pub(crate) expected_answered: usize,
+    /// Expected nodes that went offline before answering: awaited no more, reported missing.
+    pub(crate) gone: NodeSet,
+    /// Expects the roster by presence: settles before completing.
+    pub(crate) settles: bool,
+    /// When the settle window ends, once every expected node answered.
+    pub(crate) settle_at: Option<Timestamp>,
     pub(crate) replies: Vec<NodeMessage>,
     pub(crate) errors: Vec<ErrorMessage>,
     pub(crate) counters: Counters,
@@ -86,6 +92,9 @@ impl Active {
             replied: NodeSet::with_hasher(keyed),
             errored: NodeSet::with_hasher(keyed),
             expected_answered: 0,
+            gone: NodeSet::with_hasher(keyed),
+            settles: false,
+            settle_at: None,
             replies: Vec::new(),
             errors: Vec::new(),
             counters: Counters::default(),

@@ -13,6 +13,7 @@
 //! - [`outcome`]: what a completed request reports.
 //! - [`researcher`]: the researcher core; [`event`]: what it reports.
 //! - [`node`]: the node core.
+//! - [`presence`]: fedreq nodes' statuses, which the researcher keeps as its roster.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -25,6 +26,7 @@ pub mod message;
 pub mod node;
 pub mod outcome;
 pub mod policy;
+pub mod presence;
 pub mod researcher;
 pub mod time;
 pub mod topic;

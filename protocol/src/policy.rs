@@ -24,8 +24,12 @@ pub struct Policy {
     pub rounds: Option<Rounds>,
     /// Complete as soon as every expected node has answered.
     pub early: bool,
-    /// The nodes known to be online, expected to answer a broadcast.
+    /// The nodes expected to answer a broadcast, given by the caller.
     pub roster: Option<Vec<NodeId>>,
+    /// Without `roster`, a broadcast expects the nodes online by presence and the nodes without
+    /// presence heard lately; once all answered it settles a moment for others
+    /// ([`settle_window`]), then completes.
+    pub expect_online: bool,
     /// Complete `grace` after this many replies.
     pub min_replies: Option<MinReplies>,
     /// Keep only replies with `success: true` (the others are counted, not kept).
@@ -76,6 +80,7 @@ impl Policy {
             rounds: None,
             early: true,
             roster: None,
+            expect_online: true,
             min_replies: None,
             only_successful: false,
             stop_on_error: false,
@@ -91,6 +96,7 @@ impl Policy {
                 while_responses: true,
             }),
             early: false,
+            expect_online: false,
             only_successful: true,
             deadline: None,
             ..Policy::quiet(timeout)
@@ -126,4 +132,14 @@ impl Policy {
         self.only_successful = true;
         self
     }
+}
+
+/// How long a broadcast by presence waits, once every expected node answered, for nodes that
+/// announce nothing (Fed-BioMed v4.4 nodes): a quarter of the time its last expected reply
+/// took, from 0.2 ms to 5 ms, never past `timeout`. Replies from the same machine room come
+/// within that; a node that answers later is expected by the next broadcasts, until it misses one.
+pub fn settle_window(last_expected_after: Duration, timeout: Duration) -> Duration {
+    (last_expected_after / 4)
+        .clamp(Duration::from_micros(200), Duration::from_millis(5))
+        .min(timeout)
 }

@@ -10,6 +10,7 @@ use crate::inflight::{Active, Keyed, Kind, NodeSet};
 use crate::message::{Command, ErrorMessage, Limits, NodeMessage, Request, Sequence};
 use crate::outcome::{Completion, Outcome, RequestId};
 use crate::policy::Policy;
+use crate::presence::{self, Presence, Status};
 use crate::time::Timestamp;
 use crate::topic::{NodeId, Target};
 use crate::version::Compatibility;
@@ -116,6 +117,19 @@ pub struct Transmit {
 pub struct Stats {
     /// Unmatched messages dropped from a full mailbox, oldest first.
     pub mailbox_dropped: u64,
+    /// Presence statuses refused by decoding.
+    pub presence_refused: u64,
+}
+
+/// A node the researcher knows by its presence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its latest run.
+    pub incarnation: u64,
+    /// Online or not.
+    pub online: bool,
+    /// When its status last changed, on the core's clock.
+    pub since: Timestamp,
 }
 
 /// How many kept sequences of completed requests are remembered.
@@ -178,6 +192,10 @@ pub struct Researcher {
     /// Size of the payload being handled, for the mailbox's byte budget.
     arriving: usize,
     stats: Stats,
+    /// Nodes by presence, online or not (an offline one's incarnation refuses old statuses).
+    roster: BTreeMap<NodeId, Member>,
+    /// Nodes without presence that answered a broadcast lately: expected by the next ones.
+    heard: BTreeSet<NodeId>,
 }
 
 impl Researcher {
@@ -200,6 +218,8 @@ impl Researcher {
             mailbox_bytes: 0,
             arriving: 0,
             stats: Stats::default(),
+            roster: BTreeMap::new(),
+            heard: BTreeSet::new(),
             config,
         }
     }
@@ -217,6 +237,21 @@ impl Researcher {
     /// Core-wide counters.
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// Every node known by its presence, online or not.
+    pub fn roster(&self) -> &BTreeMap<NodeId, Member> {
+        &self.roster
+    }
+
+    /// The nodes a broadcast by presence expects: those online, then those without presence
+    /// heard lately.
+    pub fn expected_by_broadcast(&self) -> Vec<NodeId> {
+        let online = self.roster.iter().filter(|(_, m)| m.online);
+        online
+            .map(|(node, _)| node.clone())
+            .chain(self.heard.iter().cloned())
+            .collect()
     }
 
     /// Queues a request: stamps our researcher id and, where the command has one, the next
@@ -269,10 +304,15 @@ impl Researcher {
         let keyed = Keyed(self.config.hash_seed);
         let targets = target.nodes().map(dedup);
         // A targeted request expects its targets; a broadcast, the roster.
-        let expected = targets
-            .clone()
-            .or_else(|| policy.roster.as_deref().map(dedup))
-            .unwrap_or_default();
+        // A targeted request expects its targets; a broadcast, the caller's roster, else the
+        // nodes online by presence (and then settles for the others).
+        let settles = targets.is_none() && policy.roster.is_none() && policy.expect_online;
+        let expected = match (&targets, &policy.roster) {
+            (Some(targets), _) => targets.clone(),
+            (None, Some(roster)) => dedup(roster),
+            (None, None) if settles => self.expected_by_broadcast(),
+            (None, None) => Vec::new(),
+        };
         let id = RequestId(self.next_id);
         self.next_id += 1;
         let kind = Kind::Sent {
@@ -286,6 +326,7 @@ impl Researcher {
             targets,
             expected_set: set_of(&expected, keyed),
             expected,
+            settles,
             ..Active::new(kind, policy, now, keyed)
         };
         self.requests.insert(id, active);
@@ -332,7 +373,7 @@ impl Researcher {
         }
         // What waited in the mailbox is news of the first round; the quiet period starts now.
         active.last_reply = now;
-        let done = active.on_answer(Answer::Reply);
+        let done = active.on_answer(now, Answer::Reply);
         self.requests.insert(id, active);
         match done {
             Some(completion) => self.complete(id, now, completion),
@@ -346,6 +387,9 @@ impl Researcher {
     pub fn handle_publish(&mut self, now: Timestamp, topic: &str, payload: &[u8]) {
         // A reply can only count for requests still in flight at its arrival.
         self.handle_timeout(now);
+        if topic.starts_with(presence::PREFIX) {
+            return self.on_presence(now, topic, payload);
+        }
         self.arriving = payload.len();
         let decoded = match NodeMessage::decode(payload, &self.config.limits) {
             Ok(decoded) => decoded,
@@ -477,12 +521,16 @@ impl Researcher {
             active.counters.duplicates += 1;
             return;
         }
+        if active.settles && !active.expected_set.contains(node) {
+            self.hear(node);
+        }
+        let active = self.requests.get_mut(&id).expect("candidate is in flight");
         if !active.errored.contains(node) {
             active.mark_answered(node);
         }
         active.replied.insert(node.to_owned());
         active.keep_reply(now, reply);
-        match active.on_answer(Answer::Reply) {
+        match active.on_answer(now, Answer::Reply) {
             Some(completion) => self.complete(id, now, completion),
             None => self.reschedule(id),
         }
@@ -506,6 +554,11 @@ impl Researcher {
             }
         }
         let reason = if late {
+            // A node without presence, slower than the settle window: the next broadcasts
+            // expect it.
+            if reply.sequence().is_some() && !self.roster.contains_key(reply.node_id()) {
+                self.hear(reply.node_id());
+            }
             Unmatched::Late
         } else {
             Unmatched::Unknown
@@ -542,10 +595,90 @@ impl Researcher {
             active.mark_answered(node);
             active.errors.push(error.clone());
             active.note_activity(now);
-            match active.on_answer(Answer::Error) {
+            match active.on_answer(now, Answer::Error) {
                 Some(completion) => self.complete(id, now, completion),
                 None => self.reschedule(id),
             }
+        }
+    }
+
+    /// A node's status. A newer run replaces what was known; for the same run only `offline`
+    /// follows `online`. A node that goes offline is awaited no more by the requests in flight.
+    fn on_presence(&mut self, now: Timestamp, topic: &str, payload: &[u8]) {
+        let presence = match Presence::decode(topic, payload, &self.config.limits) {
+            Ok(presence) => presence,
+            Err(error) => {
+                self.stats.presence_refused += 1;
+                return self.events.push_back(Event::Rejected {
+                    topic: topic.to_owned(),
+                    error,
+                });
+            }
+        };
+        let online = presence.status == Status::Online;
+        let newer = self.roster.get(&presence.node_id).is_none_or(|known| {
+            presence.incarnation > known.incarnation
+                || (presence.incarnation == known.incarnation && known.online && !online)
+        });
+        if !newer {
+            return;
+        }
+        // Bounded: past the mailbox's capacity, offline members are forgotten first.
+        if self.roster.len() >= self.config.mailbox_capacity {
+            let offline = self
+                .roster
+                .iter()
+                .find(|(_, m)| !m.online)
+                .map(|(n, _)| n.clone());
+            match offline {
+                Some(node) => {
+                    self.roster.remove(&node);
+                }
+                None if !self.roster.contains_key(&presence.node_id) => return,
+                None => {}
+            }
+        }
+        let member = Member {
+            incarnation: presence.incarnation,
+            online,
+            since: now,
+        };
+        self.heard.remove(&presence.node_id);
+        self.roster.insert(presence.node_id.clone(), member);
+        self.events.push_back(Event::Presence(presence.clone()));
+        if !online {
+            self.on_gone(now, &presence.node_id);
+        }
+    }
+
+    /// Every request in flight that expects `node` and has no answer from it stops waiting.
+    fn on_gone(&mut self, now: Timestamp, node: &str) {
+        let ids: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, a)| {
+                a.sent.is_some()
+                    && a.expected_set.contains(node)
+                    && !a.has_answered(node)
+                    && !a.gone.contains(node)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            let active = self.active(id);
+            active.gone.insert(node.to_owned());
+            active.expected_answered += 1;
+            match active.on_answer(now, Answer::Gone) {
+                Some(completion) => self.complete(id, now, completion),
+                None => self.reschedule(id),
+            }
+        }
+    }
+
+    /// Remembers a node without presence that answered, bounded like the mailbox.
+    fn hear(&mut self, node: &str) {
+        if !self.roster.contains_key(node) && self.heard.len() < self.config.mailbox_capacity {
+            self.heard.insert(node.to_owned());
         }
     }
 
@@ -571,7 +704,7 @@ impl Researcher {
             if let Some(id) = collect {
                 let active = self.active(id);
                 active.keep(now, message);
-                return match active.on_answer(Answer::Reply) {
+                return match active.on_answer(now, Answer::Reply) {
                     Some(completion) => self.complete(id, now, completion),
                     None => self.reschedule(id),
                 };
@@ -669,12 +802,17 @@ impl Researcher {
                 queue.retain(|&waiting| waiting != id);
             }
         }
-        let missing = active
+        let missing: Vec<NodeId> = active
             .expected
             .iter()
             .filter(|node| !active.has_answered(node))
             .cloned()
             .collect();
+        if active.settles {
+            for node in &missing {
+                self.heard.remove(node);
+            }
+        }
         self.events.push_back(Event::Completed(Outcome {
             id,
             command,

@@ -252,6 +252,15 @@ messages! {
         /// Details.
         extra_msg: String,
     }
+    /// `presence`: fedreq's own, a node's status, retained on `fedreq/presence/<node_id>`.
+    PresenceMessage = Presence {
+        /// The node.
+        node_id: String,
+        /// `online` or `offline`.
+        status: String,
+        /// Which run of the node: a later run has a greater one.
+        incarnation: u64,
+    }
     /// `add_scalar`: a training metric, on `general/monitoring`.
     AddScalarMessage = AddScalar {
         /// The researcher of the job.

@@ -29,11 +29,13 @@ pub enum Command {
     Error,
     /// `add_scalar` (node -> researcher, monitoring).
     AddScalar,
+    /// `presence`: fedreq's own, a node's retained status (no v4.4 component reads it).
+    Presence,
 }
 
 impl Command {
     /// Every command, requests first.
-    pub const ALL: [Command; 12] = [
+    pub const ALL: [Command; 13] = [
         Command::Ping,
         Command::List,
         Command::Search,
@@ -46,6 +48,7 @@ impl Command {
         Command::Log,
         Command::Error,
         Command::AddScalar,
+        Command::Presence,
     ];
 
     /// The command as it travels.
@@ -63,6 +66,7 @@ impl Command {
             Command::Log => "log",
             Command::Error => "error",
             Command::AddScalar => "add_scalar",
+            Command::Presence => "presence",
         }
     }
 

@@ -84,3 +84,24 @@ pub(super) fn envelope(
     let version = object.remove("protocol_version");
     Ok((command, version, object))
 }
+
+/// Decodes a payload as the one body `T`, by the schema path.
+pub(crate) fn decode_body<T: WireMessage>(
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<super::Decoded<T>, DecodeError> {
+    let (command, version, body) = envelope(bytes, limits)?;
+    if command != T::COMMAND.as_str() {
+        return Err(DecodeError::UnknownCommand(command));
+    }
+    let compatibility = judge_version(T::COMMAND, version)?;
+    Ok(super::Decoded {
+        message: T::from_object(body)?,
+        compatibility,
+    })
+}
+
+/// Encodes a body with its envelope.
+pub(crate) fn encode_body<T: WireMessage>(message: &T) -> Vec<u8> {
+    encode(message)
+}

@@ -26,6 +26,7 @@ mod tests;
 pub use bodies::*;
 pub use command::Command;
 pub use direction::{NodeMessage, Request};
+pub(crate) use envelope::{decode_body, encode_body};
 pub use schema::{Field, Kind, WireMessage};
 pub use strict::parse_object;
 

@@ -1,0 +1,91 @@
+//! Presence: fedreq nodes say who is out there through MQTT itself.
+//!
+//! A node publishes its status, retained, on `fedreq/presence/<node_id>`, outside every topic a
+//! Fed-BioMed v4.4 component reads: `online` on every (re)connection, `offline` on a clean stop,
+//! and the broker publishes its last will (`offline`) when it dies. The incarnation tells runs
+//! apart, so a retained status of an earlier run never counts for a new one.
+
+use crate::error::DecodeError;
+use crate::message::{decode_body, encode_body, Command, Limits, PresenceMessage};
+use crate::topic::NodeId;
+
+/// Where statuses travel: one topic per node below it.
+pub const PREFIX: &str = "fedreq/presence/";
+
+/// What the researcher subscribes to.
+pub const SUBSCRIPTION: &str = "fedreq/presence/+";
+
+/// A node's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Connected and answering.
+    Online,
+    /// Stopped, crashed or cut off.
+    Offline,
+}
+
+/// One node's status, as it travels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Presence {
+    /// The node.
+    pub node_id: NodeId,
+    /// Online or offline.
+    pub status: Status,
+    /// Which run of the node; a later run has a greater one.
+    pub incarnation: u64,
+}
+
+/// The topic of `node_id`'s status.
+pub fn topic(node_id: &str) -> String {
+    format!("{PREFIX}{node_id}")
+}
+
+impl Presence {
+    /// `node_id` in `status`, run `incarnation`.
+    pub fn new(node_id: impl Into<NodeId>, status: Status, incarnation: u64) -> Self {
+        Presence {
+            node_id: node_id.into(),
+            status,
+            incarnation,
+        }
+    }
+
+    /// The payload, with `command` and `protocol_version`.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_body(&PresenceMessage {
+            node_id: self.node_id.clone(),
+            status: match self.status {
+                Status::Online => "online",
+                Status::Offline => "offline",
+            }
+            .to_owned(),
+            incarnation: self.incarnation,
+        })
+    }
+
+    /// Decodes a status received on `topic`, as strictly as every other message: the schema,
+    /// then the status's value, then the topic, which must be the node's own.
+    pub fn decode(topic: &str, bytes: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
+        let message = decode_body::<PresenceMessage>(bytes, limits)?.message;
+        let status = match message.status.as_str() {
+            "online" => Status::Online,
+            "offline" => Status::Offline,
+            _ => {
+                return Err(DecodeError::WrongValue {
+                    command: Command::Presence,
+                    field: "status",
+                    expected: "`online` or `offline`",
+                    found: message.status,
+                })
+            }
+        };
+        if topic.strip_prefix(PREFIX) != Some(message.node_id.as_str()) {
+            return Err(DecodeError::WrongTopic {
+                command: Command::Presence,
+                node_id: message.node_id,
+                topic: topic.to_owned(),
+            });
+        }
+        Ok(Presence::new(message.node_id, status, message.incarnation))
+    }
+}

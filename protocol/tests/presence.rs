@@ -1,0 +1,203 @@
+//! Presence and the roster: the researcher core's rules for who is out there, one test each.
+
+use std::time::Duration;
+
+use fedreq_protocol::presence::{self, Presence, Status};
+use fedreq_protocol::{
+    Completion, DecodeError, Event, Outcome, Request, Researcher, ResearcherConfig, Submission,
+    Timestamp,
+};
+use serde_json::{json, Value};
+
+const ME: &str = "researcher_me";
+
+fn ms(ms: f64) -> Timestamp {
+    Timestamp::from_duration(Duration::from_secs_f64(ms / 1000.0))
+}
+
+fn status(core: &mut Researcher, at: Timestamp, node: &str, status: Status, incarnation: u64) {
+    let presence = Presence::new(node, status, incarnation);
+    core.handle_publish(at, &presence::topic(node), &presence.encode());
+}
+
+fn pong(core: &mut Researcher, at: Timestamp, node: &str, sequence: u64) {
+    let pong = json!({"researcher_id": ME, "node_id": node, "success": true, "sequence": sequence,
+                      "command": "pong", "protocol_version": "1"});
+    core.handle_publish(at, "general/researcher", pong.to_string().as_bytes());
+}
+
+fn outcome(core: &mut Researcher, until: Timestamp) -> Outcome {
+    loop {
+        while let Some(event) = core.poll_event() {
+            if let Event::Completed(outcome) = event {
+                return outcome;
+            }
+        }
+        match core.poll_timeout() {
+            Some(at) if at <= until => core.handle_timeout(at),
+            _ => panic!("nothing completed by {until:?}"),
+        }
+    }
+}
+
+fn online(core: &Researcher) -> Vec<String> {
+    core.roster()
+        .iter()
+        .filter(|(_, m)| m.online)
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+#[test]
+fn a_broadcast_expects_the_nodes_online_and_completes_a_settle_window_after_the_last() {
+    let mut core = Researcher::new(ResearcherConfig::new(ME));
+    for node in ["a", "b"] {
+        status(&mut core, ms(0.0), node, Status::Online, 1);
+    }
+    core.submit(ms(10.0), Submission::broadcast(Request::ping()))
+        .unwrap();
+    pong(&mut core, ms(11.0), "a", 0);
+    pong(&mut core, ms(14.0), "b", 0);
+    let outcome = outcome(&mut core, ms(60_000.0));
+    assert_eq!(outcome.completion, Completion::AllAnswered);
+    // The last expected reply came 4 ms after sending: a quarter of it is the settle window.
+    assert_eq!(outcome.elapsed, Duration::from_millis(5));
+    assert_eq!(outcome.online(), ["a", "b"]);
+}
+
+#[test]
+fn a_targeted_request_to_a_node_that_dies_ends_when_its_will_arrives() {
+    let mut core = Researcher::new(ResearcherConfig::new(ME));
+    status(&mut core, ms(0.0), "a", Status::Online, 7);
+    let policy = fedreq_protocol::Policy::quiet(Duration::from_secs(30));
+    core.submit(
+        ms(1.0),
+        Submission::to_nodes(Request::ping(), vec!["a".into()]).with_policy(policy),
+    )
+    .unwrap();
+    status(&mut core, ms(250.0), "a", Status::Offline, 7);
+    let outcome = outcome(&mut core, ms(300.0));
+    assert_eq!(
+        (outcome.completion, outcome.elapsed, outcome.missing),
+        (
+            Completion::AllAnswered,
+            Duration::from_micros(249_000),
+            vec!["a".to_owned()]
+        )
+    );
+}
+
+#[test]
+fn an_old_incarnations_status_never_counts_for_a_new_one() {
+    let mut core = Researcher::new(ResearcherConfig::new(ME));
+    status(&mut core, ms(0.0), "a", Status::Online, 2);
+    status(&mut core, ms(1.0), "a", Status::Offline, 1);
+    assert_eq!(
+        online(&core),
+        ["a"],
+        "a retained offline of run 1 does not end run 2"
+    );
+    status(&mut core, ms(2.0), "a", Status::Offline, 2);
+    status(&mut core, ms(3.0), "a", Status::Online, 2);
+    assert!(
+        online(&core).is_empty(),
+        "run 2 ended; only a new run comes back"
+    );
+    status(&mut core, ms(4.0), "a", Status::Online, 3);
+    assert_eq!(online(&core), ["a"]);
+    assert_eq!(core.roster()["a"].incarnation, 3);
+}
+
+#[test]
+fn malformed_statuses_are_refused_with_a_typed_error_and_counted() {
+    let mut core = Researcher::new(ResearcherConfig::new(ME));
+    let good = |node: &str| {
+        json!({"node_id": node, "status": "online", "incarnation": 1,
+                                   "command": "presence", "protocol_version": "1"})
+    };
+    let mut extra = good("a");
+    extra["since"] = json!(0);
+    let mut missing = good("a");
+    missing.as_object_mut().unwrap().remove("incarnation");
+    let mut bad_status = good("a");
+    bad_status["status"] = json!("sleeping");
+    let mut negative = good("a");
+    negative["incarnation"] = json!(-1);
+    let cases: [(&str, Value, fn(&DecodeError) -> bool); 5] = [
+        (
+            "fedreq/presence/a",
+            extra,
+            |e| matches!(e, DecodeError::ExtraField { field, .. } if field == "since"),
+        ),
+        ("fedreq/presence/a", missing, |e| {
+            matches!(
+                e,
+                DecodeError::MissingField {
+                    field: "incarnation",
+                    ..
+                }
+            )
+        }),
+        ("fedreq/presence/a", bad_status, |e| {
+            matches!(
+                e,
+                DecodeError::WrongValue {
+                    field: "status",
+                    ..
+                }
+            )
+        }),
+        ("fedreq/presence/a", negative, |e| {
+            matches!(
+                e,
+                DecodeError::WrongType {
+                    field: "incarnation",
+                    ..
+                }
+            )
+        }),
+        ("fedreq/presence/b", good("a"), |e| {
+            matches!(e, DecodeError::WrongTopic { .. })
+        }),
+    ];
+    for (topic, payload, expected) in &cases {
+        core.handle_publish(ms(0.0), topic, payload.to_string().as_bytes());
+        match core.poll_event() {
+            Some(Event::Rejected { error, .. }) => assert!(expected(&error), "{payload}: {error}"),
+            other => panic!("{payload}: {other:?}"),
+        }
+    }
+    core.handle_publish(ms(0.0), "fedreq/presence/a", b"not json");
+    assert_eq!(core.stats().presence_refused, 6);
+    assert!(core.roster().is_empty());
+}
+
+#[test]
+fn a_broadcast_finds_nodes_with_and_without_presence() {
+    let mut core = Researcher::new(ResearcherConfig::new(ME));
+    status(&mut core, ms(0.0), "with", Status::Online, 1);
+    // v4.4 nodes announce nothing: "quick" answers within the settle window, "slow" after it.
+    core.submit(ms(10.0), Submission::broadcast(Request::ping()))
+        .unwrap();
+    pong(&mut core, ms(14.0), "with", 0);
+    pong(&mut core, ms(14.5), "quick", 0);
+    let first = outcome(&mut core, ms(60_000.0));
+    assert_eq!(first.online(), ["with", "quick"]);
+    pong(&mut core, ms(40.0), "slow", 0);
+    // The next broadcast expects the nodes heard, "slow" included.
+    core.submit(ms(100.0), Submission::broadcast(Request::ping()))
+        .unwrap();
+    for node in ["with", "quick", "slow"] {
+        pong(&mut core, ms(101.0), node, 1);
+    }
+    let second = outcome(&mut core, ms(60_000.0));
+    assert_eq!(second.completion, Completion::AllAnswered);
+    let mut found = second.online();
+    found.sort();
+    assert_eq!(found, ["quick", "slow", "with"]);
+    assert!(
+        second.elapsed < Duration::from_millis(10),
+        "{:?}",
+        second.elapsed
+    );
+}
