@@ -21,8 +21,13 @@ pub fn node(node_id: &str) -> String {
     format!("{PREFIX}{node_id}")
 }
 
-/// Topics a researcher subscribes to.
-pub const RESEARCHER_SUBSCRIPTIONS: [&str; 3] = [RESEARCHER, LOGGER, MONITORING];
+/// Topics a researcher subscribes to: Fed-BioMed's three, and fedreq's node statuses.
+pub const RESEARCHER_SUBSCRIPTIONS: [&str; 4] = [
+    RESEARCHER,
+    LOGGER,
+    MONITORING,
+    crate::presence::SUBSCRIPTION,
+];
 
 /// Topics a node subscribes to: `general/nodes` and its own.
 pub fn node_subscriptions(node_id: &str) -> [String; 2] {

@@ -1,10 +1,11 @@
 //! A real-time in-memory MQTT broker: clients in any thread of the process subscribe with
-//! MQTT filters and receive, in publish order, every publish that matches.
+//! MQTT filters and receive, in publish order, every publish that matches; retained messages
+//! and last wills as MQTT has them, for presence.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::router::{validate_topic, FilterError, Router, TopicError};
+use crate::router::{matches, validate_topic, FilterError, Router, TopicError};
 
 /// One delivered publish. Payloads are shared, not copied, between subscribers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +21,33 @@ struct State {
     router: Router<u64>,
     inboxes: HashMap<u64, flume::Sender<Publish>>,
     next_client: u64,
+    /// The last retained publish per topic.
+    retained: BTreeMap<Arc<str>, Arc<[u8]>>,
+    /// Each client's last will, published (retained) if it crashes.
+    wills: HashMap<u64, Publish>,
+}
+
+impl State {
+    /// Sends to every matching subscriber, under the lock: one delivery order for all.
+    fn deliver(&self, publish: &Publish) -> usize {
+        let mut reached = 0;
+        for subscriber in self.router.route(&publish.topic) {
+            if let Some(inbox) = self.inboxes.get(&subscriber) {
+                reached += usize::from(inbox.send(publish.clone()).is_ok());
+            }
+        }
+        reached
+    }
+
+    fn retain(&mut self, publish: &Publish) {
+        // An empty retained payload clears the topic, as in MQTT.
+        if publish.payload.is_empty() {
+            self.retained.remove(&publish.topic);
+        } else {
+            self.retained
+                .insert(Arc::clone(&publish.topic), Arc::clone(&publish.payload));
+        }
+    }
 }
 
 /// The broker. Cloning it gives another handle to the same broker.
@@ -58,9 +86,47 @@ pub struct Client {
 }
 
 impl Client {
-    /// Receives every later publish matching `filter`.
+    /// Receives the retained publishes matching `filter`, then every later one.
     pub fn subscribe(&self, filter: &str) -> Result<(), FilterError> {
-        lock(&self.state).router.subscribe(self.id, filter)
+        let mut state = lock(&self.state);
+        state.router.subscribe(self.id, filter)?;
+        if let Some(inbox) = state.inboxes.get(&self.id) {
+            for (topic, payload) in state.retained.iter().filter(|(t, _)| matches(filter, t)) {
+                let _ = inbox.send(Publish {
+                    topic: Arc::clone(topic),
+                    payload: Arc::clone(payload),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes and keeps the publish for later subscribers of its topic.
+    pub fn publish_retained(
+        &self,
+        topic: &str,
+        payload: impl Into<Arc<[u8]>>,
+    ) -> Result<usize, TopicError> {
+        let publish = publish(topic, payload)?;
+        let mut state = lock(&self.state);
+        state.retain(&publish);
+        Ok(state.deliver(&publish))
+    }
+
+    /// Sets the will the broker publishes, retained, if this client crashes.
+    pub fn set_will(&self, topic: &str, payload: impl Into<Arc<[u8]>>) -> Result<(), TopicError> {
+        let will = publish(topic, payload)?;
+        lock(&self.state).wills.insert(self.id, will);
+        Ok(())
+    }
+
+    /// Drops the connection as a crash does: the broker publishes the will.
+    pub fn crash(self) {
+        let mut state = lock(&self.state);
+        if let Some(will) = state.wills.remove(&self.id) {
+            state.retain(&will);
+            state.deliver(&will);
+        }
     }
 
     /// Stops receiving publishes for `filter`.
@@ -71,20 +137,8 @@ impl Client {
     /// Publishes to every matching subscriber (this client too, if subscribed), returning
     /// how many it reached.
     pub fn publish(&self, topic: &str, payload: impl Into<Arc<[u8]>>) -> Result<usize, TopicError> {
-        validate_topic(topic)?;
-        let publish = Publish {
-            topic: topic.into(),
-            payload: payload.into(),
-        };
-        // Sending under the lock keeps one delivery order for every subscriber.
-        let state = lock(&self.state);
-        let mut reached = 0;
-        for subscriber in state.router.route(topic) {
-            if let Some(inbox) = state.inboxes.get(&subscriber) {
-                reached += usize::from(inbox.send(publish.clone()).is_ok());
-            }
-        }
-        Ok(reached)
+        let publish = publish(topic, payload)?;
+        Ok(lock(&self.state).deliver(&publish))
     }
 
     /// The client's inbox: `recv`, `recv_timeout`, `try_recv`, or `recv_async` from any executor.
@@ -98,7 +152,17 @@ impl Drop for Client {
         let mut state = lock(&self.state);
         state.router.remove(self.id);
         state.inboxes.remove(&self.id);
+        // A clean disconnect: the will is discarded.
+        state.wills.remove(&self.id);
     }
+}
+
+fn publish(topic: &str, payload: impl Into<Arc<[u8]>>) -> Result<Publish, TopicError> {
+    validate_topic(topic)?;
+    Ok(Publish {
+        topic: topic.into(),
+        payload: payload.into(),
+    })
 }
 
 /// The state stays consistent even if a holder panicked: every update is a single call.
@@ -157,5 +221,34 @@ mod tests {
         assert_eq!(a.publish("t", b"x".to_vec()), Ok(1));
         assert!(a.publish("t/#", b"x".to_vec()).is_err());
         assert!(a.subscribe("t/#/x").is_err());
+    }
+
+    #[test]
+    fn retained_publishes_reach_later_subscribers_and_a_crash_publishes_the_will() {
+        let broker = Broker::new();
+        let node = broker.connect();
+        node.set_will("status/n", b"offline".to_vec()).unwrap();
+        node.publish_retained("status/n", b"online".to_vec())
+            .unwrap();
+        let late = broker.connect();
+        late.subscribe("status/+").unwrap();
+        assert_eq!(&*late.inbox().try_recv().unwrap().payload, b"online");
+        node.crash();
+        assert_eq!(&*late.inbox().try_recv().unwrap().payload, b"offline");
+        let later = broker.connect();
+        later.subscribe("status/#").unwrap();
+        assert_eq!(
+            &*later.inbox().try_recv().unwrap().payload,
+            b"offline",
+            "the will is retained"
+        );
+
+        let clean = broker.connect();
+        clean.set_will("status/c", b"offline".to_vec()).unwrap();
+        drop(clean);
+        assert!(
+            later.inbox().try_recv().is_err(),
+            "a clean disconnect publishes no will"
+        );
     }
 }

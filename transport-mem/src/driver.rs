@@ -5,6 +5,7 @@ use std::thread::JoinHandle;
 
 use fedreq_driver::{Clock, Order, ResearcherDriver, ResearcherHandle};
 use fedreq_protocol::node::FetchResult;
+use fedreq_protocol::presence::{self, Presence, Status};
 use fedreq_protocol::topic::TargetError;
 use fedreq_protocol::{topic, Node, NodeConfig, ResearcherConfig};
 
@@ -17,7 +18,11 @@ pub fn connect_researcher(broker: &Broker, config: ResearcherConfig) -> Research
     for filter in topic::RESEARCHER_SUBSCRIPTIONS {
         client.subscribe(filter).expect("valid filter");
     }
-    let (driver, handle) = ResearcherDriver::new(config);
+    let (mut driver, handle) = ResearcherDriver::new(config);
+    // The retained statuses are in the inbox already: the roster is known before any order.
+    while let Ok(publish) = client.inbox().try_recv() {
+        driver.handle_publish(&publish.topic, &publish.payload);
+    }
     let thread = std::thread::Builder::new()
         .name("fedreq-mem-researcher".into())
         .spawn(move || run_researcher(driver, client))
@@ -78,6 +83,7 @@ impl NodeDriver {
     where
         F: Fn(&str) -> FetchResult + Send + 'static,
     {
+        let incarnation = incarnation();
         let nodes: Vec<(Node, Client)> = nodes
             .into_iter()
             .map(|config| {
@@ -89,13 +95,14 @@ impl NodeDriver {
                         .subscribe(&filter)
                         .expect("a valid node id makes valid filters");
                 }
+                announce(&client, node.node_id(), incarnation);
                 Ok((node, client))
             })
             .collect::<Result<_, TargetError>>()?;
         let (stop, stopped) = flume::bounded(1);
         let thread = std::thread::Builder::new()
             .name("fedreq-mem-nodes".into())
-            .spawn(move || run_nodes(nodes, stopped, fetch))
+            .spawn(move || run_nodes(nodes, incarnation, stopped, fetch))
             .expect("spawn the nodes thread");
         Ok(NodeDriver {
             stop: Some(stop),
@@ -115,6 +122,7 @@ impl Drop for NodeDriver {
 
 fn run_nodes<F: Fn(&str) -> FetchResult>(
     mut nodes: Vec<(Node, Client)>,
+    incarnation: u64,
     stopped: flume::Receiver<()>,
     fetch: F,
 ) {
@@ -126,6 +134,11 @@ fn run_nodes<F: Fn(&str) -> FetchResult>(
             selector = selector.recv(client.inbox(), move |m| m.ok().map(|m| (i, m)));
         }
         let Some((i, publish)) = selector.wait() else {
+            // A clean stop says so: no will, an explicit `offline`.
+            for (node, client) in &nodes {
+                let offline = Presence::new(node.node_id(), Status::Offline, incarnation);
+                let _ = client.publish_retained(&presence::topic(node.node_id()), offline.encode());
+            }
             return;
         };
         let (node, client) = &mut nodes[i];
@@ -138,4 +151,17 @@ fn run_nodes<F: Fn(&str) -> FetchResult>(
             let _ = client.publish(&transmit.topic, transmit.payload);
         }
     }
+}
+
+/// A run's incarnation: its start, in nanoseconds since the Unix epoch.
+pub(crate) fn incarnation() -> u64 {
+    Clock::start().now().since_epoch().as_nanos() as u64
+}
+
+/// Registers the node's will (`offline`) and says it is `online`, both retained.
+fn announce(client: &Client, node_id: &str, incarnation: u64) {
+    let topic = presence::topic(node_id);
+    let status = |status| Presence::new(node_id, status, incarnation).encode();
+    let _ = client.set_will(&topic, status(Status::Offline));
+    let _ = client.publish_retained(&topic, status(Status::Online));
 }

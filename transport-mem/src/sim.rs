@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use fedreq_protocol::message::Object;
 use fedreq_protocol::node::{FetchId, FetchResult};
+use fedreq_protocol::presence::{self, Presence, Status};
 use fedreq_protocol::topic::{self, NodeId};
 use fedreq_protocol::Event;
 use fedreq_protocol::{
@@ -156,6 +157,7 @@ struct SimNode {
     core: Node,
     up: bool,
     slow: Duration,
+    incarnation: u64,
 }
 
 /// A federation on one virtual clock.
@@ -207,6 +209,7 @@ impl Simulation {
                 core: Node::new(NodeConfig::new(id.clone(), Arc::clone(&variants[i % 10]))),
                 up: true,
                 slow: Duration::ZERO,
+                incarnation: 1,
             })
             .collect();
 
@@ -254,6 +257,11 @@ impl Simulation {
         for i in 0..n {
             if sim.nodes[i].up {
                 sim.subscribe_node(i);
+                // Retained before the researcher subscribed: it knows them from the start.
+                let online = Presence::new(sim.node_ids[i].clone(), Status::Online, 1);
+                let topic = presence::topic(&online.node_id);
+                sim.researcher
+                    .handle_publish(Timestamp::ZERO, &topic, &online.encode());
             }
         }
         if let Some(crash) = sim.faults.crash {
@@ -413,15 +421,27 @@ impl Simulation {
                     self.drain_node(node);
                 }
             }
+            // The broker publishes the crashed node's will; it comes back as a new run.
             Action::Crash(node) => {
                 self.nodes[node as usize].up = false;
                 self.router.remove(Endpoint::Node(node));
+                self.announce(node, Status::Offline);
             }
             Action::Recover(node) => {
                 self.nodes[node as usize].up = true;
+                self.nodes[node as usize].incarnation += 1;
                 self.subscribe_node(node as usize);
+                self.announce(node, Status::Online);
             }
         }
+    }
+
+    /// Node `i`'s status, published as from the node (a will is published by the broker for it).
+    fn announce(&mut self, i: u32, status: Status) {
+        let node = &self.nodes[i as usize];
+        let presence = Presence::new(self.node_ids[i as usize].clone(), status, node.incarnation);
+        let topic = presence::topic(&presence.node_id);
+        self.publish(Endpoint::Node(i), &topic, presence.encode());
     }
 
     fn subscribe_node(&mut self, i: usize) {

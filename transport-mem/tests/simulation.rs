@@ -254,3 +254,57 @@ fn approval_registers_the_plan_on_every_node_and_missing_urls_fail() {
     let logs = sim.take_events().len();
     assert!(logs >= 20, "nodes log what they do ({logs} events)");
 }
+
+/// Broadcasts by presence with crashes and offline nodes: each expects the nodes online when
+/// it is sent; a node that crashes is awaited only until its will, and comes back as a new run.
+#[test]
+fn broadcasts_by_presence_follow_crashes_and_rejoins() {
+    let config = |seed| SimConfig {
+        faults: Faults {
+            offline: 0.1,
+            crash: Some(Crash {
+                fraction: 0.2,
+                within: Duration::from_millis(300),
+                down: Duration::from_millis(200),
+            }),
+            ..Faults::default()
+        },
+        ..SimConfig::new(200, seed)
+    };
+    let run = |seed| {
+        let mut sim = Simulation::new(config(seed));
+        let offline: BTreeSet<String> = sim.offline_nodes().into_iter().collect();
+        let mut outcomes = Vec::new();
+        for _ in 0..20 {
+            let ping = Submission::broadcast(Request::ping());
+            let outcome = sim.request(ping).unwrap();
+            assert_eq!(
+                outcome.completion,
+                Completion::AllAnswered,
+                "{:?}",
+                outcome.missing
+            );
+            assert!(outcome.online().iter().all(|n| !offline.contains(n)));
+            outcomes.push(outcome.online().len());
+            // Let crashes and rejoins happen between requests.
+            let pause = sim.submit(
+                Submission::to_nodes(Request::ping(), vec!["nobody".into()])
+                    .with_policy(Policy::quiet(Duration::from_millis(30))),
+            );
+            sim.run_until_complete(pause.unwrap());
+        }
+        (outcomes, sim.trace_hash())
+    };
+    let (counts, hash) = run(7);
+    assert_eq!(counts[0], 180, "200 nodes, 20 never online");
+    assert!(
+        counts.iter().any(|&c| c < 180),
+        "some broadcast saw a crash: {counts:?}"
+    );
+    assert_eq!(
+        *counts.last().unwrap(),
+        180,
+        "every crashed node came back: {counts:?}"
+    );
+    assert_eq!(run(7).1, hash, "the same seed gives the same trace");
+}
