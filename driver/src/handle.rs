@@ -1,12 +1,13 @@
 //! The handle callers hold, the orders it sends, and the driver's side that answers them.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
+use fedreq_protocol::researcher::Member;
 use fedreq_protocol::{
-    Collect, Command, ConnectionState, Event, Mail, Outcome, RequestId, Researcher,
+    Collect, Command, ConnectionState, Event, Mail, NodeId, Outcome, RequestId, Researcher,
     ResearcherConfig, Submission, SubmitError, Transmit,
 };
 
@@ -24,7 +25,11 @@ enum OrderKind {
     Submit(Submission, Answer),
     Collect(Collect, Answer),
     TakeMail(Vec<Command>, flume::Sender<Vec<Mail>>),
+    Roster(flume::Sender<Roster>),
 }
+
+/// Every node known by its presence, online or not.
+pub type Roster = BTreeMap<NodeId, Member>;
 
 impl std::fmt::Debug for Order {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,6 +75,11 @@ impl ResearcherHandle {
     /// Takes the mailbox's messages of these commands (all when empty).
     pub fn take_mail(&self, commands: Vec<Command>) -> flume::Receiver<Vec<Mail>> {
         self.ask(|answer| OrderKind::TakeMail(commands, answer))
+    }
+
+    /// The nodes known by their presence, online or not, with when their status last changed.
+    pub fn roster(&self) -> flume::Receiver<Roster> {
+        self.ask(OrderKind::Roster)
     }
 
     /// Every event but completions: node logs, monitoring scalars, errors, unmatched and
@@ -150,6 +160,9 @@ impl ResearcherDriver {
             }
             OrderKind::TakeMail(commands, answer) => {
                 let _ = answer.send(self.core.take_mail(&commands));
+            }
+            OrderKind::Roster(answer) => {
+                let _ = answer.send(self.core.roster().clone());
             }
         }
     }

@@ -523,6 +523,12 @@ impl Requests {
         self.unanswered.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The nodes known by their presence, online or not, with when their status last changed
+    /// (time since the Unix epoch).
+    pub fn roster(&self) -> Result<fedreq_driver::Roster, Error> {
+        self.handle.roster().recv().map_err(|_| Error::Stopped)
+    }
+
     /// Takes the mailbox's messages of these commands (all when empty): late replies, replies
     /// for another researcher, messages that matched nothing.
     pub fn take_mail(&self, commands: Vec<Command>) -> Result<Vec<Mail>, Error> {

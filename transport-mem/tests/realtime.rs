@@ -68,3 +68,70 @@ fn a_node_id_that_is_not_one_topic_level_is_refused() {
     let bad = vec![NodeConfig::new("a/#", simulated_datasets(0))];
     assert!(NodeDriver::start(&broker, bad, |_| FetchResult::Status(404)).is_err());
 }
+
+/// A node as Fed-BioMed v4.4 runs it: the same answers, and no presence.
+fn silent_node(broker: &Broker, id: &str) -> std::thread::JoinHandle<()> {
+    let client = broker.connect();
+    let mut node = fedreq_protocol::Node::new(NodeConfig::new(id, simulated_datasets(0)));
+    for filter in node.subscriptions() {
+        client.subscribe(&filter).unwrap();
+    }
+    std::thread::spawn(move || {
+        while let Ok(publish) = client.inbox().recv_timeout(Duration::from_secs(2)) {
+            node.handle_publish(
+                fedreq_protocol::Timestamp::ZERO,
+                &publish.topic,
+                &publish.payload,
+            );
+            while let Some(transmit) = node.poll_transmit() {
+                let _ = client.publish(&transmit.topic, transmit.payload);
+            }
+        }
+    })
+}
+
+#[test]
+fn a_broadcast_finds_nodes_with_presence_and_nodes_without() {
+    let broker = Broker::new();
+    let configs = (0..3)
+        .map(|i| NodeConfig::new(format!("announcing-{i}"), simulated_datasets(i)))
+        .collect();
+    let _nodes = NodeDriver::start(&broker, configs, |_| FetchResult::Status(404)).unwrap();
+    let _silent: Vec<_> = (0..3)
+        .map(|i| silent_node(&broker, &format!("silent-{i}")))
+        .collect();
+    let researcher = fedreq_mem::connect_researcher(&broker, ResearcherConfig::new("r"));
+    let roster = researcher.roster().recv().unwrap();
+    assert_eq!(
+        roster.len(),
+        3,
+        "the retained statuses, known before the first request"
+    );
+    let ping = || {
+        let outcome = researcher
+            .submit(Submission::broadcast(Request::ping()))
+            .recv()
+            .unwrap()
+            .unwrap();
+        let mut online = outcome.online();
+        online.sort();
+        (online, outcome.completion)
+    };
+    let everyone = [
+        "announcing-0",
+        "announcing-1",
+        "announcing-2",
+        "silent-0",
+        "silent-1",
+        "silent-2",
+    ];
+    // The first broadcast expects the three that announce; a silent node answering within its
+    // settle window is found, one answering later is heard late, and expected from then on.
+    let (first, completion) = ping();
+    assert_eq!(first[..3], everyone[..3], "{first:?}");
+    assert_eq!(completion, Completion::AllAnswered);
+    std::thread::sleep(Duration::from_millis(50));
+    let (second, completion) = ping();
+    assert_eq!(second, everyone);
+    assert_eq!(completion, Completion::AllAnswered);
+}

@@ -38,7 +38,8 @@ async fn measure(
     let qos = mqtt.qos.to_rumqttc();
     let (ready, readied) = flume::unbounded();
     for _ in 0..responders {
-        let (client, mut eventloop) = connection::open(&mqtt, "bare", 64);
+        let (client, mut eventloop) =
+            connection::open(&mqtt, connection::client_id("bare"), 64, None);
         let ready = ready.clone();
         tokio::spawn(async move {
             while let Ok(event) = eventloop.poll().await {
@@ -68,7 +69,7 @@ async fn measure(
             .map_err(|_| unreachable("responders did not subscribe in time"))?
             .map_err(|_| unreachable("a responder stopped"))?;
     }
-    let (client, mut eventloop) = connection::open(&mqtt, "bare", 64);
+    let (client, mut eventloop) = connection::open(&mqtt, connection::client_id("bare"), 64, None);
     let mut times = Vec::with_capacity(runs);
     let mut subscribed = false;
     while !subscribed {

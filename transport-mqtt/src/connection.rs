@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Packet,
-    SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
+    Packet, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
 };
 
 use crate::config::MqttConfig;
@@ -64,9 +64,27 @@ pub(crate) fn client_id(role: &str) -> String {
     format!("fedreq-{role}-{}-{n}-{nanos:x}", std::process::id())
 }
 
+/// What a connection registers and checks besides its subscriptions.
+#[derive(Debug, Default)]
+pub(crate) struct Extras {
+    /// The last will, retained (a node's `offline`).
+    pub will: Option<(String, Vec<u8>)>,
+    /// Wait for an echo on this topic (subscribed too) before the session counts as up: the
+    /// broker sends the retained messages of the subscriptions first, so they are in.
+    pub sync: Option<String>,
+}
+
 /// Builds the rumqttc client and event loop for `config`.
-pub(crate) fn open(config: &MqttConfig, role: &str, capacity: usize) -> (AsyncClient, EventLoop) {
-    let mut options = MqttOptions::new(client_id(role), config.host.clone(), config.port);
+pub(crate) fn open(
+    config: &MqttConfig,
+    client_id: String,
+    capacity: usize,
+    will: Option<(String, Vec<u8>)>,
+) -> (AsyncClient, EventLoop) {
+    let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
+    if let Some((topic, payload)) = will {
+        options.set_last_will(LastWill::new(topic, payload, config.qos.to_rumqttc(), true));
+    }
     options
         .set_keep_alive(config.keep_alive)
         .set_max_packet_size(config.max_packet_size, config.max_packet_size)
@@ -105,9 +123,15 @@ pub(crate) async fn start(
     mqtt: &MqttConfig,
     role: &str,
     capacity: usize,
-    filters: Vec<SubscribeFilter>,
+    mut filters: Vec<SubscribeFilter>,
+    extras: Extras,
 ) -> Result<Session, ConnectError> {
-    let (client, eventloop) = open(mqtt, role, capacity);
+    let id = client_id(role);
+    let sync = extras.sync.map(|topic| format!("{topic}/{id}"));
+    if let Some(sync) = &sync {
+        filters.push(SubscribeFilter::new(sync.clone(), rumqttc::QoS::AtMostOnce));
+    }
+    let (client, eventloop) = open(mqtt, id, capacity, extras.will);
     let (inputs_tx, inputs) = flume::unbounded();
     let (stop, stopped) = tokio::sync::oneshot::channel();
     tokio::spawn(run(eventloop, inputs_tx, stopped, mqtt.backoff));
@@ -115,6 +139,7 @@ pub(crate) async fn start(
         &inputs,
         &client,
         filters,
+        sync,
         mqtt.address(),
         mqtt.connect_timeout,
     )
@@ -224,6 +249,9 @@ fn describe(error: &ConnectionError) -> String {
     }
 }
 
+/// How long a researcher waits for its own echo, the sign that retained statuses are in.
+const SYNC_WAIT: Duration = Duration::from_millis(500);
+
 /// The first session: waits for it to start, subscribes to `filters`, and waits for the
 /// broker's acknowledgement, all within `timeout`; only then can a request be answered.
 /// A connection that breaks (a broker still starting resets it) is tried again until then;
@@ -232,6 +260,7 @@ async fn handshake(
     inputs: &flume::Receiver<Input>,
     client: &AsyncClient,
     filters: Vec<SubscribeFilter>,
+    sync: Option<String>,
     address: String,
     timeout: Duration,
 ) -> Result<Vec<Input>, ConnectError> {
@@ -258,7 +287,22 @@ async fn handshake(
                     .try_subscribe_many(filters.clone())
                     .map_err(|e| fail(e.to_string()))?;
             }
-            Input::Subscribed(true) => return Ok(early),
+            Input::Subscribed(true) => match &sync {
+                None => return Ok(early),
+                Some(topic) => {
+                    let _ = client.try_publish(topic.clone(), rumqttc::QoS::AtMostOnce, false, "");
+                    // A broker whose access rules refuse the echo costs this wait, no more.
+                    let echoed = tokio::time::Instant::now() + SYNC_WAIT;
+                    loop {
+                        match tokio::time::timeout_at(echoed, inputs.recv_async()).await {
+                            Ok(Ok(Input::Publish { topic: t, .. })) if t == *topic => break,
+                            Ok(Ok(other)) => early.push(other),
+                            Ok(Err(_)) | Err(_) => break,
+                        }
+                    }
+                    return Ok(early);
+                }
+            },
             Input::Subscribed(false) => return Err(ConnectError::SubscriptionRefused { address }),
             Input::Disconnected {
                 reason,

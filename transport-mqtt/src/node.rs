@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use fedreq_driver::Clock;
 use fedreq_protocol::node::{FetchId, FetchResult};
-use fedreq_protocol::{Node, NodeConfig};
+use fedreq_protocol::presence::{self, Presence, Status};
+use fedreq_protocol::{Node, NodeConfig, Transmit};
 use rumqttc::{AsyncClient, SubscribeFilter};
 
 use crate::config::MqttConfig;
-use crate::connection::{self, ConnectError, Input};
+use crate::connection::{self, ConnectError, Extras, Input};
 use crate::outbox::Outbox;
 use crate::runtime::Runtime;
 
@@ -91,7 +92,14 @@ fn spawn(
     runtime.handle().spawn(async move {
         let qos = mqtt.qos.to_rumqttc();
         let filters = subscriptions(&node.node_id, qos);
-        let session = match connection::start(&mqtt, "node", REQUEST_CAPACITY, filters).await {
+        let incarnation = Clock::start().now().since_epoch().as_nanos() as u64;
+        let offline = status(&node.node_id, Status::Offline, incarnation);
+        let extras = Extras {
+            will: Some((offline.topic, offline.payload)),
+            sync: None,
+        };
+        let started = connection::start(&mqtt, "node", REQUEST_CAPACITY, filters, extras).await;
+        let session = match started {
             Ok(session) => session,
             Err(error) => {
                 let _ = ready_tx.send(Err(error));
@@ -107,13 +115,15 @@ fn spawn(
             fetcher,
             fetched: fetched_tx,
             clock: Clock::start(),
+            incarnation,
         };
         for input in session.early {
             task.input(input);
         }
+        task.announce(Status::Online);
         task.flush();
         let _ = ready_tx.send(Ok(()));
-        task.run(session.inputs, fetched, dropped).await;
+        task.run(&session.inputs, fetched, dropped).await;
         drop(session.stop);
     });
     let driver = NodeDriver {
@@ -132,6 +142,8 @@ struct Task {
     fetcher: Arc<dyn Fetcher>,
     fetched: flume::Sender<(FetchId, FetchResult)>,
     clock: Clock,
+    /// This run of the node, in its statuses.
+    incarnation: u64,
 }
 
 impl Task {
@@ -140,12 +152,22 @@ impl Task {
             Input::Publish { topic, payload } => {
                 self.core.handle_publish(self.clock.now(), &topic, &payload)
             }
-            Input::Connected => self
-                .outbox
-                .reconnected(subscriptions(self.core.node_id(), self.qos)),
+            Input::Connected => {
+                let filters = subscriptions(self.core.node_id(), self.qos);
+                self.outbox.reconnected(filters);
+                // Every session says it again: the broker may have published the will meanwhile.
+                self.announce(Status::Online);
+            }
             Input::Subscribed(_) => self.outbox.subscribed(),
             Input::Disconnected { .. } => self.outbox.disconnected(),
         }
+    }
+
+    /// Queues the node's status, retained; it goes out once the session is subscribed.
+    fn announce(&mut self, status: Status) {
+        let node_id = self.core.node_id().to_owned();
+        self.outbox
+            .push_retained(self::status(&node_id, status, self.incarnation));
     }
 
     /// Publishes what the core has to say and starts the downloads it asks for.
@@ -165,7 +187,7 @@ impl Task {
 
     async fn run(
         mut self,
-        inputs: flume::Receiver<Input>,
+        inputs: &flume::Receiver<Input>,
         fetched: flume::Receiver<(FetchId, FetchResult)>,
         dropped: flume::Receiver<()>,
     ) {
@@ -176,12 +198,37 @@ impl Task {
                     Err(_) => return,
                 },
                 Ok((id, result)) = fetched.recv_async() => self.core.handle_fetched(self.clock.now(), id, result),
-                // The handle was dropped.
-                _ = dropped.recv_async() => return,
+                // The handle was dropped: a clean stop.
+                _ = dropped.recv_async() => return self.stop(inputs).await,
                 _ = tokio::time::sleep(Duration::from_millis(1)), if self.outbox.is_pending() => {}
             }
             self.flush();
         }
+    }
+}
+
+impl Task {
+    /// Says `offline` and disconnects cleanly (no will), waiting a moment for both to go out.
+    async fn stop(mut self, inputs: &flume::Receiver<Input>) {
+        self.announce(Status::Offline);
+        self.outbox.flush(&self.client, self.qos);
+        let _ = self.client.try_disconnect();
+        let gone = tokio::time::sleep(Duration::from_secs(1));
+        tokio::pin!(gone);
+        loop {
+            tokio::select! {
+                input = inputs.recv_async() => if input.is_err() { return },
+                _ = &mut gone => return,
+            }
+        }
+    }
+}
+
+/// The node's status as it travels.
+fn status(node_id: &str, status: Status, incarnation: u64) -> Transmit {
+    Transmit {
+        topic: presence::topic(node_id),
+        payload: Presence::new(node_id, status, incarnation).encode(),
     }
 }
 

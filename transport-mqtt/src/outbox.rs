@@ -11,7 +11,8 @@ use rumqttc::{AsyncClient, ClientError, QoS, Request, SubscribeFilter};
 
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
-    queue: VecDeque<Transmit>,
+    /// What to publish, and whether the broker retains it.
+    queue: VecDeque<(Transmit, bool)>,
     /// Holding everything until the session's subscriptions are acknowledged.
     closed: bool,
     /// Subscriptions owed to a new session, retried until rumqttc takes them.
@@ -37,7 +38,12 @@ impl Outbox {
     }
 
     pub(crate) fn push(&mut self, transmit: Transmit) {
-        self.queue.push_back(transmit);
+        self.queue.push_back((transmit, false));
+    }
+
+    /// A publish the broker keeps for later subscribers (a node's status).
+    pub(crate) fn push_retained(&mut self, transmit: Transmit) {
+        self.queue.push_back((transmit, true));
     }
 
     /// Whether something waits that a later flush can send.
@@ -55,17 +61,18 @@ impl Outbox {
         if self.closed {
             return;
         }
-        while let Some(Transmit { topic, payload }) = self.queue.pop_front() {
-            match client.try_publish(topic, qos, false, payload) {
+        while let Some((Transmit { topic, payload }, retain)) = self.queue.pop_front() {
+            match client.try_publish(topic, qos, retain, payload) {
                 Ok(()) => {}
                 Err(
                     ClientError::TryRequest(Request::Publish(publish))
                     | ClientError::Request(Request::Publish(publish)),
                 ) => {
-                    self.queue.push_front(Transmit {
+                    let transmit = Transmit {
                         topic: publish.topic,
                         payload: publish.payload.to_vec(),
-                    });
+                    };
+                    self.queue.push_front((transmit, retain));
                     return;
                 }
                 // The event loop is gone: the task is about to stop.

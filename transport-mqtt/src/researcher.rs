@@ -9,7 +9,7 @@ use rumqttc::AsyncClient;
 use tokio::time::Instant;
 
 use crate::config::MqttConfig;
-use crate::connection::{self, ConnectError, Input};
+use crate::connection::{self, ConnectError, Extras, Input};
 use crate::outbox::Outbox;
 use crate::runtime::Runtime;
 
@@ -57,14 +57,21 @@ fn start(
     let (ready_tx, ready) = flume::bounded(1);
     runtime.handle().spawn(async move {
         let qos = mqtt.qos.to_rumqttc();
-        let session =
-            match connection::start(&mqtt, "researcher", REQUEST_CAPACITY, filters(qos)).await {
-                Ok(session) => session,
-                Err(error) => {
-                    let _ = ready_tx.send(Err(error));
-                    return;
-                }
-            };
+        let session = match connection::start(
+            &mqtt,
+            "researcher",
+            REQUEST_CAPACITY,
+            filters(qos),
+            extras(),
+        )
+        .await
+        {
+            Ok(session) => session,
+            Err(error) => {
+                let _ = ready_tx.send(Err(error));
+                return;
+            }
+        };
         let mut task = Task {
             driver,
             client: session.client,
@@ -146,6 +153,18 @@ async fn sleep_until(wake: Option<Instant>) {
 pub(crate) fn stopped() -> ConnectError {
     ConnectError::Runtime("the driver thread stopped".into())
 }
+
+/// The researcher waits for its echo on a topic of its own: the retained statuses are in
+/// before the first request.
+fn extras() -> Extras {
+    Extras {
+        will: None,
+        sync: Some(SYNC.to_owned()),
+    }
+}
+
+/// Below it, each researcher connection's echo topic.
+const SYNC: &str = "fedreq/sync";
 
 fn filters(qos: rumqttc::QoS) -> Vec<rumqttc::SubscribeFilter> {
     topic::RESEARCHER_SUBSCRIPTIONS

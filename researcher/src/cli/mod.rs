@@ -89,6 +89,8 @@ enum Command {
     Send(researcher::SendArgs),
     /// Print node logs, and monitoring scalars for our --researcher-id, until interrupted
     Listen(researcher::ListenArgs),
+    /// Print the nodes that announce their presence: who is online, since when
+    Roster,
     /// Check that a training plan is valid Python
     Check(tools::CheckArgs),
     /// Decode `TOPIC PAYLOAD` lines (as `mosquitto_sub -v` prints them)
@@ -117,6 +119,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Approve(args) => researcher::approve(&global, args),
         Command::Send(args) => researcher::send(&global, args),
         Command::Listen(args) => researcher::listen(&global, args),
+        Command::Roster => researcher::roster(&global),
         Command::Check(args) => tools::check(args),
         Command::Decode(args) => tools::decode(&global, args),
         Command::Demo(args) => demo::run(&global, args),

@@ -1,7 +1,7 @@
 //! The researcher's commands: ping, list, search, approve, send, listen.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use fedreq::TrainingPlan;
@@ -94,7 +94,8 @@ pub fn ping(global: &Global, args: Nodes) -> Result<(), String> {
     if global.json {
         println!(
             "{}",
-            json!({ "nodes": nodes, "missing": missing, "elapsed_ms": elapsed })
+            json!({ "nodes": nodes, "missing": missing, "elapsed_ms": elapsed,
+                    "completion": outcome.completion })
         );
     } else {
         println!("{} node(s) online ({elapsed} ms)", nodes.len());
@@ -302,4 +303,31 @@ pub fn listen(global: &Global, args: ListenArgs) -> Result<(), String> {
     loop {
         std::thread::park();
     }
+}
+
+pub fn roster(global: &Global) -> Result<(), String> {
+    let requests = global.connect()?;
+    let roster = requests.roster().map_err(fail)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    if global.json {
+        let nodes: Vec<Value> = roster
+            .iter()
+            .map(|(node, m)| {
+                json!({ "node_id": node, "online": m.online, "incarnation": m.incarnation,
+                        "since_unix_ms": m.since.since_epoch().as_millis() as u64 })
+            })
+            .collect();
+        println!("{}", json!({ "nodes": nodes }));
+        return Ok(());
+    }
+    let online = roster.values().filter(|m| m.online).count();
+    println!("{online} node(s) online, {} offline", roster.len() - online);
+    for (node, member) in &roster {
+        let state = if member.online { "online " } else { "offline" };
+        let ago = now.saturating_sub(member.since.since_epoch());
+        println!("  {state} {node}  since {} s ago", ago.as_secs());
+    }
+    Ok(())
 }
