@@ -123,7 +123,8 @@ fn malformed_statuses_are_refused_with_a_typed_error_and_counted() {
     bad_status["status"] = json!("sleeping");
     let mut negative = good("a");
     negative["incarnation"] = json!(-1);
-    let cases: [(&str, Value, fn(&DecodeError) -> bool); 5] = [
+    type Check = fn(&DecodeError) -> bool;
+    let cases: [(&str, Value, Check); 5] = [
         (
             "fedreq/presence/a",
             extra,

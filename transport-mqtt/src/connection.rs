@@ -11,6 +11,7 @@ use rumqttc::{
 };
 
 use crate::config::MqttConfig;
+use crate::relay::{self, Relay};
 
 /// What the connection task tells the core's task.
 #[derive(Debug)]
@@ -80,8 +81,13 @@ pub(crate) fn open(
     client_id: String,
     capacity: usize,
     will: Option<(String, Vec<u8>)>,
+    relay: Option<&Relay>,
 ) -> (AsyncClient, EventLoop) {
     let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
+    // An IPv6 literal cannot travel in a CONNECT line as rumqttc writes it: direct, then.
+    if let Some(relay) = relay.filter(|_| config.quick_ack && !config.host.contains(':')) {
+        options.set_proxy(relay.proxy_for(&config.host, config.port));
+    }
     if let Some((topic, payload)) = will {
         options.set_last_will(LastWill::new(topic, payload, config.qos.to_rumqttc(), true));
     }
@@ -121,6 +127,7 @@ pub(crate) struct Session {
 /// session's handshake with these subscriptions.
 pub(crate) async fn start(
     mqtt: &MqttConfig,
+    relay: &Relay,
     role: &str,
     capacity: usize,
     mut filters: Vec<SubscribeFilter>,
@@ -131,7 +138,7 @@ pub(crate) async fn start(
     if let Some(sync) = &sync {
         filters.push(SubscribeFilter::new(sync.clone(), rumqttc::QoS::AtMostOnce));
     }
-    let (client, eventloop) = open(mqtt, id, capacity, extras.will);
+    let (client, eventloop) = open(mqtt, id, capacity, extras.will, Some(relay));
     let (inputs_tx, inputs) = flume::unbounded();
     let (stop, stopped) = tokio::sync::oneshot::channel();
     tokio::spawn(run(eventloop, inputs_tx, stopped, mqtt.backoff));
@@ -209,6 +216,9 @@ pub(crate) async fn run(
 /// rumqttc wraps a reset in its state and packet errors, so the whole chain is read.
 fn transient(error: &ConnectionError) -> bool {
     use std::io::ErrorKind::*;
+    if let Some(status) = relay_status(error) {
+        return matches!(status, relay::TIMED_OUT | relay::RESET);
+    }
     if matches!(
         error,
         ConnectionError::NetworkTimeout
@@ -230,8 +240,27 @@ fn transient(error: &ConnectionError) -> bool {
     false
 }
 
+/// The status the relay answered when it could not reach the broker.
+fn relay_status(error: &ConnectionError) -> Option<u16> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if let Some(async_http_proxy::HttpError::HttpCode200(code)) = error.downcast_ref() {
+            return Some(*code);
+        }
+        cause = error.source();
+    }
+    None
+}
+
 /// A reason a person can act on.
 fn describe(error: &ConnectionError) -> String {
+    match relay_status(error) {
+        Some(relay::REFUSED) => return "Connection refused (nothing listens there?)".into(),
+        Some(relay::TIMED_OUT) => return "no answer within the connection timeout".into(),
+        Some(relay::RESET) => return "Connection reset by peer".into(),
+        Some(_) => return "the address cannot be resolved or reached".into(),
+        None => {}
+    }
     match error {
         ConnectionError::Io(io) => io.to_string(),
         ConnectionError::NetworkTimeout => "no answer within the connection timeout".into(),

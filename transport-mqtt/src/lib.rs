@@ -15,6 +15,7 @@ pub mod config;
 mod connection;
 pub mod node;
 mod outbox;
+mod relay;
 pub mod researcher;
 pub mod runtime;
 

@@ -89,6 +89,7 @@ fn spawn(
     let (alive, dropped) = flume::bounded::<()>(1);
     let (ready_tx, ready) = flume::bounded(1);
     let node_id = node.node_id.clone();
+    let relay = runtime.relay().clone();
     runtime.handle().spawn(async move {
         let qos = mqtt.qos.to_rumqttc();
         let filters = subscriptions(&node.node_id, qos);
@@ -98,7 +99,8 @@ fn spawn(
             will: Some((offline.topic, offline.payload)),
             sync: None,
         };
-        let started = connection::start(&mqtt, "node", REQUEST_CAPACITY, filters, extras).await;
+        let started =
+            connection::start(&mqtt, &relay, "node", REQUEST_CAPACITY, filters, extras).await;
         let session = match started {
             Ok(session) => session,
             Err(error) => {

@@ -55,10 +55,12 @@ fn start(
 ) -> (flume::Receiver<Result<(), ConnectError>>, ResearcherHandle) {
     let (driver, handle) = ResearcherDriver::new(core);
     let (ready_tx, ready) = flume::bounded(1);
+    let relay = runtime.relay().clone();
     runtime.handle().spawn(async move {
         let qos = mqtt.qos.to_rumqttc();
         let session = match connection::start(
             &mqtt,
+            &relay,
             "researcher",
             REQUEST_CAPACITY,
             filters(qos),

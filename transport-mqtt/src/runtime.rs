@@ -3,7 +3,10 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-/// A background thread running a single-threaded tokio runtime. Drivers started on one
+use crate::relay::Relay;
+
+/// A background thread running a single-threaded tokio runtime, and the relay its connections
+/// go through (see `relay.rs`). Drivers started on one
 /// `Runtime` share its thread: a thousand nodes are a thousand tasks, not threads. Clones
 /// share the thread; it stops when the last clone and the last driver on it are dropped.
 #[derive(Clone, Debug)]
@@ -14,6 +17,7 @@ pub struct Runtime {
 #[derive(Debug)]
 struct Inner {
     handle: tokio::runtime::Handle,
+    relay: Relay,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -25,6 +29,8 @@ impl Runtime {
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        let relay = runtime.block_on(async { Relay::start(listener) })?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("fedreq-mqtt".into())
@@ -34,6 +40,7 @@ impl Runtime {
         Ok(Runtime {
             inner: Arc::new(Inner {
                 handle,
+                relay,
                 stop: Some(stop),
                 thread: Some(thread),
             }),
@@ -42,6 +49,11 @@ impl Runtime {
 
     pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
         &self.inner.handle
+    }
+
+    /// The relay every connection on this runtime goes through.
+    pub(crate) fn relay(&self) -> &Relay {
+        &self.inner.relay
     }
 }
 

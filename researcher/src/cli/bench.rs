@@ -16,9 +16,27 @@ use super::{fail, millis};
 /// Options of `bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Transports: sim, embedded, mosquitto (when installed)
-    #[arg(long, value_delimiter = ',', default_value = "sim,embedded,mosquitto")]
+    /// Transports without --broker: sim, embedded, mosquitto (its default configuration),
+    /// mosquitto-nodelay (`set_tcp_nodelay true`); mosquitto ones when installed. With
+    /// --broker, only that broker is measured (nodes and researcher connect there)
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "sim,embedded,mosquitto,mosquitto-nodelay"
+    )]
     transports: Vec<String>,
+    /// How requests complete: presence (a broadcast expecting the nodes online), targeted
+    /// (every node named), known (a broadcast given the roster), quiet, compat
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "presence,targeted,known,quiet,compat"
+    )]
+    modes: Vec<String>,
+    /// Connect straight to the broker, not through the relay that acknowledges at once: shows
+    /// the 40 ms stall of a broker without TCP_NODELAY
+    #[arg(long)]
+    direct: bool,
     /// Node counts for the simulator
     #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
     sim_nodes: Vec<usize>,
@@ -33,21 +51,19 @@ pub struct BenchArgs {
     period: f64,
 }
 
-/// How a request knows it is complete.
-const MODES: [&str; 3] = ["known", "quiet", "compat"];
 const COMMANDS: [&str; 3] = ["ping", "list", "search"];
 
-struct Figure {
-    transport: &'static str,
+struct Figure<'a> {
+    transport: &'a str,
     nodes: usize,
     command: &'static str,
-    mode: &'static str,
+    mode: &'a str,
     times: Vec<Duration>,
     /// The fewest replies of any run; every node is expected to answer.
     replies: usize,
 }
 
-impl Figure {
+impl Figure<'_> {
     fn row(&self) -> Value {
         let (p50, p99) = p50_p99(&self.times);
         json!({
@@ -81,12 +97,26 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| (kb / 1024.0 * 10.0).round() / 10.0)
 }
 
-fn policy(mode: &str, period: Duration, nodes: &[String]) -> Policy {
+/// The submission of `command` in `mode` to `nodes`.
+fn submission(command: &str, mode: &str, period: Duration, nodes: &[String]) -> Submission {
+    let broadcast = Submission::broadcast(request(command));
     match mode {
-        "known" => Policy::quiet(Duration::from_secs(30)).with_roster(nodes.to_vec()),
-        "quiet" => Policy::quiet(period),
-        _ => Policy::fedbiomed(period),
+        "presence" => broadcast.with_policy(Policy::quiet(Duration::from_secs(30))),
+        "targeted" => Submission::to_nodes(request(command), nodes.to_vec())
+            .with_policy(Policy::quiet(Duration::from_secs(30))),
+        "known" => broadcast
+            .with_policy(Policy::quiet(Duration::from_secs(30)).with_roster(nodes.to_vec())),
+        "quiet" => broadcast.with_policy(Policy {
+            expect_online: false,
+            ..Policy::quiet(period)
+        }),
+        _ => broadcast.with_policy(Policy::fedbiomed(period)),
     }
+}
+
+/// Whether a mode waits a whole period: fewer runs of those.
+fn waits(mode: &str) -> bool {
+    matches!(mode, "quiet" | "compat")
 }
 
 fn request(command: &str) -> Request {
@@ -97,7 +127,14 @@ fn request(command: &str) -> Request {
     }
 }
 
-pub fn run(args: BenchArgs, json_output: bool) -> Result<(), String> {
+pub fn run(args: BenchArgs, broker: Option<MqttConfig>, json_output: bool) -> Result<(), String> {
+    for mode in &args.modes {
+        if !["presence", "targeted", "known", "quiet", "compat"].contains(&mode.as_str()) {
+            return Err(format!(
+                "unknown mode `{mode}`: use presence, targeted, known, quiet or compat"
+            ));
+        }
+    }
     let period = Duration::try_from_secs_f64(args.period).map_err(fail)?;
     let mut rows = Vec::new();
     let mut show = |figure: Figure| {
@@ -113,24 +150,32 @@ pub fn run(args: BenchArgs, json_output: bool) -> Result<(), String> {
         rows.push(row);
     };
     let mut baselines = Vec::new();
-    for transport in &args.transports {
+    let local_brokers = broker.is_none();
+    if let Some(mqtt) = broker {
+        let name = mqtt.address();
+        mqtt_bench(&name, mqtt, &args, period, &mut show, &mut baselines)?;
+    }
+    for transport in args.transports.iter().filter(|_| local_brokers) {
+        let local = |port| MqttConfig::new("127.0.0.1", port);
         match transport.as_str() {
             "sim" => sim(&args, period, &mut show)?,
             "embedded" => {
                 let broker = EmbeddedBroker::start_local().map_err(fail)?;
-                let mqtt = MqttConfig::new("127.0.0.1", broker.address().port());
-                mqtt_bench("embedded", &mqtt, &args, period, &mut show, &mut baselines)?;
+                let mqtt = local(broker.address().port());
+                mqtt_bench(transport, mqtt, &args, period, &mut show, &mut baselines)?;
             }
-            "mosquitto" => match Mosquitto::start()? {
-                Some(mosquitto) => {
-                    let mqtt = MqttConfig::new("127.0.0.1", mosquitto.port);
-                    mqtt_bench("mosquitto", &mqtt, &args, period, &mut show, &mut baselines)?;
+            "mosquitto" | "mosquitto-nodelay" => {
+                match Mosquitto::start(transport == "mosquitto-nodelay")? {
+                    Some(mosquitto) => {
+                        let mqtt = local(mosquitto.port);
+                        mqtt_bench(transport, mqtt, &args, period, &mut show, &mut baselines)?;
+                    }
+                    None => eprintln!("mosquitto is not installed: {transport} skipped"),
                 }
-                None => eprintln!("mosquitto is not installed: skipped"),
-            },
+            }
             other => {
                 return Err(format!(
-                    "unknown transport `{other}`: use sim, embedded or mosquitto"
+                    "unknown transport `{other}`: use sim, embedded, mosquitto or mosquitto-nodelay"
                 ))
             }
         }
@@ -153,12 +198,11 @@ fn sim(args: &BenchArgs, period: Duration, show: &mut impl FnMut(Figure)) -> Res
         let mut sim = Simulation::new(SimConfig::new(nodes, 1));
         let ids = sim.node_ids().to_vec();
         for command in COMMANDS {
-            for mode in MODES {
+            for mode in &args.modes {
                 let mut times = Vec::new();
                 let mut replies = nodes;
                 for _ in 0..args.runs.min(3) {
-                    let submission = Submission::broadcast(request(command))
-                        .with_policy(policy(mode, period, &ids));
+                    let submission = submission(command, mode, period, &ids);
                     // Wall time: the simulator's own clock is virtual.
                     let started = Instant::now();
                     let outcome = sim.request(submission).map_err(fail)?;
@@ -180,13 +224,15 @@ fn sim(args: &BenchArgs, period: Duration, show: &mut impl FnMut(Figure)) -> Res
 }
 
 fn mqtt_bench(
-    transport: &'static str,
-    mqtt: &MqttConfig,
+    transport: &str,
+    mut mqtt: MqttConfig,
     args: &BenchArgs,
     period: Duration,
     show: &mut impl FnMut(Figure),
     baselines: &mut Vec<Value>,
 ) -> Result<(), String> {
+    mqtt.quick_ack = !args.direct;
+    let mqtt = &mqtt;
     for &nodes in &args.mqtt_nodes {
         let ids: Vec<String> = (0..nodes).map(|i| format!("bench-{i}")).collect();
         let runtime = Runtime::new().map_err(fail)?;
@@ -198,25 +244,17 @@ fn mqtt_bench(
         let drivers =
             NodeDriver::start_many(&runtime, mqtt, configs, fedreq::repository::http_fetcher())
                 .map_err(fail)?;
-        for mode in MODES {
-            let config = RequestsConfig {
-                policy: policy(mode, period, &ids),
-                ..RequestsConfig::new(format!("bench-{mode}"))
-            };
-            let requests = Requests::connect(mqtt.clone(), config).map_err(fail)?;
+        let requests =
+            Requests::connect(mqtt.clone(), RequestsConfig::new("bench")).map_err(fail)?;
+        for mode in &args.modes {
             for command in COMMANDS {
-                let runs = if mode == "known" {
-                    args.runs
-                } else {
+                let runs = if waits(mode) {
                     args.runs.min(3)
+                } else {
+                    args.runs
                 };
                 let outcomes: Vec<Outcome> = (0..runs)
-                    .map(|_| {
-                        requests.request(
-                            Submission::broadcast(request(command))
-                                .with_policy(requests.config().policy.clone()),
-                        )
-                    })
+                    .map(|_| requests.request(submission(command, mode, period, &ids)))
                     .collect::<Result<_, _>>()
                     .map_err(fail)?;
                 let replies = outcomes.iter().map(|o| o.replies.len()).min().unwrap_or(0);
@@ -240,7 +278,8 @@ fn mqtt_bench(
     Ok(())
 }
 
-/// mosquitto on a free loopback port with TCP_NODELAY, stopped when dropped.
+/// mosquitto on a free loopback port, as Debian configures it (with `set_tcp_nodelay true`
+/// when `nodelay`), stopped when dropped.
 struct Mosquitto {
     child: Child,
     port: u16,
@@ -248,7 +287,7 @@ struct Mosquitto {
 }
 
 impl Mosquitto {
-    fn start() -> Result<Option<Mosquitto>, String> {
+    fn start(nodelay: bool) -> Result<Option<Mosquitto>, String> {
         let Some(binary) = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
@@ -260,7 +299,12 @@ impl Mosquitto {
             .map_err(fail)?
             .port();
         let config = std::env::temp_dir().join(format!("fedreq-bench-mosquitto-{port}.conf"));
-        let text = format!("listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\nmax_queued_messages 100000\n");
+        let nodelay = if nodelay {
+            "set_tcp_nodelay true\n"
+        } else {
+            ""
+        };
+        let text = format!("listener {port} 127.0.0.1\nallow_anonymous true\n{nodelay}");
         std::fs::write(&config, text).map_err(fail)?;
         let child = Command::new(binary)
             .arg("-c")

@@ -127,7 +127,10 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Broker(args) => serve::broker(args),
         Command::Repository(args) => serve::repository(args),
         Command::Sim(args) => sim::run(args, global.json, global.timeout.0),
-        Command::Bench(args) => bench::run(args, global.json),
+        Command::Bench(args) => {
+            let broker = global.broker.as_ref().map(|_| global.mqtt()).transpose()?;
+            bench::run(args, broker, global.json)
+        }
     }
 }
 
