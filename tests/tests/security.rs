@@ -19,12 +19,14 @@ const NODES: [&str; 2] = ["node-1", "node-2"];
 
 /// The ACL of docs/deployment.md: node accounts are named after their node id.
 const ACL: &str = "\
-# Nodes: read the broadcast topic and their own, write replies, logs and scalars.
+# Nodes: read the broadcast topic and their own, write replies, logs and scalars, and
+# their status (its retained will included).
 pattern read general/nodes
 pattern read general/%u
 pattern write general/researcher
 pattern write general/logger
 pattern write general/monitoring
+pattern write fedreq/presence/%u
 
 # The researcher: the reverse.
 user researcher
@@ -34,6 +36,8 @@ topic write general/node-2
 topic read general/researcher
 topic read general/logger
 topic read general/monitoring
+topic read fedreq/presence/+
+topic readwrite fedreq/sync/#
 ";
 
 struct Files {
@@ -162,6 +166,14 @@ fn only_the_right_accounts_speak_on_the_right_topics() {
     let mut online = ping.online();
     online.sort();
     assert_eq!(online, nodes, "over TLS, with passwords, within the ACL");
+    let roster = researcher.roster().recv().unwrap();
+    assert_eq!(
+        roster.keys().cloned().collect::<Vec<_>>(),
+        nodes,
+        "presence passes the ACL, retained before the first request"
+    );
+    let spied = spy.roster().recv().unwrap();
+    assert!(spied.is_empty(), "a node account reads no statuses: {spied:?}");
 
     // A wrong password is refused, clearly.
     let error = fedreq_mqtt::connect_researcher(
