@@ -253,3 +253,35 @@ fn a_first_connection_that_is_reset_is_tried_again_within_the_connect_timeout() 
         .unwrap();
     assert_eq!(ping.online(), vec!["n".to_owned()]);
 }
+
+/// A broker queues at most so many QoS 1 messages per client: the retained statuses of many
+/// nodes must not crowd out the replies to the first broadcast (they come at QoS 0).
+#[test]
+fn the_first_broadcast_after_connecting_sees_every_node_past_the_brokers_queue_limit() {
+    let Some(mosquitto) = Mosquitto::start_with("max_queued_messages 70\nmax_inflight_messages 5")
+    else {
+        return;
+    };
+    let mqtt = MqttConfig::new("127.0.0.1", mosquitto.port());
+    let runtime = Runtime::new().unwrap();
+    let ids: Vec<String> = (0..60).map(|i| format!("crowd-{i}")).collect();
+    let configs = ids
+        .iter()
+        .map(|id| NodeConfig::new(id.clone(), datasets(1, 1)))
+        .collect();
+    let _nodes = NodeDriver::start_many(&runtime, &mqtt, configs, plan_fetcher()).unwrap();
+    let researcher =
+        fedreq_mqtt::connect_researcher(mqtt, ResearcherConfig::new("r-crowd")).unwrap();
+    assert_eq!(researcher.roster().recv().unwrap().len(), 60);
+    let ping = researcher
+        .submit(Submission::broadcast(Request::ping()))
+        .recv()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (ping.online().len(), ping.missing.len()),
+        (60, 0),
+        "{:?}",
+        ping.completion
+    );
+}

@@ -173,7 +173,10 @@ fn only_the_right_accounts_speak_on_the_right_topics() {
         "presence passes the ACL, retained before the first request"
     );
     let spied = spy.roster().recv().unwrap();
-    assert!(spied.is_empty(), "a node account reads no statuses: {spied:?}");
+    assert!(
+        spied.is_empty(),
+        "a node account reads no statuses: {spied:?}"
+    );
 
     // A wrong password is refused, clearly.
     let error = fedreq_mqtt::connect_researcher(

@@ -62,7 +62,10 @@ async fn measure(
             }
         });
     }
-    let timeout = mqtt.connect_timeout;
+    // A thousand responders connecting at once take longer than one client.
+    let timeout = mqtt
+        .connect_timeout
+        .max(Duration::from_millis(20) * responders as u32);
     let unreachable = |reason: &str| ConnectError::Unreachable {
         address: mqtt.address(),
         reason: reason.to_owned(),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use fedreq_driver::{ResearcherDriver, ResearcherHandle};
-use fedreq_protocol::{topic, ConnectionState, ResearcherConfig};
+use fedreq_protocol::{presence, topic, ConnectionState, ResearcherConfig};
 use rumqttc::AsyncClient;
 use tokio::time::Instant;
 
@@ -168,9 +168,19 @@ fn extras() -> Extras {
 /// Below it, each researcher connection's echo topic.
 const SYNC: &str = "fedreq/sync";
 
+/// The researcher's topics. Statuses come at QoS 0: a broker queues at most so many QoS 1
+/// messages per client (mosquitto: 1,000), and a thousand retained statuses delivered on
+/// connection would crowd out the replies to the first broadcast.
 fn filters(qos: rumqttc::QoS) -> Vec<rumqttc::SubscribeFilter> {
     topic::RESEARCHER_SUBSCRIPTIONS
         .iter()
-        .map(|t| rumqttc::SubscribeFilter::new((*t).to_owned(), qos))
+        .map(|&t| {
+            let qos = if t == presence::SUBSCRIPTION {
+                rumqttc::QoS::AtMostOnce
+            } else {
+                qos
+            };
+            rumqttc::SubscribeFilter::new(t.to_owned(), qos)
+        })
         .collect()
 }
