@@ -207,22 +207,14 @@ impl Task {
             self.flush();
         }
     }
-}
 
-impl Task {
     /// Says `offline` and disconnects cleanly (no will), waiting a moment for both to go out.
     async fn stop(mut self, inputs: &flume::Receiver<Input>) {
         self.announce(Status::Offline);
         self.outbox.flush(&self.client, self.qos);
         let _ = self.client.try_disconnect();
-        let gone = tokio::time::sleep(Duration::from_secs(1));
-        tokio::pin!(gone);
-        loop {
-            tokio::select! {
-                input = inputs.recv_async() => if input.is_err() { return },
-                _ = &mut gone => return,
-            }
-        }
+        let closed = async { while inputs.recv_async().await.is_ok() {} };
+        let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
     }
 }
 

@@ -102,6 +102,8 @@ impl Task {
     /// they are sent again on every connection.
     fn input(&mut self, input: Input) {
         match input {
+            // A late echo of the first session's sync is no message for the core.
+            Input::Publish { topic, .. } if topic.starts_with(SYNC) => {}
             Input::Publish { topic, payload } => self.driver.handle_publish(&topic, &payload),
             Input::Connected => self.outbox.reconnected(filters(self.qos)),
             Input::Subscribed(accepted) => {
