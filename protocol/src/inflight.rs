@@ -115,6 +115,14 @@ impl Active {
         matches!(&self.kind, Kind::Collect(commands) if commands.is_empty() || commands.contains(&command))
     }
 
+    /// Whether it is a broadcast expecting the nodes online by presence.
+    pub(crate) fn by_presence(&self) -> bool {
+        self.targets.is_none()
+            && self.policy.roster.is_none()
+            && self.policy.expect_online
+            && matches!(self.kind, Kind::Sent { .. })
+    }
+
     pub(crate) fn targets(&self, node: &str) -> bool {
         self.targeted.as_ref().is_none_or(|t| t.contains(node))
     }

@@ -138,6 +138,8 @@ impl Policy {
 /// announce nothing (Fed-BioMed v4.4 nodes): a quarter of the time its last expected reply
 /// took, from 0.2 ms to 5 ms, never past `timeout`. Replies from the same machine room come
 /// within that; a node that answers later is expected by the next broadcasts, until it misses one.
+/// Only while such a node may be out there: a core's first broadcast, and every one after a node
+/// without presence was heard.
 pub fn settle_window(last_expected_after: Duration, timeout: Duration) -> Duration {
     (last_expected_after / 4)
         .clamp(Duration::from_micros(200), Duration::from_millis(5))

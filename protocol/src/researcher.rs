@@ -196,6 +196,9 @@ pub struct Researcher {
     roster: BTreeMap<NodeId, Member>,
     /// Nodes without presence that answered a broadcast lately: expected by the next ones.
     heard: BTreeSet<NodeId>,
+    /// Whether a broadcast ever showed a node without presence, or none has settled yet: only
+    /// then do broadcasts settle, so a federation that all announces pays no window.
+    may_have_silent: bool,
 }
 
 impl Researcher {
@@ -220,6 +223,7 @@ impl Researcher {
             stats: Stats::default(),
             roster: BTreeMap::new(),
             heard: BTreeSet::new(),
+            may_have_silent: true,
             config,
         }
     }
@@ -306,11 +310,12 @@ impl Researcher {
         // A targeted request expects its targets; a broadcast, the roster.
         // A targeted request expects its targets; a broadcast, the caller's roster, else the
         // nodes online by presence (and then settles for the others).
-        let settles = targets.is_none() && policy.roster.is_none() && policy.expect_online;
+        let by_presence = targets.is_none() && policy.roster.is_none() && policy.expect_online;
+        let settles = by_presence && self.may_have_silent;
         let expected = match (&targets, &policy.roster) {
             (Some(targets), _) => targets.clone(),
             (None, Some(roster)) => dedup(roster),
-            (None, None) if settles => self.expected_by_broadcast(),
+            (None, None) if by_presence => self.expected_by_broadcast(),
             (None, None) => Vec::new(),
         };
         let id = RequestId(self.next_id);
@@ -521,7 +526,7 @@ impl Researcher {
             active.counters.duplicates += 1;
             return;
         }
-        if active.settles && !active.expected_set.contains(node) {
+        if active.by_presence() && !active.expected_set.contains(node) {
             self.hear(node);
         }
         let active = self.requests.get_mut(&id).expect("candidate is in flight");
@@ -675,10 +680,12 @@ impl Researcher {
         }
     }
 
-    /// Remembers a node without presence that answered, bounded like the mailbox.
+    /// Remembers a node without presence that answered, bounded like the mailbox: from now
+    /// on broadcasts expect it, and settle for others like it.
     fn hear(&mut self, node: &str) {
         if !self.roster.contains_key(node) && self.heard.len() < self.config.mailbox_capacity {
             self.heard.insert(node.to_owned());
+            self.may_have_silent = true;
         }
     }
 
@@ -808,10 +815,12 @@ impl Researcher {
             .filter(|node| !active.has_answered(node))
             .cloned()
             .collect();
-        if active.settles {
+        if active.by_presence() {
             for node in &missing {
                 self.heard.remove(node);
             }
+            // Settled, and nobody without presence heard so far: the next ones need not.
+            self.may_have_silent = !self.heard.is_empty();
         }
         self.events.push_back(Event::Completed(Outcome {
             id,

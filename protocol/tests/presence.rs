@@ -202,3 +202,38 @@ fn a_broadcast_finds_nodes_with_and_without_presence() {
         second.elapsed
     );
 }
+
+#[test]
+fn broadcasts_settle_only_while_a_node_without_presence_may_be_out_there() {
+    let mut core = Researcher::new(ResearcherConfig::new(ME));
+    status(&mut core, ms(0.0), "a", Status::Online, 1);
+    let mut ping = |core: &mut Researcher, at: f64, sequence: u64, nodes: &[&str]| {
+        core.submit(ms(at), Submission::broadcast(Request::ping()))
+            .unwrap();
+        for node in nodes {
+            pong(core, ms(at + 4.0), node, sequence);
+        }
+        outcome(core, ms(60_000.0))
+    };
+    let first = ping(&mut core, 10.0, 0, &["a"]);
+    assert_eq!(
+        first.elapsed,
+        Duration::from_millis(5),
+        "the first one settles"
+    );
+    let second = ping(&mut core, 100.0, 1, &["a"]);
+    assert_eq!(
+        second.elapsed,
+        Duration::from_millis(4),
+        "everyone announces: no window"
+    );
+    // A node without presence answers, after the last expected one: too late for this
+    // broadcast, it is expected by the next ones, and windows come back.
+    let third = ping(&mut core, 200.0, 2, &["a", "silent"]);
+    assert_eq!(third.online(), ["a"]);
+    let fourth = ping(&mut core, 300.0, 3, &["a", "silent"]);
+    assert_eq!(
+        (fourth.online().len(), fourth.elapsed),
+        (2, Duration::from_millis(5))
+    );
+}
