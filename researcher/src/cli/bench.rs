@@ -235,6 +235,17 @@ fn mqtt_bench(
     let mqtt = &mqtt;
     for &nodes in &args.mqtt_nodes {
         let ids: Vec<String> = (0..nodes).map(|i| format!("bench-{i}")).collect();
+        // The floor first, on a broker the last figures left alone; worth having, not worth
+        // losing the figures for.
+        match fedreq_mqtt::bare::round_trips(mqtt, nodes, args.runs) {
+            Ok(bare) => {
+                let (p50, p99) = p50_p99(&bare);
+                baselines.push(
+                    json!({ "transport": transport, "nodes": nodes, "p50_ms": p50, "p99_ms": p99 }),
+                );
+            }
+            Err(error) => eprintln!("bare MQTT {nodes} on {transport}: not measured: {error}"),
+        }
         let runtime = Runtime::new().map_err(fail)?;
         let configs = ids
             .iter()
@@ -270,16 +281,6 @@ fn mqtt_bench(
             }
         }
         drop(drivers);
-        // The floor is worth having, not worth losing the figures for.
-        match fedreq_mqtt::bare::round_trips(mqtt, nodes, args.runs) {
-            Ok(bare) => {
-                let (p50, p99) = p50_p99(&bare);
-                baselines.push(
-                    json!({ "transport": transport, "nodes": nodes, "p50_ms": p50, "p99_ms": p99 }),
-                );
-            }
-            Err(error) => eprintln!("bare MQTT {nodes} on {transport}: not measured: {error}"),
-        }
     }
     Ok(())
 }
