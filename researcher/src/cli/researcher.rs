@@ -1,7 +1,7 @@
 //! The researcher's commands: ping, list, search, approve, send, listen.
 
 use std::collections::BTreeMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use fedreq::TrainingPlan;
@@ -325,9 +325,13 @@ pub fn roster(global: &Global) -> Result<(), String> {
     let online = roster.values().filter(|m| m.online).count();
     println!("{online} node(s) online, {} offline", roster.len() - online);
     for (node, member) in &roster {
-        let state = if member.online { "online " } else { "offline" };
-        let ago = now.saturating_sub(member.since.since_epoch());
-        println!("  {state} {node}  since {} s ago", ago.as_secs());
+        // Online since the run started (its incarnation is its start); offline since we heard.
+        let (state, since) = match member.online {
+            true => ("online ", Duration::from_nanos(member.incarnation)),
+            false => ("offline", member.since.since_epoch()),
+        };
+        let ago = now.saturating_sub(since);
+        println!("  {state} {node}  for {} s", ago.as_secs());
     }
     Ok(())
 }
