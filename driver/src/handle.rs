@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -44,6 +45,7 @@ impl std::fmt::Debug for Order {
 pub struct ResearcherHandle {
     orders: flume::Sender<Order>,
     events: flume::Receiver<Event>,
+    events_dropped: Arc<AtomicU64>,
     // Declared last, so dropped after `orders`: the loop sees every handle gone first.
     _transport: Option<Arc<dyn Any + Send + Sync>>,
 }
@@ -83,9 +85,16 @@ impl ResearcherHandle {
     }
 
     /// Every event but completions: node logs, monitoring scalars, errors, unmatched and
-    /// rejected messages, connection changes.
+    /// rejected messages, connection changes. Bounded: past [`EVENT_CAPACITY`] unread events,
+    /// the oldest is dropped for each new one, and counted in
+    /// [`events_dropped`](Self::events_dropped).
     pub fn events(&self) -> &flume::Receiver<Event> {
         &self.events
+    }
+
+    /// Events dropped because nobody read them in time.
+    pub fn events_dropped(&self) -> u64 {
+        self.events_dropped.load(Ordering::Relaxed)
     }
 
     /// A stopped driver drops the answer's sender: the caller's receiver reports it.
@@ -96,6 +105,9 @@ impl ResearcherHandle {
     }
 }
 
+/// How many unread events the handles' channel holds; past it, the oldest go first.
+pub const EVENT_CAPACITY: usize = 10_000;
+
 /// What a transport's loop owns: the core, the callers waiting for an outcome, the clock.
 #[derive(Debug)]
 pub struct ResearcherDriver {
@@ -103,24 +115,62 @@ pub struct ResearcherDriver {
     clock: Clock,
     orders: flume::Receiver<Order>,
     waiting: HashMap<RequestId, Answer>,
-    events: flume::Sender<Event>,
+    events: Events,
+}
+
+/// The bounded event channel, seen from the driver: it drops the oldest to make room.
+#[derive(Debug)]
+struct Events {
+    sender: flume::Sender<Event>,
+    oldest: flume::Receiver<Event>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Events {
+    fn send(&self, mut event: Event) {
+        loop {
+            match self.sender.try_send(event) {
+                Ok(()) | Err(flume::TrySendError::Disconnected(_)) => return,
+                Err(flume::TrySendError::Full(back)) => {
+                    if self.oldest.try_recv().is_ok() {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    event = back;
+                }
+            }
+        }
+    }
 }
 
 impl ResearcherDriver {
     /// A driver for a new core, and the first handle to it.
     pub fn new(config: ResearcherConfig) -> (ResearcherDriver, ResearcherHandle) {
+        Self::with_event_capacity(config, EVENT_CAPACITY)
+    }
+
+    /// The same, holding at most `capacity` unread events.
+    pub fn with_event_capacity(
+        config: ResearcherConfig,
+        capacity: usize,
+    ) -> (ResearcherDriver, ResearcherHandle) {
         let (orders_tx, orders) = flume::unbounded();
-        let (events, events_rx) = flume::unbounded();
+        let (sender, events_rx) = flume::bounded(capacity.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
         let driver = ResearcherDriver {
             core: Researcher::new(config),
             clock: Clock::start(),
             orders,
             waiting: HashMap::new(),
-            events,
+            events: Events {
+                sender,
+                oldest: events_rx.clone(),
+                dropped: Arc::clone(&dropped),
+            },
         };
         let handle = ResearcherHandle {
             orders: orders_tx,
             events: events_rx,
+            events_dropped: dropped,
             _transport: None,
         };
         (driver, handle)
@@ -194,9 +244,7 @@ impl ResearcherDriver {
                     let _ = answer.send(Ok(outcome));
                 }
             },
-            |event| {
-                let _ = events.send(event);
-            },
+            |event| events.send(event),
         );
     }
 }
@@ -217,5 +265,38 @@ pub fn drain(
             Event::Completed(outcome) => complete(outcome),
             other => event(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unread_events_are_bounded_the_oldest_dropped_and_counted() {
+        let (mut driver, handle) =
+            ResearcherDriver::with_event_capacity(ResearcherConfig::new("r"), 10);
+        for i in 0..50 {
+            let log = format!(
+                r#"{{"researcher_id": "<unknown>", "node_id": "n", "level": "INFO", "msg": "log {i}", "command": "log", "protocol_version": "1"}}"#
+            );
+            driver.handle_publish("general/logger", log.as_bytes());
+            driver.drain(|_| {});
+        }
+        let kept: Vec<String> = handle
+            .events()
+            .try_iter()
+            .map(|event| match event {
+                Event::Log(log) => log.text,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(kept.len(), 10);
+        assert_eq!(
+            (kept[0].as_str(), kept[9].as_str()),
+            ("log 40", "log 49"),
+            "the newest"
+        );
+        assert_eq!(handle.events_dropped(), 40);
     }
 }

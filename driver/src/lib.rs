@@ -23,4 +23,4 @@ mod clock;
 mod handle;
 
 pub use clock::Clock;
-pub use handle::{drain, Order, ResearcherDriver, ResearcherHandle, Roster};
+pub use handle::{drain, Order, ResearcherDriver, ResearcherHandle, Roster, EVENT_CAPACITY};
