@@ -23,9 +23,9 @@ use crate::topic::{self, NodeId};
 /// The `errnum` of every protocol error a node reports.
 pub const PROTOCOL_ERROR: &str = "FB301: Protocol error";
 /// The researcher id of a reply to a message that named none.
-const UNKNOWN_RESEARCHER: &str = "unknown_researcher_id";
-/// Fields every dataset must have.
-const DATASET_FIELDS: [&str; 6] = [
+const UNKNOWN_RESEARCHER: &str = crate::message::PLACEHOLDER_RESEARCHER_IDS[2];
+/// Fields every dataset must have, in the order a v4.4 node stores them.
+pub const DATASET_FIELDS: [&str; 6] = [
     "name",
     "data_type",
     "tags",

@@ -1,22 +1,14 @@
 //! Datasets as Fed-BioMed prints them: one grid table per node.
 
 use comfy_table::Table;
+use fedreq_protocol::node::DATASET_FIELDS;
 use serde_json::Value;
 
 /// tabulate's `grid` format, which Fed-BioMed uses: `+---+` rules, `+===+` under the header.
 const GRID: &str = "||--+=++|-+++++++++";
 
-/// The fields of a v4.4 node's dataset entry, in its order (`dataset_manager.py`).
-const V44_COLUMNS: [&str; 8] = [
-    "name",
-    "data_type",
-    "tags",
-    "description",
-    "shape",
-    "dataset_id",
-    "dataset_parameters",
-    "dlp_id",
-];
+/// After the required fields, the optional ones of a v4.4 entry, in its order.
+const V44_OPTIONAL: [&str; 2] = ["dataset_parameters", "dlp_id"];
 
 /// `Node: ID | Number of Datasets: N` and a grid table, or a line when the node has no data.
 pub fn datasets(node: &str, datasets: &[Value]) -> String {
@@ -26,7 +18,7 @@ pub fn datasets(node: &str, datasets: &[Value]) -> String {
     }
     // Every key, as v4.4 tabulates them (`dataset_id` included): the fields a node stores, in
     // the order v4.4 stores them, then any other key in name order.
-    let mut columns: Vec<&str> = V44_COLUMNS.to_vec();
+    let mut columns: Vec<&str> = DATASET_FIELDS.into_iter().chain(V44_OPTIONAL).collect();
     for key in datasets
         .iter()
         .filter_map(Value::as_object)
