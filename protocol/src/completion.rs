@@ -1,8 +1,8 @@
 //! Every completion rule of a request, in one place.
 //!
 //! A request's named [`Timer`]s are computed from its state ([`Active::timers`]), so no
-//! change can leave one stale; its next wake is their minimum, and [`Active::expire`] says which one fired and what that
-//! means. The rules that complete on arrival (every expected node answered, an error under
+//! change can leave one stale; its next wake is their minimum, and [`Active::expire`] says
+//! which one fired and what that means. The rules that complete on arrival (every expected node answered, an error under
 //! `stop_on_error`) are in [`Active::on_answer`]. [`Policy`](crate::policy::Policy) holds the
 //! settings; this module is what they do. Adding a rule means a timer or a branch here.
 
@@ -55,7 +55,7 @@ impl Timers {
     }
 }
 
-/// How a kept message counts.
+/// What a node's answer was, for the rules that complete on arrival.
 pub(crate) enum Answer {
     /// A reply of the request's command.
     Reply,
