@@ -51,6 +51,67 @@ pub enum Error {
     /// A message for `send_message` that is not a valid request.
     #[error("invalid message: {0}")]
     Message(#[from] DecodeError),
+    /// An environment variable that cannot be used.
+    #[error("{variable} `{value}` is not {expected}")]
+    Environment {
+        /// Its name.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+        /// What it should be.
+        expected: &'static str,
+    },
+}
+
+/// Fed-BioMed v4.4's broker: `MQTT_BROKER` (else `localhost`) and `MQTT_BROKER_PORT` (else 1883).
+pub fn broker_from_env() -> Result<MqttConfig, Error> {
+    let host = std::env::var("MQTT_BROKER").unwrap_or_else(|_| "localhost".into());
+    let port = match std::env::var("MQTT_BROKER_PORT") {
+        Ok(port) => port.parse().map_err(|_| Error::Environment {
+            variable: "MQTT_BROKER_PORT",
+            value: port,
+            expected: "a port",
+        })?,
+        Err(_) => 1883,
+    };
+    Ok(MqttConfig::new(host, port))
+}
+
+/// How requests complete, as the program's options and Python's arguments say it.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    /// Quiet period after the last reply (Fed-BioMed's `TIMEOUT`), or round length with `compat`.
+    pub timeout: Duration,
+    /// Fed-BioMed v4.4's rounds: at least two timeouts per request.
+    pub compat: bool,
+    /// Complete once this many nodes have answered, after `grace`.
+    pub min_replies: Option<usize>,
+    /// How long to wait for stragglers once `min_replies` answered.
+    pub grace: Duration,
+    /// Complete at the latest this long after submission.
+    pub deadline: Option<Duration>,
+}
+
+impl Completion {
+    /// The policy every request of a `Requests` is collected under.
+    pub fn policy(&self) -> Policy {
+        let mut policy = match self.compat {
+            true => Policy::fedbiomed(self.timeout),
+            false => Policy::quiet(self.timeout),
+        };
+        if let Some(count) = self.min_replies {
+            policy = policy.with_min_replies(count, self.grace);
+        }
+        if let Some(deadline) = self.deadline {
+            policy = policy.with_deadline(deadline);
+        }
+        policy
+    }
+}
+
+/// A researcher id for who gives none: `researcher_` and 16 random hex digits.
+pub fn random_researcher_id() -> String {
+    format!("researcher_{:016x}", random_u64())
 }
 
 /// Fed-BioMed v4.4's default `UPLOADS_URL`.
@@ -379,7 +440,8 @@ impl Requests {
             .ok_or(Error::NoRepository)
     }
 
-    /// Sends any request message (a JSON object with `command`) to every node, or to `client`
+    /// Sends any request message (a JSON object with `command`; our `researcher_id` is
+    /// stamped on it) to every node, or to `client`
     /// only; with `add_sequence`, stamps the next sequence number and returns it. Replies go to
     /// the mailbox, for [`get_messages`](Self::get_messages) and [`get_responses`](Self::get_responses).
     pub fn send_message(
@@ -434,6 +496,10 @@ impl Requests {
                 _ => message.insert("sequence".into(), 0.into()),
             };
         }
+        // The core stamps our id on every request: a message may leave it out.
+        message
+            .entry("researcher_id")
+            .or_insert_with(|| self.config.researcher_id.clone().into());
         let request = Request::from_value(message)?;
         let mut submission = self.submission(request, client.map(|node| vec![node]));
         // Sent, not collected: completes at once, and the replies wait in the mailbox.

@@ -158,35 +158,21 @@ impl FromStr for Seconds {
 impl Global {
     /// The collection policy the options describe.
     fn policy(&self) -> Policy {
-        let timeout = self.timeout.0;
-        let mut policy = if self.compat {
-            Policy::fedbiomed(timeout)
-        } else {
-            Policy::quiet(timeout)
-        };
-        if let Some(count) = self.min_replies {
-            policy = policy.with_min_replies(count, self.grace.0);
+        fedreq::requests::Completion {
+            timeout: self.timeout.0,
+            compat: self.compat,
+            min_replies: self.min_replies,
+            grace: self.grace.0,
+            deadline: self.deadline.map(|d| d.0),
         }
-        if let Some(deadline) = self.deadline {
-            policy = policy.with_deadline(deadline.0);
-        }
-        policy
+        .policy()
     }
 
     /// The broker: `--broker`, else Fed-BioMed's `MQTT_BROKER` and `MQTT_BROKER_PORT`.
     fn mqtt(&self) -> Result<MqttConfig, String> {
         let mut mqtt = match &self.broker {
             Some(address) => MqttConfig::parse(address).map_err(fail)?,
-            None => {
-                let host = std::env::var("MQTT_BROKER").unwrap_or_else(|_| "localhost".into());
-                let port = match std::env::var("MQTT_BROKER_PORT") {
-                    Ok(port) => port
-                        .parse()
-                        .map_err(|_| format!("MQTT_BROKER_PORT `{port}` is not a port"))?,
-                    Err(_) => 1883,
-                };
-                MqttConfig::new(host, port)
-            }
+            None => fedreq::requests::broker_from_env().map_err(fail)?,
         };
         mqtt.qos = [Qos::AtMostOnce, Qos::AtLeastOnce, Qos::ExactlyOnce][usize::from(self.qos)];
         mqtt.connect_timeout = self
@@ -208,7 +194,7 @@ impl Global {
         let researcher_id = self
             .researcher_id
             .clone()
-            .unwrap_or_else(|| format!("researcher_{:016x}", fedreq::requests::random_u64()));
+            .unwrap_or_else(fedreq::requests::random_researcher_id);
         RequestsConfig {
             researcher_id,
             policy: self.policy(),
