@@ -22,6 +22,8 @@ pub(crate) enum Timer {
     Grace,
     /// The settle window of a broadcast by presence, once every expected node answered.
     Settle,
+    /// `return_window` after an expected node went offline without answering.
+    Return,
     /// The end of a Fed-BioMed round.
     Round,
     /// `timeout` after the last reply, or after sending when none came.
@@ -34,6 +36,7 @@ pub(crate) struct Timers {
     deadline: Option<Timestamp>,
     grace: Option<Timestamp>,
     settle: Option<Timestamp>,
+    back: Option<Timestamp>,
     round: Option<Timestamp>,
     quiet: Option<Timestamp>,
 }
@@ -46,6 +49,7 @@ impl Timers {
             (self.deadline, Timer::Deadline),
             (self.grace, Timer::Grace),
             (self.settle, Timer::Settle),
+            (self.back, Timer::Return),
             (self.round, Timer::Round),
             (self.quiet, Timer::Quiet),
         ]
@@ -61,7 +65,7 @@ pub(crate) enum Answer {
     Reply,
     /// An `error` from the node.
     Error,
-    /// The node went offline before answering.
+    /// A node that went offline before answering did not come back.
     Gone,
 }
 
@@ -79,9 +83,16 @@ impl Active {
                 .filter(|_| sent)
                 .map(|(at, min)| at + min.grace),
             settle: self.settle_at,
+            back: self.return_at(),
             round: (sent && policy.rounds.is_some()).then_some(self.round_end),
             quiet: (sent && policy.rounds.is_none()).then(|| self.last_reply + policy.timeout),
         }
+    }
+
+    /// When the first node that went offline has been awaited long enough.
+    fn return_at(&self) -> Option<Timestamp> {
+        let first = self.leaving.iter().filter_map(|&(_, since)| since).min()?;
+        Some(first + self.policy.return_window)
     }
 
     /// Starts the quiet period and the first round at `now`, when the request goes out.
@@ -99,6 +110,19 @@ impl Active {
             Timer::Deadline => Completion::Deadline,
             Timer::Grace => Completion::MinReplies,
             Timer::Settle => Completion::AllAnswered,
+            Timer::Return => {
+                let window = self.policy.return_window;
+                let due: Vec<_> = self
+                    .leaving
+                    .iter()
+                    .filter(|(_, since)| since.is_some_and(|since| since + window <= at))
+                    .map(|(node, _)| node.clone())
+                    .collect();
+                for node in due {
+                    self.give_up(&node);
+                }
+                return self.on_answer(at, Answer::Gone);
+            }
             Timer::Quiet => Completion::QuietPeriod,
             Timer::Round => {
                 let while_responses = self.policy.rounds.is_some_and(|r| r.while_responses);

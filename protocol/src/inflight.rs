@@ -59,7 +59,10 @@ pub(crate) struct Active {
     pub(crate) replied: NodeSet,
     pub(crate) errored: NodeSet,
     pub(crate) expected_answered: usize,
-    /// Expected nodes that went offline before answering: awaited no more, reported missing.
+    /// Expected nodes that went offline before answering, and since when (`None` while our own
+    /// connection is down): awaited `return_window` more.
+    pub(crate) leaving: Vec<(NodeId, Option<Timestamp>)>,
+    /// Expected nodes that went offline and did not come back: awaited no more, reported missing.
     pub(crate) gone: NodeSet,
     /// Expects the roster by presence: settles before completing.
     pub(crate) settles: bool,
@@ -92,6 +95,7 @@ impl Active {
             replied: NodeSet::with_hasher(keyed),
             errored: NodeSet::with_hasher(keyed),
             expected_answered: 0,
+            leaving: Vec::new(),
             gone: NodeSet::with_hasher(keyed),
             settles: false,
             settle_at: None,
@@ -131,10 +135,29 @@ impl Active {
         self.replied.contains(node) || self.errored.contains(node)
     }
 
-    /// Marks `node` as having answered, for early completion.
+    /// Marks `node` as having answered, for early completion; a node counted as gone that
+    /// answers after all is counted once.
     pub(crate) fn mark_answered(&mut self, node: &str) {
-        if self.expected_set.contains(node) {
+        self.leaving.retain(|(n, _)| n != node);
+        if self.expected_set.contains(node) && !self.gone.remove(node) {
             self.expected_answered += 1;
         }
+    }
+
+    /// Awaits `node`, which went offline, no more: it will be reported missing.
+    pub(crate) fn give_up(&mut self, node: &str) {
+        self.leaving.retain(|(n, _)| n != node);
+        if self.gone.insert(node.to_owned()) {
+            self.expected_answered += 1;
+        }
+    }
+
+    /// Whether it awaits `node`, which just went offline.
+    pub(crate) fn awaits(&self, node: &str) -> bool {
+        self.sent.is_some()
+            && self.expected_set.contains(node)
+            && !self.has_answered(node)
+            && !self.gone.contains(node)
+            && !self.leaving.iter().any(|(n, _)| n == node)
     }
 }

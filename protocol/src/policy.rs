@@ -38,6 +38,11 @@ pub struct Policy {
     pub stop_on_error: bool,
     /// Complete this long after submission whatever else happens.
     pub deadline: Option<Duration>,
+    /// How long an expected node that went offline before answering is still awaited, counted
+    /// while our own connection is up: a will also fires when only the connection broke (a
+    /// broker restart fires every will), and the node, back on its session, answers. Past it,
+    /// the node is reported missing.
+    pub return_window: Duration,
 }
 
 /// Fed-BioMed v4's `get_responses` loop: wait a whole `timeout`, take what came; stop after
@@ -59,6 +64,10 @@ pub struct MinReplies {
 
 /// Fed-BioMed's default `TIMEOUT`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default [`Policy::return_window`]: rumqttc's longest reconnection delay, so a node
+/// reconnecting after a broker restart is back within it.
+pub const RETURN_WINDOW: Duration = Duration::from_secs(5);
 
 /// The quiet period's overall deadline, in timeouts: replies that keep coming (a flood of
 /// node ids, say) cannot keep a request open for ever.
@@ -85,6 +94,7 @@ impl Policy {
             only_successful: false,
             stop_on_error: false,
             deadline: Some(timeout.saturating_mul(DEADLINE_IN_TIMEOUTS)),
+            return_window: RETURN_WINDOW,
         }
     }
 
@@ -124,6 +134,12 @@ impl Policy {
     /// Completing at the latest `deadline` after submission.
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
+        self
+    }
+
+    /// Awaiting a node that went offline `window` more before reporting it missing.
+    pub fn with_return_window(mut self, window: Duration) -> Self {
+        self.return_window = window;
         self
     }
 

@@ -441,6 +441,7 @@ impl Researcher {
     /// reported missing.
     pub fn handle_connection(&mut self, now: Timestamp, state: ConnectionState) {
         self.handle_timeout(now);
+        self.on_own_connection(now, state == ConnectionState::Connected);
         self.events.push_back(Event::Connection(state));
     }
 
@@ -607,8 +608,10 @@ impl Researcher {
         }
     }
 
-    /// A node's status. A newer run replaces what was known; for the same run only `offline`
-    /// follows `online`. A node that goes offline is awaited no more by the requests in flight.
+    /// A node's status. A newer run replaces what was known; within a run, each change
+    /// counts: its will says `offline` whenever its connection breaks (a broker restart fires
+    /// every will), and it says `online` again on its next session. A node that goes offline is
+    /// awaited no more by the requests in flight.
     fn on_presence(&mut self, now: Timestamp, topic: &str, payload: &[u8]) {
         let presence = match Presence::decode(topic, payload, &self.config.limits) {
             Ok(presence) => presence,
@@ -621,9 +624,13 @@ impl Researcher {
             }
         };
         let online = presence.status == Status::Online;
+        let restarted = self
+            .roster
+            .get(&presence.node_id)
+            .is_some_and(|known| presence.incarnation > known.incarnation);
         let newer = self.roster.get(&presence.node_id).is_none_or(|known| {
             presence.incarnation > known.incarnation
-                || (presence.incarnation == known.incarnation && known.online && !online)
+                || (presence.incarnation == known.incarnation && known.online != online)
         });
         if !newer {
             return;
@@ -651,32 +658,68 @@ impl Researcher {
         self.heard.remove(&presence.node_id);
         self.roster.insert(presence.node_id.clone(), member);
         self.events.push_back(Event::Presence(presence.clone()));
-        if !online {
-            self.on_gone(now, &presence.node_id);
+        match (online, restarted) {
+            (true, false) => self.on_back(&presence.node_id),
+            (true, true) => self.on_restart(now, &presence.node_id),
+            (false, _) => self.on_gone(now, &presence.node_id),
         }
     }
 
-    /// Every request in flight that expects `node` and has no answer from it stops waiting.
+    /// Every request in flight awaiting `node`, which went offline, awaits it `return_window`
+    /// more: its connection may only have broken.
     fn on_gone(&mut self, now: Timestamp, node: &str) {
         let ids: Vec<RequestId> = self
             .requests
             .iter()
-            .filter(|(_, a)| {
-                a.sent.is_some()
-                    && a.expected_set.contains(node)
-                    && !a.has_answered(node)
-                    && !a.gone.contains(node)
-            })
+            .filter(|(_, a)| a.awaits(node))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            self.active(id).leaving.push((node.to_owned(), Some(now)));
+            self.reschedule(id);
+        }
+    }
+
+    /// `node` is online again: the requests awaiting its return await it as before.
+    fn on_back(&mut self, node: &str) {
+        for active in self.requests.values_mut() {
+            active.leaving.retain(|(n, _)| n != node);
+        }
+    }
+
+    /// `node` is back as a new run: what the old one was asked is lost with it, so the
+    /// requests awaiting its return report it missing now.
+    fn on_restart(&mut self, now: Timestamp, node: &str) {
+        let ids: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, a)| a.leaving.iter().any(|(n, _)| n == node))
             .map(|(&id, _)| id)
             .collect();
         for id in ids {
             let active = self.active(id);
-            active.gone.insert(node.to_owned());
-            active.expected_answered += 1;
+            active.give_up(node);
             match active.on_answer(now, Answer::Gone) {
                 Some(completion) => self.complete(id, now, completion),
                 None => self.reschedule(id),
             }
+        }
+    }
+
+    /// Our connection went down (`false`) or came back: the return windows of the nodes that
+    /// went offline stop, or start again from `now`, as they are counted while we can hear them.
+    fn on_own_connection(&mut self, now: Timestamp, up: bool) {
+        let ids: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, a)| !a.leaving.is_empty())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            for (_, since) in &mut self.active(id).leaving {
+                *since = up.then_some(now);
+            }
+            self.reschedule(id);
         }
     }
 

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use fedreq_protocol::presence::{self, Presence, Status};
 use fedreq_protocol::{
-    Completion, DecodeError, Event, Outcome, Request, Researcher, ResearcherConfig, Submission,
-    Timestamp,
+    Completion, ConnectionState, DecodeError, Event, Outcome, Policy, Request, Researcher,
+    ResearcherConfig, Submission, Timestamp,
 };
 use serde_json::{json, Value};
 
@@ -66,25 +66,100 @@ fn a_broadcast_expects_the_nodes_online_and_completes_a_settle_window_after_the_
 }
 
 #[test]
-fn a_targeted_request_to_a_node_that_dies_ends_when_its_will_arrives() {
+fn a_targeted_request_to_a_node_that_dies_ends_a_return_window_after_its_will() {
     let mut core = Researcher::new(ResearcherConfig::new(ME));
     status(&mut core, ms(0.0), "a", Status::Online, 7);
-    let policy = fedreq_protocol::Policy::quiet(Duration::from_secs(30));
+    let policy = Policy::quiet(Duration::from_secs(30)).with_return_window(Duration::from_secs(2));
     core.submit(
         ms(1.0),
         Submission::to_nodes(Request::ping(), vec!["a".into()]).with_policy(policy),
     )
     .unwrap();
     status(&mut core, ms(250.0), "a", Status::Offline, 7);
-    let outcome = outcome(&mut core, ms(300.0));
+    assert!(online(&core).is_empty(), "the roster says so at once");
+    let outcome = outcome(&mut core, ms(3_000.0));
     assert_eq!(
         (outcome.completion, outcome.elapsed, outcome.missing),
         (
             Completion::AllAnswered,
-            Duration::from_micros(249_000),
+            Duration::from_micros(2_249_000),
             vec!["a".to_owned()]
         )
     );
+}
+
+#[test]
+fn a_node_back_within_its_return_window_is_awaited_and_its_reply_counts() {
+    let mut core = Researcher::new(ResearcherConfig::new(ME));
+    for node in ["a", "b"] {
+        status(&mut core, ms(0.0), node, Status::Online, 7);
+    }
+    let policy = Policy::quiet(Duration::from_secs(30)).with_return_window(Duration::from_secs(2));
+    core.submit(
+        ms(1.0),
+        Submission::to_nodes(Request::ping(), vec!["a".into(), "b".into()]).with_policy(policy),
+    )
+    .unwrap();
+    pong(&mut core, ms(2.0), "b", 0);
+    // a's connection breaks: the broker fires its will; a is back on a new session.
+    status(&mut core, ms(10.0), "a", Status::Offline, 7);
+    status(&mut core, ms(900.0), "a", Status::Online, 7);
+    pong(&mut core, ms(901.0), "a", 0);
+    let outcome = outcome(&mut core, ms(1_000.0));
+    assert_eq!(outcome.completion, Completion::AllAnswered);
+    assert_eq!(outcome.online(), ["b", "a"]);
+    assert!(outcome.missing.is_empty());
+}
+
+#[test]
+fn a_node_back_as_a_new_run_is_missing_at_once() {
+    let mut core = Researcher::new(ResearcherConfig::new(ME));
+    status(&mut core, ms(0.0), "a", Status::Online, 7);
+    let policy = Policy::quiet(Duration::from_secs(30));
+    core.submit(
+        ms(1.0),
+        Submission::to_nodes(Request::ping(), vec!["a".into()]).with_policy(policy),
+    )
+    .unwrap();
+    status(&mut core, ms(10.0), "a", Status::Offline, 7);
+    // It crashed and restarted: run 8 knows nothing of the ping.
+    status(&mut core, ms(300.0), "a", Status::Online, 8);
+    let outcome = outcome(&mut core, ms(301.0));
+    assert_eq!(
+        (outcome.completion, outcome.elapsed, outcome.missing),
+        (
+            Completion::AllAnswered,
+            Duration::from_millis(299),
+            vec!["a".to_owned()]
+        )
+    );
+}
+
+#[test]
+fn the_return_window_waits_while_our_own_connection_is_down() {
+    let mut core = Researcher::new(ResearcherConfig::new(ME));
+    status(&mut core, ms(0.0), "a", Status::Online, 7);
+    let policy = Policy::quiet(Duration::from_secs(60)).with_return_window(Duration::from_secs(2));
+    core.submit(
+        ms(1.0),
+        Submission::to_nodes(Request::ping(), vec!["a".into()]).with_policy(policy),
+    )
+    .unwrap();
+    // A broker shutting down fires every will, then closes our connection too.
+    status(&mut core, ms(10.0), "a", Status::Offline, 7);
+    core.handle_connection(ms(11.0), ConnectionState::Disconnected("reset".into()));
+    assert_eq!(
+        core.poll_timeout(),
+        Some(ms(1.0 + 60_000.0)),
+        "only the quiet period runs"
+    );
+    core.handle_connection(ms(20_000.0), ConnectionState::Connected);
+    // Counted again from our return: a comes back 1.5 s later and answers.
+    status(&mut core, ms(21_500.0), "a", Status::Online, 7);
+    pong(&mut core, ms(21_501.0), "a", 0);
+    let outcome = outcome(&mut core, ms(22_000.0));
+    assert_eq!(outcome.online(), ["a"]);
+    assert!(outcome.missing.is_empty());
 }
 
 #[test]
@@ -98,10 +173,15 @@ fn an_old_incarnations_status_never_counts_for_a_new_one() {
         "a retained offline of run 1 does not end run 2"
     );
     status(&mut core, ms(2.0), "a", Status::Offline, 2);
-    status(&mut core, ms(3.0), "a", Status::Online, 2);
     assert!(
         online(&core).is_empty(),
-        "run 2 ended; only a new run comes back"
+        "run 2's will: its connection broke"
+    );
+    status(&mut core, ms(3.0), "a", Status::Online, 2);
+    assert_eq!(
+        online(&core),
+        ["a"],
+        "run 2 is back on a new session (a broker restart fires every will)"
     );
     status(&mut core, ms(4.0), "a", Status::Online, 3);
     assert_eq!(online(&core), ["a"]);

@@ -256,7 +256,8 @@ fn approval_registers_the_plan_on_every_node_and_missing_urls_fail() {
 }
 
 /// Broadcasts by presence with crashes and offline nodes: each expects the nodes online when
-/// it is sent; a node that crashes is awaited only until its will, and comes back as a new run.
+/// it is sent; a node that crashes is awaited until it comes back as a new run (or its return
+/// window ends), and is missing.
 #[test]
 fn broadcasts_by_presence_follow_crashes_and_rejoins() {
     let config = |seed| SimConfig {
