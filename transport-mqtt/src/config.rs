@@ -99,6 +99,22 @@ pub struct Backoff {
     pub max: Duration,
 }
 
+/// Whether the broker keeps a connection's session (subscriptions, QoS 1 messages queued and
+/// unacknowledged) while the connection is down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Session {
+    /// A new session on every connection, gone with it: for short-lived processes (one
+    /// `fedreq ping`), which leave nothing on the broker. A publish in flight when the
+    /// connection breaks can be lost.
+    Clean,
+    /// One session for the instance: a researcher's lives as long as its driver, a node's is
+    /// named after the node and resumes when it restarts. The broker queues what arrives while
+    /// the connection is down and rumqttc resends what the broker had not acknowledged; a clean
+    /// stop ends it. Needs a broker that keeps sessions across its own restarts (mosquitto:
+    /// `persistence true`) to survive them too.
+    Persistent,
+}
+
 /// How to reach the broker.
 #[derive(Clone, Debug)]
 pub struct MqttConfig {
@@ -108,8 +124,11 @@ pub struct MqttConfig {
     pub port: u16,
     /// QoS of publishes and subscriptions.
     pub qos: Qos,
-    /// Largest MQTT packet sent or accepted, in bytes.
+    /// Largest MQTT packet sent, in bytes. Any packet is accepted (up to MQTT's 256 MiB): an
+    /// oversized publish does not cut the connection, the core refuses its payload.
     pub max_packet_size: usize,
+    /// Whether the broker keeps our session between connections.
+    pub session: Session,
     /// User name and password.
     pub credentials: Option<(String, String)>,
     /// TLS, if the broker requires it.
@@ -129,14 +148,15 @@ pub struct MqttConfig {
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 16 << 20;
 
 impl MqttConfig {
-    /// `host:port` with the defaults: QoS 1, 16 MiB packets, 5 s to connect, 30 s keep-alive,
-    /// reconnecting after 50 ms doubling up to 5 s.
+    /// `host:port` with the defaults: QoS 1, a persistent session, 16 MiB packets sent, 5 s to
+    /// connect, 30 s keep-alive, reconnecting after 50 ms doubling up to 5 s.
     pub fn new(host: impl Into<String>, port: u16) -> Self {
         MqttConfig {
             host: host.into(),
             port,
             qos: Qos::AtLeastOnce,
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
+            session: Session::Persistent,
             credentials: None,
             tls: None,
             connect_timeout: Duration::from_secs(5),

@@ -10,7 +10,7 @@ use rumqttc::{
     Packet, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
 };
 
-use crate::config::MqttConfig;
+use crate::config::{MqttConfig, Session as SessionKind};
 use crate::relay::{self, Relay};
 
 /// What the connection task tells the core's task.
@@ -55,6 +55,10 @@ pub enum ConnectError {
 
 static CLIENTS: AtomicU64 = AtomicU64::new(0);
 
+/// MQTT's largest packet: every packet is read, so that an oversized publish is refused by the
+/// core instead of cutting the connection (and, with a persistent session, coming back).
+const MQTT_MAX_PACKET: usize = 268_435_455;
+
 /// A client id unique to this instance: role, process, a counter and the start time.
 pub(crate) fn client_id(role: &str) -> String {
     let n = CLIENTS.fetch_add(1, Ordering::Relaxed);
@@ -93,8 +97,8 @@ pub(crate) fn open(
     }
     options
         .set_keep_alive(config.keep_alive)
-        .set_max_packet_size(config.max_packet_size, config.max_packet_size)
-        .set_clean_session(true);
+        .set_max_packet_size(MQTT_MAX_PACKET, config.max_packet_size)
+        .set_clean_session(config.session == SessionKind::Clean);
     if let Some((user, password)) = &config.credentials {
         options.set_credentials(user.clone(), password.clone());
     }
@@ -121,27 +125,29 @@ pub(crate) struct Session {
     pub early: Vec<Input>,
     /// Dropping it stops the connection task.
     pub stop: tokio::sync::oneshot::Sender<()>,
+    /// Its client id, which names a persistent session.
+    pub client_id: String,
 }
 
-/// Opens a connection for `role`, starts the task that polls it, and runs the first
+/// Opens a connection as `client_id`, starts the task that polls it, and runs the first
 /// session's handshake with these subscriptions.
 pub(crate) async fn start(
     mqtt: &MqttConfig,
     relay: &Relay,
-    role: &str,
+    client_id: String,
     capacity: usize,
     mut filters: Vec<SubscribeFilter>,
     extras: Extras,
 ) -> Result<Session, ConnectError> {
-    let id = client_id(role);
-    let sync = extras.sync.map(|topic| format!("{topic}/{id}"));
+    let sync = extras.sync.map(|topic| format!("{topic}/{client_id}"));
     if let Some(sync) = &sync {
         filters.push(SubscribeFilter::new(sync.clone(), rumqttc::QoS::AtMostOnce));
     }
-    let (client, eventloop) = open(mqtt, id, capacity, extras.will, Some(relay));
+    let (client, eventloop) = open(mqtt, client_id.clone(), capacity, extras.will, Some(relay));
     let (inputs_tx, inputs) = flume::unbounded();
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    tokio::spawn(run(eventloop, inputs_tx, stopped, mqtt.backoff));
+    let persistent = (mqtt.session == SessionKind::Persistent).then(|| mqtt.address());
+    tokio::spawn(run(eventloop, inputs_tx, stopped, mqtt.backoff, persistent));
     let early = handshake(
         &inputs,
         &client,
@@ -156,17 +162,49 @@ pub(crate) async fn start(
         inputs,
         early,
         stop,
+        client_id,
     })
 }
 
-/// Polls the event loop until `stop` fires or the core's task is gone.
+/// Disconnects cleanly (no will), waiting a moment for the connection task to see it out.
+pub(crate) async fn disconnect(client: &AsyncClient, inputs: &flume::Receiver<Input>) {
+    let _ = client.try_disconnect();
+    let closed = async { while inputs.recv_async().await.is_ok() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
+}
+
+/// Ends a persistent session on the broker, as MQTT 3.1.1 does it: a clean connection under
+/// its client id, then a disconnection. Bounded by one second; nothing to do for a clean one.
+pub(crate) async fn end(mqtt: &MqttConfig, relay: &Relay, client_id: String) {
+    if mqtt.session != SessionKind::Persistent {
+        return;
+    }
+    let clean = MqttConfig {
+        session: SessionKind::Clean,
+        ..mqtt.clone()
+    };
+    let (client, mut eventloop) = open(&clean, client_id, 4, None, Some(relay));
+    let ended = async {
+        while let Ok(event) = eventloop.poll().await {
+            if let Event::Incoming(Packet::ConnAck(_)) = event {
+                let _ = client.try_disconnect();
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), ended).await;
+}
+
+/// Polls the event loop until `stop` fires or the core's task is gone. `persistent` names the
+/// broker of a persistent session, to warn when it comes back without it.
 pub(crate) async fn run(
     mut eventloop: EventLoop,
     inputs: flume::Sender<Input>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
     backoff: crate::config::Backoff,
+    persistent: Option<String>,
 ) {
     let mut delay = backoff.min;
+    let mut sessions = 0;
     loop {
         let polled = tokio::select! {
             biased;
@@ -178,8 +216,16 @@ pub(crate) async fn run(
                 topic: publish.topic,
                 payload: publish.payload,
             },
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 delay = backoff.min;
+                sessions += 1;
+                if let (Some(broker), false, true) =
+                    (&persistent, ack.session_present, sessions > 1)
+                {
+                    log::warn!(
+                        "the MQTT broker at {broker} had lost our session (restarted without persistence?): what was in flight may be lost"
+                    );
+                }
                 Input::Connected
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => Input::Subscribed(

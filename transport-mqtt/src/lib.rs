@@ -20,7 +20,7 @@ pub mod researcher;
 pub mod runtime;
 
 pub use broker::EmbeddedBroker;
-pub use config::{MqttConfig, Qos, Tls};
+pub use config::{MqttConfig, Qos, Session, Tls};
 pub use connection::ConnectError;
 pub use node::{Fetcher, NodeDriver};
 pub use researcher::{connect_researcher, connect_researcher_async, connect_researcher_on};

@@ -11,7 +11,7 @@ use fedreq_protocol::presence::{self, Presence, Status};
 use fedreq_protocol::{Node, NodeConfig, Transmit};
 use rumqttc::{AsyncClient, SubscribeFilter};
 
-use crate::config::MqttConfig;
+use crate::config::{MqttConfig, Session};
 use crate::connection::{self, ConnectError, Extras, Input};
 use crate::outbox::Outbox;
 use crate::runtime::Runtime;
@@ -99,8 +99,13 @@ fn spawn(
             will: Some((offline.topic, offline.payload)),
             sync: None,
         };
+        // A node's persistent session is named after it: a restarted node takes it back.
+        let client_id = match mqtt.session {
+            Session::Persistent => format!("fedreq-node-{}", node.node_id),
+            Session::Clean => connection::client_id("node"),
+        };
         let started =
-            connection::start(&mqtt, &relay, "node", REQUEST_CAPACITY, filters, extras).await;
+            connection::start(&mqtt, &relay, client_id, REQUEST_CAPACITY, filters, extras).await;
         let session = match started {
             Ok(session) => session,
             Err(error) => {
@@ -125,8 +130,10 @@ fn spawn(
         task.announce(Status::Online);
         task.flush();
         let _ = ready_tx.send(Ok(()));
-        task.run(&session.inputs, fetched, dropped).await;
-        drop(session.stop);
+        if task.run(&session.inputs, fetched, dropped).await {
+            drop(session.stop);
+            connection::end(&mqtt, &relay, session.client_id).await;
+        }
     });
     let driver = NodeDriver {
         node_id,
@@ -187,21 +194,25 @@ impl Task {
         }
     }
 
+    /// Runs until the connection task stops (false) or the handle is dropped: then a clean
+    /// stop (true).
     async fn run(
         mut self,
         inputs: &flume::Receiver<Input>,
         fetched: flume::Receiver<(FetchId, FetchResult)>,
         dropped: flume::Receiver<()>,
-    ) {
+    ) -> bool {
         loop {
             tokio::select! {
                 input = inputs.recv_async() => match input {
                     Ok(input) => self.input(input),
-                    Err(_) => return,
+                    Err(_) => return false,
                 },
                 Ok((id, result)) = fetched.recv_async() => self.core.handle_fetched(self.clock.now(), id, result),
-                // The handle was dropped: a clean stop.
-                _ = dropped.recv_async() => return self.stop(inputs).await,
+                _ = dropped.recv_async() => {
+                    self.stop(inputs).await;
+                    return true;
+                }
                 _ = tokio::time::sleep(Duration::from_millis(1)), if self.outbox.is_pending() => {}
             }
             self.flush();
@@ -212,9 +223,7 @@ impl Task {
     async fn stop(mut self, inputs: &flume::Receiver<Input>) {
         self.announce(Status::Offline);
         self.outbox.flush(&self.client, self.qos);
-        let _ = self.client.try_disconnect();
-        let closed = async { while inputs.recv_async().await.is_ok() {} };
-        let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
+        connection::disconnect(&self.client, inputs).await;
     }
 }
 

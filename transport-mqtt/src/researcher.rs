@@ -53,15 +53,17 @@ fn start(
     mqtt: MqttConfig,
     core: ResearcherConfig,
 ) -> (flume::Receiver<Result<(), ConnectError>>, ResearcherHandle) {
+    let core_id = core.researcher_id.clone();
     let (driver, handle) = ResearcherDriver::new(core);
     let (ready_tx, ready) = flume::bounded(1);
     let relay = runtime.relay().clone();
     runtime.handle().spawn(async move {
         let qos = mqtt.qos.to_rumqttc();
+        let client_id = connection::client_id(&format!("researcher-{}", core_id));
         let session = match connection::start(
             &mqtt,
             &relay,
-            "researcher",
+            client_id,
             REQUEST_CAPACITY,
             filters(qos),
             extras(),
@@ -76,7 +78,7 @@ fn start(
         };
         let mut task = Task {
             driver,
-            client: session.client,
+            client: session.client.clone(),
             qos,
             outbox: Outbox::default(),
         };
@@ -84,8 +86,11 @@ fn start(
             task.input(input);
         }
         let _ = ready_tx.send(Ok(()));
-        task.run(session.inputs).await;
+        task.run(&session.inputs).await;
+        // Every handle is gone: a clean stop.
+        connection::disconnect(&session.client, &session.inputs).await;
         drop(session.stop);
+        connection::end(&mqtt, &relay, session.client_id).await;
     });
     (ready, handle.keeping(runtime.clone()))
 }
@@ -123,7 +128,7 @@ impl Task {
         }
     }
 
-    async fn run(mut self, inputs: flume::Receiver<Input>) {
+    async fn run(mut self, inputs: &flume::Receiver<Input>) {
         let orders = self.driver.orders().clone();
         loop {
             let wake = self.driver.next_wake().map(Instant::from_std);

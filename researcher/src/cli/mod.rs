@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use fedreq::{Requests, RequestsConfig};
-use fedreq_mqtt::{MqttConfig, Qos, Tls};
+use fedreq_mqtt::{MqttConfig, Qos, Session, Tls};
 use fedreq_protocol::Policy;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -202,12 +202,17 @@ impl Global {
         }
     }
 
-    /// Connects to the broker, printing node logs on stderr.
+    /// Connects to the broker with a clean session, printing node logs on stderr.
     fn connect(&self) -> Result<Requests, String> {
         if self.timeout.0.is_zero() {
             return Err("--timeout must be more than 0 seconds".into());
         }
-        let requests = Requests::connect(self.mqtt()?, self.requests_config()).map_err(fail)?;
+        // One command, one short session: nothing is left on the broker after it.
+        let mqtt = MqttConfig {
+            session: Session::Clean,
+            ..self.mqtt()?
+        };
+        let requests = Requests::connect(mqtt, self.requests_config()).map_err(fail)?;
         requests.set_log_handler(|log| eprintln!("{:<7} {}: {}", log.level, log.node_id, log.text));
         Ok(requests)
     }
