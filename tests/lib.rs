@@ -30,6 +30,30 @@ impl Mosquitto {
     /// Starts one with extra lines in its listener's configuration (anonymous clients are
     /// allowed unless they say otherwise).
     pub fn start_with(extra_config: &str) -> Option<Mosquitto> {
+        Self::start_configured("persistence false", extra_config)
+    }
+
+    /// Starts one that keeps sessions, queued messages and retained ones across its restarts
+    /// (`persistence true`, in a folder of its own), written out when it stops.
+    pub fn start_persistent(extra_config: &str) -> Option<Mosquitto> {
+        let folder = std::env::temp_dir().join(format!(
+            "fedreq-mosquitto-db-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&folder).expect("create the persistence folder");
+        // Started as root, mosquitto runs as the user `mosquitto`, which must write there.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o777))
+            .expect("open the persistence folder to mosquitto's user");
+        let persistence = format!(
+            "persistence true\npersistence_location {}/",
+            folder.display()
+        );
+        Self::start_configured(&persistence, extra_config)
+    }
+
+    fn start_configured(persistence: &str, extra_config: &str) -> Option<Mosquitto> {
         if !mosquitto_installed() {
             assert!(
                 std::env::var_os("FEDREQ_REQUIRE_MOSQUITTO").is_none(),
@@ -48,8 +72,7 @@ impl Mosquitto {
         } else {
             "allow_anonymous true\n"
         };
-        let text =
-            format!("persistence false\nlistener {port} 127.0.0.1\n{anonymous}{extra_config}\n");
+        let text = format!("{persistence}\nlistener {port} 127.0.0.1\n{anonymous}{extra_config}\n");
         std::fs::write(&config, text).expect("write mosquitto config");
         let mut broker = Mosquitto {
             child: None,
@@ -69,6 +92,17 @@ impl Mosquitto {
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops it as a service manager does (SIGTERM, by PID): it closes its connections and
+    /// writes out what it persists.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
             let _ = child.wait();
         }
     }
@@ -132,6 +166,55 @@ pub fn mosquitto_tools() -> bool {
         "FEDREQ_REQUIRE_MOSQUITTO is set but mosquitto_pub or mosquitto_passwd is missing"
     );
     there
+}
+
+/// A TCP proxy on a loopback port to `target`, which can cut every connection through it at
+/// once: a broker or network dropping a client.
+pub struct Cutter {
+    port: u16,
+    live: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Cutter {
+    /// Starts it; it runs until the test ends.
+    pub fn start(target: u16) -> Cutter {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let live: Arc<std::sync::Mutex<Vec<TcpStream>>> = Arc::default();
+        let connections = Arc::clone(&live);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                let mut held = connections.lock().unwrap();
+                held.push(client.try_clone().unwrap());
+                held.push(server.try_clone().unwrap());
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, client);
+            }
+        });
+        Cutter { port, live }
+    }
+
+    /// The port to connect to.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Cuts every connection through it; new ones are accepted.
+    pub fn cut(&self) {
+        for stream in self.live.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 /// A loopback port nobody listens on right now.

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fedreq_mqtt::{MqttConfig, NodeDriver, Runtime};
+use fedreq_mqtt::{MqttConfig, NodeDriver, Runtime, Session};
 use fedreq_protocol::{Completion, NodeConfig, Policy, Request, ResearcherConfig, Submission};
 use fedreq_tests::{datasets, plan_fetcher, Mosquitto};
 
@@ -138,12 +138,17 @@ fn rss_kib() -> u64 {
 }
 
 #[test]
-fn a_broker_restarted_twice_during_1000_requests() {
+fn a_broker_restarted_twice_during_1000_requests_with_clean_sessions() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let Some(mut mosquitto) = Mosquitto::start() else {
         return;
     };
-    let mqtt = MqttConfig::new("127.0.0.1", mosquitto.port());
+    // Clean sessions on a broker that keeps nothing: what is in flight at a restart can be
+    // lost, but every request still completes exactly once (tests/tests/sessions.rs: nothing lost).
+    let mqtt = MqttConfig {
+        session: Session::Clean,
+        ..MqttConfig::new("127.0.0.1", mosquitto.port())
+    };
     let runtime = Runtime::new().unwrap();
     let names = ["n1", "n2", "n3"];
     let _nodes: Vec<NodeDriver> = names.iter().map(|id| node(&runtime, &mqtt, id)).collect();
