@@ -565,9 +565,7 @@ impl Node {
     fn refuse(&mut self, now: Timestamp, payload: &[u8], error: &crate::DecodeError) {
         use crate::DecodeError::{NotAnObject, NotJson, TooLarge, Version};
         let extra_msg = match error {
-            NotJson(_) | NotAnObject(_) | TooLarge { .. } => {
-                "Not able to deserialize the message".to_owned()
-            }
+            NotJson(_) | NotAnObject(_) | TooLarge { .. } => crate::message::UNREADABLE.to_owned(),
             Version { .. } => error.to_string(),
             _ => "Message was not properly formatted".to_owned(),
         };

@@ -573,9 +573,13 @@ impl Researcher {
     }
 
     /// An `error` from a node counts for every request in flight that targets it and has no
-    /// reply from it yet: errors carry no sequence, so which request caused it is unknown.
+    /// reply from it yet: errors carry no sequence, so which request caused it is unknown. One
+    /// about a message the node could not read answers none (someone sent it junk).
     fn on_error(&mut self, now: Timestamp, error: ErrorMessage) {
         self.events.push_back(Event::NodeError(error.clone()));
+        if error.is_about_an_unreadable_message() {
+            return self.post(now, Unmatched::Unknown, NodeMessage::Error(error));
+        }
         let node = error.node_id.as_str();
         let ids: Vec<RequestId> = self
             .requests

@@ -285,3 +285,94 @@ fn the_first_broadcast_after_connecting_sees_every_node_past_the_brokers_queue_l
         ping.completion
     );
 }
+
+/// Publishes `payload` on `topic` at QoS 1 with mosquitto_pub, from a file.
+fn publish_file(port: u16, topic: &str, payload: &std::path::Path) -> std::process::Child {
+    std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+        ])
+        .arg("-f")
+        .arg(payload)
+        .spawn()
+        .expect("mosquitto_pub")
+}
+
+/// Anyone allowed to publish on the Fed-BioMed topics can send 20 MB: the researcher and the
+/// nodes refuse the payload and keep their connections, and the requests around it lose nothing.
+#[test]
+fn oversized_publishes_during_requests_cut_no_connection_and_lose_nothing() {
+    let Some(mosquitto) = Mosquitto::start() else {
+        return;
+    };
+    if !fedreq_tests::mosquitto_tools() {
+        return;
+    }
+    let port = mosquitto.port();
+    let mqtt = MqttConfig::new("127.0.0.1", port);
+    let runtime = Runtime::new().unwrap();
+    let ids = node_ids();
+    let configs = ids
+        .iter()
+        .map(|id| NodeConfig::new(id.clone(), datasets(1, 1)))
+        .collect();
+    let _nodes = NodeDriver::start_many(&runtime, &mqtt, configs, plan_fetcher()).unwrap();
+    let researcher =
+        fedreq_mqtt::connect_researcher(mqtt, ResearcherConfig::new("r-oversized")).unwrap();
+    let big = std::env::temp_dir().join(format!("fedreq-20mb-{}-{port}", std::process::id()));
+    std::fs::write(&big, vec![b'x'; 20_000_000]).unwrap();
+    let policy = Policy::quiet(Duration::from_secs(10));
+    let mut completed = 0;
+    for topic in [
+        "general/researcher",
+        "general/nodes",
+        "general/researcher",
+        "general/node-1",
+    ] {
+        let sender = publish_file(port, topic, &big);
+        for _ in 0..5 {
+            let pending: Vec<_> = (0..20)
+                .map(|_| {
+                    let ping = Submission::to_nodes(Request::ping(), ids.clone());
+                    researcher.submit(ping.with_policy(policy.clone()))
+                })
+                .collect();
+            for answer in pending {
+                let outcome = answer.recv().unwrap().unwrap();
+                assert_eq!(outcome.online().len(), NODES, "{:?}", outcome.missing);
+                completed += 1;
+            }
+        }
+        let status = sender.wait_with_output().unwrap().status;
+        assert!(status.success(), "the broker took the 20 MB publish");
+    }
+    let _ = std::fs::remove_file(&big);
+    // Let the last oversized message arrive, then look at what the researcher saw.
+    std::thread::sleep(Duration::from_millis(500));
+    let events: Vec<Event> = researcher.events().try_iter().collect();
+    let refused = events
+        .iter()
+        .filter(|e| matches!(e, Event::Rejected { topic, .. } if topic == "general/researcher"))
+        .count();
+    let dropped = events
+        .iter()
+        .filter(|e| matches!(e, Event::Connection(ConnectionState::Disconnected(_))))
+        .count();
+    let nodes_lost = events
+        .iter()
+        .filter(|e| matches!(e, Event::Presence(p) if p.status == fedreq_protocol::presence::Status::Offline))
+        .count();
+    assert_eq!(completed, 400);
+    assert_eq!(
+        refused, 2,
+        "each oversized publish to the researcher refused, typed"
+    );
+    assert_eq!((dropped, nodes_lost), (0, 0), "no connection was cut");
+}

@@ -300,7 +300,17 @@ messages! {
 /// every message on `general/researcher`, so such errors reach whoever listens.
 pub const PLACEHOLDER_RESEARCHER_IDS: [&str; 3] = ["NOT_SET", "<unknown>", "unknown_researcher_id"];
 
+/// The `extra_msg` of the error a node sends, as v4.4's, for a message it cannot read as JSON.
+pub const UNREADABLE: &str = "Not able to deserialize the message";
+
 impl ErrorMessage {
+    /// Whether it says the node could not read a message at all: a message it cannot know the
+    /// sender of, and none of ours (a core encodes every request as JSON within the limits
+    /// nodes apply), so it answers none of our requests.
+    pub fn is_about_an_unreadable_message(&self) -> bool {
+        self.is_for_anyone() && self.extra_msg == UNREADABLE
+    }
+
     /// Whether it is for researcher `us`: addressed to us, or to nobody in particular.
     pub fn is_for(&self, us: &str) -> bool {
         self.researcher_id == us || self.is_for_anyone()
