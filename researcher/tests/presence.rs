@@ -168,3 +168,18 @@ fn a_node_that_restarts_is_online_again_and_its_old_status_does_not_count() {
         "a later incarnation: {before:?} then {after:?}"
     );
 }
+
+#[test]
+fn a_node_stopped_with_sigterm_says_offline_and_exits_cleanly() {
+    let Some(mosquitto) = Mosquitto::start() else {
+        return;
+    };
+    let port = mosquitto.port();
+    let mut node = nodes(port, "tidy", Some(2));
+    assert_eq!(online(port).len(), 2);
+    signal(&node, "TERM");
+    let status = node.wait().unwrap();
+    assert!(status.success(), "a clean stop: {status:?}");
+    // Its `offline` is retained: a newcomer sees both nodes offline.
+    assert!(online(port).is_empty());
+}

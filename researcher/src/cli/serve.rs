@@ -59,17 +59,23 @@ pub fn node(global: &Global, args: NodeArgs) -> Result<(), String> {
         .collect::<Result<_, String>>()?;
     let mqtt = global.mqtt()?;
     let runtime = Runtime::new().map_err(fail)?;
-    let _nodes =
+    let nodes =
         NodeDriver::start_many(&runtime, &mqtt, configs, fedreq::repository::http_fetcher())
             .map_err(fail)?;
+    // Ctrl-C or SIGTERM is a clean stop: each node says `offline` and ends its session.
+    let (stop, stopped) = flume::bounded(1);
+    ctrlc::set_handler(move || {
+        let _ = stop.try_send(());
+    })
+    .map_err(fail)?;
     eprintln!(
         "{} node(s) connected to {}; Ctrl-C to stop",
         ids.len(),
         mqtt.address()
     );
-    loop {
-        std::thread::park();
-    }
+    let _ = stopped.recv();
+    drop(nodes);
+    Ok(())
 }
 
 pub fn broker(args: ServeArgs) -> Result<(), String> {
