@@ -21,7 +21,11 @@ pub fn round_trips(
     runs: usize,
 ) -> Result<Vec<Duration>, ConnectError> {
     let runtime = Runtime::new().map_err(|e| ConnectError::Runtime(e.to_string()))?;
-    let mqtt = mqtt.clone();
+    // Throwaway clients: they leave no session on the broker.
+    let mqtt = MqttConfig {
+        session: crate::config::Session::Clean,
+        ..mqtt.clone()
+    };
     let (done, result) = flume::bounded(1);
     // Through the relay as fedreq is: the floor is the broker's, not a stalled client's.
     let relay = runtime.relay().clone();

@@ -1,7 +1,5 @@
 //! `fedreq bench`: end-to-end figures, from the simulator to a real broker.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -11,6 +9,7 @@ use fedreq_mqtt::{EmbeddedBroker, MqttConfig, NodeDriver, Runtime};
 use fedreq_protocol::{NodeConfig, Outcome, Policy, Request, Submission};
 use serde_json::{json, Value};
 
+use super::mosquitto::Mosquitto;
 use super::{fail, millis};
 
 /// Options of `bench`.
@@ -89,12 +88,7 @@ fn p50_p99(times: &[Duration]) -> (f64, f64) {
 
 /// The process's peak resident memory so far (Linux), in MiB.
 fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| (kb / 1024.0 * 10.0).round() / 10.0)
+    super::memory_mb("VmHWM")
 }
 
 /// The submission of `command` in `mode` to `nodes`.
@@ -165,7 +159,12 @@ pub fn run(args: BenchArgs, broker: Option<MqttConfig>, json_output: bool) -> Re
                 mqtt_bench(transport, mqtt, &args, period, &mut show, &mut baselines)?;
             }
             "mosquitto" | "mosquitto-nodelay" => {
-                match Mosquitto::start(transport == "mosquitto-nodelay")? {
+                let nodelay = if transport == "mosquitto-nodelay" {
+                    "set_tcp_nodelay true"
+                } else {
+                    ""
+                };
+                match Mosquitto::start(nodelay)? {
                     Some(mosquitto) => {
                         let mqtt = local(mosquitto.port);
                         mqtt_bench(transport, mqtt, &args, period, &mut show, &mut baselines)?;
@@ -283,62 +282,4 @@ fn mqtt_bench(
         drop(drivers);
     }
     Ok(())
-}
-
-/// mosquitto on a free loopback port, as Debian configures it (with `set_tcp_nodelay true`
-/// when `nodelay`), stopped when dropped.
-struct Mosquitto {
-    child: Child,
-    port: u16,
-    config: std::path::PathBuf,
-}
-
-impl Mosquitto {
-    fn start(nodelay: bool) -> Result<Option<Mosquitto>, String> {
-        let Some(binary) = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-        else {
-            return Ok(None);
-        };
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(fail)?
-            .port();
-        let config = std::env::temp_dir().join(format!("fedreq-bench-mosquitto-{port}.conf"));
-        let nodelay = if nodelay {
-            "set_tcp_nodelay true\n"
-        } else {
-            ""
-        };
-        let text = format!("listener {port} 127.0.0.1\nallow_anonymous true\n{nodelay}");
-        std::fs::write(&config, text).map_err(fail)?;
-        let child = Command::new(binary)
-            .arg("-c")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start mosquitto: {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                return Err(format!("mosquitto did not listen on port {port}"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(Some(Mosquitto {
-            child,
-            port,
-            config,
-        }))
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.config);
-    }
 }

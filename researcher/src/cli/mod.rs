@@ -14,9 +14,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 mod bench;
 mod demo;
+mod mosquitto;
 mod researcher;
 mod serve;
 mod sim;
+mod soak;
 mod tools;
 
 /// fedreq: ping the nodes of a Fed-BioMed v4.4 federation, list and search their datasets,
@@ -107,6 +109,8 @@ enum Command {
     Sim(sim::SimArgs),
     /// Measure requests end to end: simulator, embedded broker, mosquitto
     Bench(bench::BenchArgs),
+    /// A long run over mosquitto with node crashes and broker restarts (not for CI)
+    Soak(soak::SoakArgs),
 }
 
 /// Runs the parsed command line.
@@ -127,6 +131,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Broker(args) => serve::broker(args),
         Command::Repository(args) => serve::repository(args),
         Command::Sim(args) => sim::run(args, global.json, global.timeout.0),
+        Command::Soak(args) => soak::run(args, global.json),
         Command::Bench(args) => {
             let broker = global.broker.as_ref().map(|_| global.mqtt()).transpose()?;
             bench::run(args, broker, global.json)
@@ -242,6 +247,17 @@ impl Drop for Progress {
             bar.finish_and_clear();
         }
     }
+}
+
+/// A memory figure of this process from /proc/self/status (`VmRSS`, `VmHWM`), in MiB to
+/// one decimal; 0 where there is no such file.
+fn memory_mb(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| (kb / 1024.0 * 10.0).round() / 10.0)
 }
 
 /// Milliseconds, for `elapsed_ms`.
