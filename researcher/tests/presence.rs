@@ -183,3 +183,39 @@ fn a_node_stopped_with_sigterm_says_offline_and_exits_cleanly() {
     // Its `offline` is retained: a newcomer sees both nodes offline.
     assert!(online(port).is_empty());
 }
+
+#[test]
+fn a_node_that_crashed_starts_afresh_and_answers_nothing_asked_of_its_dead_run() {
+    use fedreq::{Requests, RequestsConfig};
+    use fedreq_protocol::{Command as Cmd, Policy, Request, Submission};
+    let Some(mosquitto) = Mosquitto::start() else {
+        return;
+    };
+    let port = mosquitto.port();
+    let mut first = nodes(port, "lazarus", None);
+    let mqtt = fedreq_mqtt::MqttConfig::new("127.0.0.1", port);
+    let requests = Requests::connect(mqtt, RequestsConfig::new("r-lazarus")).unwrap();
+    signal(&first, "KILL");
+    let _ = first.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while requests.roster().unwrap()["lazarus"].online {
+        assert!(Instant::now() < deadline, "the will never came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Asked while it is down: these wait in its session on the broker.
+    let quick = Policy::quiet(Duration::from_millis(100)).with_return_window(Duration::ZERO);
+    for _ in 0..5 {
+        let ping = Submission::to_nodes(Request::ping(), vec!["lazarus".into()]);
+        let outcome = requests.request(ping.with_policy(quick.clone())).unwrap();
+        assert_eq!(outcome.missing, ["lazarus"]);
+    }
+    let mut second = nodes(port, "lazarus", None);
+    let ping = Submission::to_nodes(Request::ping(), vec!["lazarus".into()]);
+    let outcome = requests.request(ping).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let stale = requests.take_mail(vec![Cmd::Pong]).unwrap();
+    let _ = second.kill();
+    let _ = second.wait();
+    assert_eq!(outcome.online(), ["lazarus"], "the new run answers");
+    assert!(stale.is_empty(), "{} pongs to the dead run's pings", stale.len());
+}

@@ -107,10 +107,10 @@ pub enum Session {
     /// `fedreq ping`), which leave nothing on the broker. A publish in flight when the
     /// connection breaks can be lost.
     Clean,
-    /// One session for the instance: a researcher's lives as long as its driver, a node's is
-    /// named after the node and resumes when it restarts. The broker queues what arrives while
-    /// the connection is down and rumqttc resends what the broker had not acknowledged; a clean
-    /// stop ends it. Needs a broker that keeps sessions across its own restarts (mosquitto:
+    /// One session for the instance: a researcher's lives as long as its driver, a node's as
+    /// long as its run (named after the node, started afresh by each run). The broker queues
+    /// what arrives while the connection is down and rumqttc resends what the broker had not
+    /// acknowledged; a clean stop ends it. Needs a broker that keeps sessions across its own restarts (mosquitto:
     /// `persistence true`) to survive them too.
     Persistent,
 }

@@ -99,11 +99,13 @@ fn spawn(
             will: Some((offline.topic, offline.payload)),
             sync: None,
         };
-        // A node's persistent session is named after it: a restarted node takes it back.
+        // A node's persistent session is named after it, and each run starts it afresh: what
+        // was queued for a run that died was asked of it, and nobody waits for its answer now.
         let client_id = match mqtt.session {
             Session::Persistent => format!("fedreq-node-{}", node.node_id),
             Session::Clean => connection::client_id("node"),
         };
+        connection::end(&mqtt, &relay, client_id.clone()).await;
         let started =
             connection::start(&mqtt, &relay, client_id, REQUEST_CAPACITY, filters, extras).await;
         let session = match started {

@@ -105,6 +105,9 @@ pub fn run(args: SoakArgs, json_output: bool) -> Result<(), String> {
     let mut down: Vec<usize> = Vec::new();
     let mut completions: BTreeMap<u64, u32> = BTreeMap::new();
     let (mut lost, mut replies, mut expected, mut crashes, mut restarts) = (0u64, 0u64, 0u64, 0, 0);
+    // Where replies were lost: in a batch during a broker restart, right after a node process
+    // came back, or neither.
+    let mut lost_by: BTreeMap<&str, u64> = BTreeMap::new();
     let mut rss = vec![("start", rss_mb())];
     let policy = Policy::quiet(Duration::from_secs(10));
     let started = Instant::now();
@@ -128,7 +131,9 @@ pub fn run(args: SoakArgs, json_output: bool) -> Result<(), String> {
                 roster_becomes(&researcher, &up(&sites))?;
             }
         }
+        let mut moment = "steady";
         if !down.is_empty() && rng.chance(chance) {
+            moment = "after_node_restart";
             let back = down.remove(0);
             sites[back].child = Some(start_site(&sites[back].ids, &address, &datasets)?);
             roster_becomes(&researcher, &up(&sites))?;
@@ -144,12 +149,15 @@ pub fn run(args: SoakArgs, json_output: bool) -> Result<(), String> {
         if restart_now {
             broker.restart()?;
             restarts += 1;
+            moment = "broker_restart";
         }
         for answer in pending {
             let outcome = answer.recv().map_err(fail)?.map_err(fail)?;
             *completions.entry(outcome.id.0).or_default() += 1;
             let answered: BTreeSet<String> = outcome.online().into_iter().collect();
-            lost += nodes_up.difference(&answered).count() as u64;
+            let missing = nodes_up.difference(&answered).count() as u64;
+            lost += missing;
+            *lost_by.entry(moment).or_default() += missing;
             replies += answered.len() as u64;
             expected += nodes_up.len() as u64;
         }
@@ -175,7 +183,7 @@ pub fn run(args: SoakArgs, json_output: bool) -> Result<(), String> {
     let report = json!({
         "requests": args.requests, "nodes": args.nodes, "completed": completions.len(),
         "completed_exactly_once": once, "replies": replies, "replies_expected": expected,
-        "replies_lost": lost, "node_crashes": crashes, "broker_restarts": restarts,
+        "replies_lost": lost, "replies_lost_by_moment": lost_by, "node_crashes": crashes, "broker_restarts": restarts,
         "elapsed_s": millis(elapsed) / 1000.0,
         "rss_mb": rss.iter().map(|(at, mb)| json!({"at": at, "mb": mb})).collect::<Vec<_>>(),
     });
@@ -183,7 +191,7 @@ pub fn run(args: SoakArgs, json_output: bool) -> Result<(), String> {
         println!("{report}");
     } else {
         println!(
-            "{} requests to {} nodes in {:.1} s: {} completed, {once} exactly once; {replies} of {expected} replies from nodes up, {lost} lost; {crashes} node process crashes, {restarts} broker restarts; resident memory {}",
+            "{} requests to {} nodes in {:.1} s: {} completed, {once} exactly once; {replies} of {expected} replies from nodes up, {lost} lost ({lost_by:?}); {crashes} node process crashes, {restarts} broker restarts; resident memory {}",
             args.requests,
             args.nodes,
             elapsed.as_secs_f64(),
