@@ -217,6 +217,36 @@ impl Cutter {
     }
 }
 
+/// Nodes `ids` on `mqtt`, each holding `datasets(count, padding)`, once all are connected.
+pub fn start_nodes(
+    runtime: &fedreq_mqtt::Runtime,
+    mqtt: &fedreq_mqtt::MqttConfig,
+    ids: &[String],
+    (count, padding): (usize, usize),
+) -> Vec<fedreq_mqtt::NodeDriver> {
+    let configs = ids
+        .iter()
+        .map(|id| fedreq_protocol::NodeConfig::new(id.clone(), datasets(count, padding)))
+        .collect();
+    fedreq_mqtt::NodeDriver::start_many(runtime, mqtt, configs, plan_fetcher()).unwrap()
+}
+
+/// `mosquitto_pub` at QoS 1 to `topic` on the loopback broker at `port`; add `-m` or `-f`.
+pub fn mosquitto_pub(port: u16, topic: &str) -> Command {
+    let mut command = Command::new("mosquitto_pub");
+    command.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-q",
+        "1",
+        "-t",
+        topic,
+    ]);
+    command
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

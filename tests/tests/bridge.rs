@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use fedreq_driver::ResearcherHandle;
 use fedreq_mqtt::{MqttConfig, NodeDriver, Runtime};
-use fedreq_protocol::{NodeConfig, Policy, Request, ResearcherConfig, Submission};
-use fedreq_tests::{datasets, plan_fetcher, Cutter, Mosquitto};
+use fedreq_protocol::{Policy, Request, ResearcherConfig, Submission};
+use fedreq_tests::{start_nodes, Cutter, Mosquitto};
 
 /// The bridge block of docs/deployment.md, pointed at `port`.
 fn bridge_config(port: u16) -> String {
@@ -22,12 +22,8 @@ fn bridge_config(port: u16) -> String {
 }
 
 fn nodes(runtime: &Runtime, port: u16, ids: &[&str]) -> Vec<NodeDriver> {
-    let mqtt = MqttConfig::new("127.0.0.1", port);
-    let configs = ids
-        .iter()
-        .map(|id| NodeConfig::new(*id, datasets(2, 1)))
-        .collect();
-    NodeDriver::start_many(runtime, &mqtt, configs, plan_fetcher()).unwrap()
+    let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    start_nodes(runtime, &MqttConfig::new("127.0.0.1", port), &ids, (2, 1))
 }
 
 fn online(researcher: &ResearcherHandle) -> Vec<String> {

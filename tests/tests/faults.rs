@@ -3,13 +3,12 @@
 //! restarted twice during a stream of 1,000 requests.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fedreq_mqtt::{MqttConfig, NodeDriver, Runtime, Session};
 use fedreq_protocol::{Completion, NodeConfig, Policy, Request, ResearcherConfig, Submission};
-use fedreq_tests::{datasets, plan_fetcher, Mosquitto};
+use fedreq_tests::{datasets, mosquitto_pub, plan_fetcher, Mosquitto};
 
 const ME: &str = "researcher-faults";
 
@@ -32,19 +31,8 @@ fn pong_from(port: u16, node: &str, sequence: u64) {
     let pong = format!(
         r#"{{"researcher_id": "{ME}", "node_id": "{node}", "success": true, "sequence": {sequence}, "command": "pong", "protocol_version": "1"}}"#
     );
-    let status = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            "general/researcher",
-            "-m",
-            &pong,
-        ])
+    let status = mosquitto_pub(port, "general/researcher")
+        .args(["-m", &pong])
         .status()
         .expect("mosquitto_pub");
     assert!(status.success());

@@ -7,7 +7,7 @@ use fedreq_mqtt::{ConnectError, EmbeddedBroker, MqttConfig, NodeDriver, Runtime}
 use fedreq_protocol::{
     Completion, ConnectionState, Event, NodeConfig, Policy, Request, ResearcherConfig, Submission,
 };
-use fedreq_tests::{datasets, plan_fetcher, Mosquitto};
+use fedreq_tests::{datasets, mosquitto_pub, plan_fetcher, start_nodes, Mosquitto};
 
 const NODES: usize = 5;
 
@@ -19,11 +19,7 @@ fn node_ids() -> Vec<String> {
 fn exchange(port: u16) {
     let mqtt = MqttConfig::new("127.0.0.1", port);
     let runtime = Runtime::new().unwrap();
-    let configs = node_ids()
-        .into_iter()
-        .map(|id| NodeConfig::new(id, datasets(2, 10)))
-        .collect();
-    let _nodes = NodeDriver::start_many(&runtime, &mqtt, configs, plan_fetcher()).unwrap();
+    let _nodes = start_nodes(&runtime, &mqtt, &node_ids(), (2, 10));
     let researcher =
         fedreq_mqtt::connect_researcher(mqtt, ResearcherConfig::new("researcher-mqtt-test"))
             .unwrap();
@@ -137,11 +133,7 @@ fn the_driver_survives_a_broker_restart_and_subscribes_again() {
     };
     let mqtt = MqttConfig::new("127.0.0.1", mosquitto.port());
     let runtime = Runtime::new().unwrap();
-    let configs = node_ids()
-        .into_iter()
-        .map(|id| NodeConfig::new(id, datasets(1, 10)))
-        .collect();
-    let _nodes = NodeDriver::start_many(&runtime, &mqtt, configs, plan_fetcher()).unwrap();
+    let _nodes = start_nodes(&runtime, &mqtt, &node_ids(), (1, 10));
     let researcher =
         fedreq_mqtt::connect_researcher_on(&runtime, mqtt, ResearcherConfig::new("r-restart"))
             .unwrap();
@@ -265,11 +257,7 @@ fn the_first_broadcast_after_connecting_sees_every_node_past_the_brokers_queue_l
     let mqtt = MqttConfig::new("127.0.0.1", mosquitto.port());
     let runtime = Runtime::new().unwrap();
     let ids: Vec<String> = (0..60).map(|i| format!("crowd-{i}")).collect();
-    let configs = ids
-        .iter()
-        .map(|id| NodeConfig::new(id.clone(), datasets(1, 1)))
-        .collect();
-    let _nodes = NodeDriver::start_many(&runtime, &mqtt, configs, plan_fetcher()).unwrap();
+    let _nodes = start_nodes(&runtime, &mqtt, &ids, (1, 1));
     let researcher =
         fedreq_mqtt::connect_researcher(mqtt, ResearcherConfig::new("r-crowd")).unwrap();
     assert_eq!(researcher.roster().recv().unwrap().len(), 60);
@@ -286,25 +274,6 @@ fn the_first_broadcast_after_connecting_sees_every_node_past_the_brokers_queue_l
     );
 }
 
-/// Publishes `payload` on `topic` at QoS 1 with mosquitto_pub, from a file.
-fn publish_file(port: u16, topic: &str, payload: &std::path::Path) -> std::process::Child {
-    std::process::Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            topic,
-        ])
-        .arg("-f")
-        .arg(payload)
-        .spawn()
-        .expect("mosquitto_pub")
-}
-
 /// Anyone allowed to publish on the Fed-BioMed topics can send 20 MB: the researcher and the
 /// nodes refuse the payload and keep their connections, and the requests around it lose nothing.
 #[test]
@@ -319,11 +288,7 @@ fn oversized_publishes_during_requests_cut_no_connection_and_lose_nothing() {
     let mqtt = MqttConfig::new("127.0.0.1", port);
     let runtime = Runtime::new().unwrap();
     let ids = node_ids();
-    let configs = ids
-        .iter()
-        .map(|id| NodeConfig::new(id.clone(), datasets(1, 1)))
-        .collect();
-    let _nodes = NodeDriver::start_many(&runtime, &mqtt, configs, plan_fetcher()).unwrap();
+    let _nodes = start_nodes(&runtime, &mqtt, &ids, (1, 1));
     let researcher =
         fedreq_mqtt::connect_researcher(mqtt, ResearcherConfig::new("r-oversized")).unwrap();
     let big = std::env::temp_dir().join(format!("fedreq-20mb-{}-{port}", std::process::id()));
@@ -336,7 +301,11 @@ fn oversized_publishes_during_requests_cut_no_connection_and_lose_nothing() {
         "general/researcher",
         "general/node-1",
     ] {
-        let sender = publish_file(port, topic, &big);
+        let sender = mosquitto_pub(port, topic)
+            .arg("-f")
+            .arg(&big)
+            .spawn()
+            .unwrap();
         for _ in 0..5 {
             let pending: Vec<_> = (0..20)
                 .map(|_| {
