@@ -437,8 +437,8 @@ impl Researcher {
     }
 
     /// Takes a change of the adapter's connection state, reported as an event. Requests in
-    /// flight are not touched: their timers decide, and the nodes that could not answer are
-    /// reported missing.
+    /// flight go on under their timers; only the return windows of nodes that went offline
+    /// wait while the connection is down.
     pub fn handle_connection(&mut self, now: Timestamp, state: ConnectionState) {
         self.handle_timeout(now);
         self.on_own_connection(now, state == ConnectionState::Connected);
@@ -615,7 +615,7 @@ impl Researcher {
     /// A node's status. A newer run replaces what was known; within a run, each change
     /// counts: its will says `offline` whenever its connection breaks (a broker restart fires
     /// every will), and it says `online` again on its next session. A node that goes offline is
-    /// awaited no more by the requests in flight.
+    /// awaited by the requests in flight for their return window.
     fn on_presence(&mut self, now: Timestamp, topic: &str, payload: &[u8]) {
         let presence = match Presence::decode(topic, payload, &self.config.limits) {
             Ok(presence) => presence,

@@ -217,5 +217,9 @@ fn a_node_that_crashed_starts_afresh_and_answers_nothing_asked_of_its_dead_run()
     let _ = second.kill();
     let _ = second.wait();
     assert_eq!(outcome.online(), ["lazarus"], "the new run answers");
-    assert!(stale.is_empty(), "{} pongs to the dead run's pings", stale.len());
+    assert!(
+        stale.is_empty(),
+        "{} pongs to the dead run's pings",
+        stale.len()
+    );
 }

@@ -53,7 +53,13 @@ fn start(
     mqtt: MqttConfig,
     core: ResearcherConfig,
 ) -> (flume::Receiver<Result<(), ConnectError>>, ResearcherHandle) {
-    let core_id = core.researcher_id.clone();
+    // The researcher id names the connection for operators; the client id is also a topic
+    // level (the sync echo), so only characters safe in both are kept.
+    let core_id: String = core
+        .researcher_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .collect();
     let (driver, handle) = ResearcherDriver::new(core);
     let (ready_tx, ready) = flume::bounded(1);
     let relay = runtime.relay().clone();
