@@ -231,6 +231,28 @@ pub fn start_nodes(
     fedreq_mqtt::NodeDriver::start_many(runtime, mqtt, configs, plan_fetcher()).unwrap()
 }
 
+/// Waits up to 10 s for the nodes online in `researcher`'s roster to be `expected` (sorted):
+/// a node's status may still be on its way to the broker when it starts.
+pub fn wait_for_online(researcher: &fedreq_driver::ResearcherHandle, expected: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let roster = researcher.roster().recv().unwrap();
+        let online: Vec<String> = roster
+            .into_iter()
+            .filter(|(_, m)| m.online)
+            .map(|(n, _)| n)
+            .collect();
+        if online == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "online {online:?}, expected {expected:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `mosquitto_pub` at QoS 1 to `topic` on the loopback broker at `port`; add `-m` or `-f`.
 pub fn mosquitto_pub(port: u16, topic: &str) -> Command {
     let mut command = Command::new("mosquitto_pub");

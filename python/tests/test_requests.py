@@ -2,6 +2,7 @@
 
 import logging
 import threading
+import time
 
 import pytest
 
@@ -116,15 +117,18 @@ def test_monitor_callback_gets_each_scalar_from_the_driver_thread(requests):
     assert not arrived.wait(0.3)
 
 
+def wait_until(condition, seconds=10):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
 def test_roster_shows_the_nodes_online_and_offline(federation, requests):
-    roster = requests.roster()
-    assert sorted(roster) == NODES and all(m["online"] for m in roster.values())
+    # A node's status may still be on its way to the broker when the federation is up.
+    wait_until(lambda: [n for n, m in sorted(requests.roster().items()) if m["online"]] == NODES)
     federation.stop_node("node-2")
-    for _ in range(100):
-        if not requests.roster()["node-2"]["online"]:
-            break
-        threading.Event().wait(0.02)
-    assert requests.roster()["node-2"]["online"] is False
+    wait_until(lambda: requests.roster()["node-2"]["online"] is False)
     assert sorted(requests.ping_nodes()) == ["node-1", "node-3"]
 
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use fedreq_driver::ResearcherHandle;
 use fedreq_mqtt::{MqttConfig, NodeDriver, Runtime};
 use fedreq_protocol::{Policy, Request, ResearcherConfig, Submission};
-use fedreq_tests::{start_nodes, Cutter, Mosquitto};
+use fedreq_tests::{start_nodes, wait_for_online, Cutter, Mosquitto};
 
 /// The bridge block of docs/deployment.md, pointed at `port`.
 fn bridge_config(port: u16) -> String {
@@ -26,22 +26,9 @@ fn nodes(runtime: &Runtime, port: u16, ids: &[&str]) -> Vec<NodeDriver> {
     start_nodes(runtime, &MqttConfig::new("127.0.0.1", port), &ids, (2, 1))
 }
 
-fn online(researcher: &ResearcherHandle) -> Vec<String> {
-    let roster = researcher.roster().recv().unwrap();
-    roster
-        .into_iter()
-        .filter(|(_, m)| m.online)
-        .map(|(n, _)| n)
-        .collect()
-}
-
-/// Waits up to 10 s for the roster to be `expected`.
 fn roster_becomes(researcher: &ResearcherHandle, expected: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while online(researcher) != expected {
-        assert!(Instant::now() < deadline, "roster {:?}", online(researcher));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+    wait_for_online(researcher, &expected);
 }
 
 #[test]

@@ -7,7 +7,9 @@ use fedreq_mqtt::{ConnectError, EmbeddedBroker, MqttConfig, NodeDriver, Runtime}
 use fedreq_protocol::{
     Completion, ConnectionState, Event, NodeConfig, Policy, Request, ResearcherConfig, Submission,
 };
-use fedreq_tests::{datasets, mosquitto_pub, plan_fetcher, start_nodes, Mosquitto};
+use fedreq_tests::{
+    datasets, mosquitto_pub, plan_fetcher, start_nodes, wait_for_online, Mosquitto,
+};
 
 const NODES: usize = 5;
 
@@ -256,11 +258,12 @@ fn the_first_broadcast_after_connecting_sees_every_node_past_the_brokers_queue_l
     };
     let mqtt = MqttConfig::new("127.0.0.1", mosquitto.port());
     let runtime = Runtime::new().unwrap();
-    let ids: Vec<String> = (0..60).map(|i| format!("crowd-{i}")).collect();
+    let mut ids: Vec<String> = (0..60).map(|i| format!("crowd-{i}")).collect();
     let _nodes = start_nodes(&runtime, &mqtt, &ids, (1, 1));
     let researcher =
         fedreq_mqtt::connect_researcher(mqtt, ResearcherConfig::new("r-crowd")).unwrap();
-    assert_eq!(researcher.roster().recv().unwrap().len(), 60);
+    ids.sort();
+    wait_for_online(&researcher, &ids);
     let ping = researcher
         .submit(Submission::broadcast(Request::ping()))
         .recv()
