@@ -287,7 +287,7 @@ fn a_broadcast_finds_nodes_with_and_without_presence() {
 fn broadcasts_settle_only_while_a_node_without_presence_may_be_out_there() {
     let mut core = Researcher::new(ResearcherConfig::new(ME));
     status(&mut core, ms(0.0), "a", Status::Online, 1);
-    let mut ping = |core: &mut Researcher, at: f64, sequence: u64, nodes: &[&str]| {
+    let ping = |core: &mut Researcher, at: f64, sequence: u64, nodes: &[&str]| {
         core.submit(ms(at), Submission::broadcast(Request::ping()))
             .unwrap();
         for node in nodes {
