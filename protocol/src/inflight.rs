@@ -137,9 +137,14 @@ impl Active {
 
     /// Marks `node` as having answered, for early completion; a node counted as gone that
     /// answers after all is counted once.
+    #[inline]
     pub(crate) fn mark_answered(&mut self, node: &str) {
-        self.leaving.retain(|(n, _)| n != node);
-        if self.expected_set.contains(node) && !self.gone.remove(node) {
+        // Both are empty but for nodes that went offline: no hashing on the hot path.
+        if !self.leaving.is_empty() {
+            self.leaving.retain(|(n, _)| n != node);
+        }
+        let was_gone = !self.gone.is_empty() && self.gone.remove(node);
+        if !was_gone && self.expected_set.contains(node) {
             self.expected_answered += 1;
         }
     }
