@@ -42,6 +42,10 @@ pub struct SoakArgs {
     /// Seed of the crashes
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Run mosquitto in its default configuration (`persistence false`): a restart then
+    /// forgets every session
+    #[arg(long)]
+    no_persistence: bool,
 }
 
 /// A `fedreq node` process and its nodes.
@@ -59,10 +63,13 @@ pub fn run(args: SoakArgs, json_output: bool) -> Result<(), String> {
     // mosquitto started as root runs as `mosquitto`, which must write its database here.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o777)).map_err(fail)?;
-    let persistence = format!(
-        "persistence true\npersistence_location {}/",
-        folder.display()
-    );
+    let persistence = match args.no_persistence {
+        true => String::new(),
+        false => format!(
+            "persistence true\npersistence_location {}/",
+            folder.display()
+        ),
+    };
     let mut broker = Mosquitto::start(&persistence)?
         .ok_or("soak needs mosquitto (apt-get install mosquitto)")?;
     let address = format!("127.0.0.1:{}", broker.port);
