@@ -21,8 +21,8 @@ pub(crate) enum Input {
         topic: String,
         payload: bytes::Bytes,
     },
-    /// A session started: subscribe (again).
-    Connected,
+    /// A session started: subscribe (again). `resumed` when the broker still had it.
+    Connected { resumed: bool },
     /// The broker answered a subscription: `false` when it refused a topic.
     Subscribed(bool),
     /// The connection was lost or could not be made; `transient` when trying again may work
@@ -70,7 +70,7 @@ pub(crate) fn client_id(role: &str) -> String {
 }
 
 /// What a connection registers and checks besides its subscriptions.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Extras {
     /// The last will, retained (a node's `offline`).
     pub will: Option<(String, Vec<u8>)>,
@@ -127,6 +127,8 @@ pub(crate) struct Session {
     pub stop: tokio::sync::oneshot::Sender<()>,
     /// Its client id, which names a persistent session.
     pub client_id: String,
+    /// Whether the broker still had the session when the connection started.
+    pub resumed: bool,
 }
 
 /// Opens a connection as `client_id`, starts the task that polls it, and runs the first
@@ -148,7 +150,7 @@ pub(crate) async fn start(
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let persistent = (mqtt.session == SessionKind::Persistent).then(|| mqtt.address());
     tokio::spawn(run(eventloop, inputs_tx, stopped, mqtt.backoff, persistent));
-    let early = handshake(
+    let (early, resumed) = handshake(
         &inputs,
         &client,
         filters,
@@ -163,13 +165,20 @@ pub(crate) async fn start(
         early,
         stop,
         client_id,
+        resumed,
     })
 }
 
-/// Disconnects cleanly (no will), waiting a moment for the connection task to see it out.
+/// Disconnects cleanly (no will), waiting up to a second for the connection to close.
 pub(crate) async fn disconnect(client: &AsyncClient, inputs: &flume::Receiver<Input>) {
     let _ = client.try_disconnect();
-    let closed = async { while inputs.recv_async().await.is_ok() {} };
+    let closed = async {
+        while let Ok(input) = inputs.recv_async().await {
+            if let Input::Disconnected { .. } = input {
+                return;
+            }
+        }
+    };
     let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
 }
 
@@ -226,7 +235,9 @@ pub(crate) async fn run(
                         "the MQTT broker at {broker} had lost our session (restarted without persistence?): what was in flight may be lost"
                     );
                 }
-                Input::Connected
+                Input::Connected {
+                    resumed: ack.session_present,
+                }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => Input::Subscribed(
                 ack.return_codes
@@ -330,7 +341,8 @@ const SYNC_WAIT: Duration = Duration::from_millis(500);
 /// The first session: waits for it to start, subscribes to `filters`, and waits for the
 /// broker's acknowledgement, all within `timeout`; only then can a request be answered.
 /// A connection that breaks (a broker still starting resets it) is tried again until then;
-/// a refusal fails at once. Returns what arrived meanwhile, for the core.
+/// a refusal fails at once. Returns what arrived meanwhile, for the core, and whether the
+/// broker still had the session.
 async fn handshake(
     inputs: &flume::Receiver<Input>,
     client: &AsyncClient,
@@ -338,7 +350,7 @@ async fn handshake(
     sync: Option<String>,
     address: String,
     timeout: Duration,
-) -> Result<Vec<Input>, ConnectError> {
+) -> Result<(Vec<Input>, bool), ConnectError> {
     let fail = |reason: String| ConnectError::Unreachable {
         address: address.clone(),
         reason,
@@ -346,6 +358,7 @@ async fn handshake(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut early = Vec::new();
     let mut subscribed = false;
+    let mut resumed = false;
     let mut last_failure = String::new();
     loop {
         let input = tokio::time::timeout_at(deadline, inputs.recv_async())
@@ -356,14 +369,15 @@ async fn handshake(
             })?
             .map_err(|_| fail("the connection task stopped".into()))?;
         match input {
-            Input::Connected if !subscribed => {
+            Input::Connected { resumed: present } if !subscribed => {
                 subscribed = true;
+                resumed = present;
                 client
                     .try_subscribe_many(filters.clone())
                     .map_err(|e| fail(e.to_string()))?;
             }
             Input::Subscribed(true) => match &sync {
-                None => return Ok(early),
+                None => return Ok((early, resumed)),
                 Some(topic) => {
                     let _ = client.try_publish(topic.clone(), rumqttc::QoS::AtMostOnce, false, "");
                     // A broker whose access rules refuse the echo costs this wait, no more.
@@ -375,7 +389,7 @@ async fn handshake(
                             Ok(Err(_)) | Err(_) => break,
                         }
                     }
-                    return Ok(early);
+                    return Ok((early, resumed));
                 }
             },
             Input::Subscribed(false) => return Err(ConnectError::SubscriptionRefused { address }),

@@ -99,15 +99,33 @@ fn spawn(
             will: Some((offline.topic, offline.payload)),
             sync: None,
         };
-        // A node's persistent session is named after it, and each run starts it afresh: what
-        // was queued for a run that died was asked of it, and nobody waits for its answer now.
+        // A node's persistent session is named after it.
         let client_id = match mqtt.session {
             Session::Persistent => format!("fedreq-node-{}", node.node_id),
             Session::Clean => connection::client_id("node"),
         };
-        connection::end(&mqtt, &relay, client_id.clone()).await;
-        let started =
-            connection::start(&mqtt, &relay, client_id, REQUEST_CAPACITY, filters, extras).await;
+        let start = || {
+            let (filters, extras) = (filters.clone(), extras.clone());
+            connection::start(
+                &mqtt,
+                &relay,
+                client_id.clone(),
+                REQUEST_CAPACITY,
+                filters,
+                extras,
+            )
+        };
+        let started = match start().await {
+            // A run that died left its session, with what was queued for it: asked of that run,
+            // and nobody waits for its answers now. This run ends it and starts afresh.
+            Ok(stale) if stale.resumed => {
+                connection::disconnect(&stale.client, &stale.inputs).await;
+                drop(stale.stop);
+                connection::end(&mqtt, &relay, client_id.clone()).await;
+                start().await
+            }
+            started => started,
+        };
         let session = match started {
             Ok(session) => session,
             Err(error) => {
@@ -163,7 +181,7 @@ impl Task {
             Input::Publish { topic, payload } => {
                 self.core.handle_publish(self.clock.now(), &topic, &payload)
             }
-            Input::Connected => {
+            Input::Connected { .. } => {
                 let filters = subscriptions(self.core.node_id(), self.qos);
                 self.outbox.reconnected(filters);
                 // Every session says it again: the broker may have published the will meanwhile.

@@ -116,7 +116,7 @@ impl Task {
             // A late echo of the first session's sync is no message for the core.
             Input::Publish { topic, .. } if topic.starts_with(SYNC) => {}
             Input::Publish { topic, payload } => self.driver.handle_publish(&topic, &payload),
-            Input::Connected => self.outbox.reconnected(filters(self.qos)),
+            Input::Connected { .. } => self.outbox.reconnected(filters(self.qos)),
             Input::Subscribed(accepted) => {
                 self.outbox.subscribed();
                 let state = if accepted {
