@@ -239,7 +239,7 @@ pub fn wait_for_online(researcher: &fedreq_driver::ResearcherHandle, expected: &
         let roster = researcher.roster().recv().unwrap();
         let online: Vec<String> = roster
             .into_iter()
-            .filter(|(_, m)| m.online)
+            .filter(|(_, m)| m.online())
             .map(|(n, _)| n)
             .collect();
         if online == expected {

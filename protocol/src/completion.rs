@@ -2,16 +2,19 @@
 //!
 //! A request's named [`Timer`]s are computed from its state ([`Active::timers`]), so no
 //! change can leave one stale; its next wake is their minimum, and [`Active::expire`] says
-//! which one fired and what that means. The rules that complete on arrival (every expected node answered, an error under
-//! `stop_on_error`) are in [`Active::on_answer`]. [`Policy`](crate::policy::Policy) holds the
-//! settings; this module is what they do. Adding a rule means a timer or a branch here.
+//! which one fired and what that means. The rules that complete on arrival (every expected
+//! node answered, an error under `stop_on_error`) are in [`Active::on_answer`]; who is
+//! expected, and who is given up (offline, restarted, waited out), is decided by the
+//! researcher core and recorded here through [`Active::give_up`].
+//! [`Policy`](crate::policy::Policy) holds the settings; this module is what they do. Adding a
+//! rule means a timer or a branch here.
 
 use crate::message::NodeMessage;
 use crate::outcome::Completion;
 use crate::policy::settle_window;
 use crate::time::Timestamp;
 
-use crate::inflight::Active;
+use crate::inflight::{Active, Unknown};
 
 /// The timers of a request. On a tie, the first in this order fires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -20,10 +23,14 @@ pub(crate) enum Timer {
     Deadline,
     /// `grace` after the `min_replies`-th reply.
     Grace,
-    /// The settle window of a broadcast by presence, once every expected node answered.
+    /// The settle or first-contact window, once every expected node answered.
     Settle,
     /// `return_window` after an expected node went offline without answering.
     Return,
+    /// The wait for an expected node without presence ([`FirstContact::wait_for`]).
+    ///
+    /// [`FirstContact::wait_for`]: crate::policy::FirstContact::wait_for
+    Unsure,
     /// The end of a Fed-BioMed round.
     Round,
     /// `timeout` after the last reply, or after sending when none came.
@@ -37,6 +44,7 @@ pub(crate) struct Timers {
     grace: Option<Timestamp>,
     settle: Option<Timestamp>,
     back: Option<Timestamp>,
+    unsure: Option<Timestamp>,
     round: Option<Timestamp>,
     quiet: Option<Timestamp>,
 }
@@ -50,6 +58,7 @@ impl Timers {
             (self.grace, Timer::Grace),
             (self.settle, Timer::Settle),
             (self.back, Timer::Return),
+            (self.unsure, Timer::Unsure),
             (self.round, Timer::Round),
             (self.quiet, Timer::Quiet),
         ]
@@ -61,11 +70,11 @@ impl Timers {
 
 /// What a node's answer was, for the rules that complete on arrival.
 pub(crate) enum Answer {
-    /// A reply of the request's command.
+    /// A reply of the request's command, or its fence passed.
     Reply,
     /// An `error` from the node.
     Error,
-    /// A node that went offline before answering did not come back.
+    /// An expected node is awaited no more.
     Gone,
 }
 
@@ -74,18 +83,26 @@ impl Active {
     #[inline]
     pub(crate) fn timers(&self) -> Timers {
         let policy = &self.policy;
-        let sent = self.sent.is_some();
+        let sent = self.sent;
         Timers {
             deadline: policy.deadline.map(|d| self.submitted + d),
             grace: self
                 .min_reached
                 .zip(policy.min_replies)
-                .filter(|_| sent)
+                .filter(|_| sent.is_some())
                 .map(|(at, min)| at + min.grace),
             settle: self.settle_at,
             back: self.return_at(),
-            round: (sent && policy.rounds.is_some()).then_some(self.round_end),
-            quiet: (sent && policy.rounds.is_none()).then(|| self.last_reply + policy.timeout),
+            // Sorted by wait: the first is the next to end (it may have answered: harmless).
+            unsure: sent
+                .zip(self.unsure.first())
+                .map(|(at, (_, wait))| at + *wait),
+            round: sent
+                .filter(|_| policy.rounds.is_some())
+                .map(|_| self.round_end),
+            quiet: sent
+                .filter(|_| policy.rounds.is_none())
+                .map(|_| self.last_reply + policy.timeout),
         }
     }
 
@@ -109,7 +126,7 @@ impl Active {
         let completion = match timer {
             Timer::Deadline => Completion::Deadline,
             Timer::Grace => Completion::MinReplies,
-            Timer::Settle => Completion::AllAnswered,
+            Timer::Settle => self.all_in(Completion::Settled),
             Timer::Return => {
                 let window = self.policy.return_window;
                 let due: Vec<_> = self
@@ -119,7 +136,19 @@ impl Active {
                     .map(|(node, _)| node.clone())
                     .collect();
                 for node in due {
-                    self.give_up(&node);
+                    self.give_up(&node, true);
+                }
+                return self.on_answer(at, Answer::Gone);
+            }
+            Timer::Unsure => {
+                let sent = self.sent.unwrap_or(self.submitted);
+                let due = self
+                    .unsure
+                    .iter()
+                    .take_while(|(_, wait)| sent + *wait <= at)
+                    .count();
+                for (node, _) in self.unsure.drain(..due).collect::<Vec<_>>() {
+                    self.give_up(&node, false);
                 }
                 return self.on_answer(at, Answer::Gone);
             }
@@ -137,19 +166,30 @@ impl Active {
         Some(completion)
     }
 
+    /// `reason`, unless an expected node went offline: then it is why the request ended.
+    fn all_in(&self, reason: Completion) -> Completion {
+        match self.went_offline {
+            0 => reason,
+            _ => Completion::Offline,
+        }
+    }
+
     /// Keeps a message for a collect (errors apart), unless `only_successful` drops it; its
     /// node has answered either way.
     pub(crate) fn keep(&mut self, now: Timestamp, message: NodeMessage) {
-        if self.replied.insert(message.node_id().to_owned()) {
+        if !self.has_answered(message.node_id()) {
             self.mark_answered(message.node_id());
         }
         match message {
-            NodeMessage::Error(error) => self.errors.push(error),
-            _ if self.policy.only_successful && message.success() == Some(false) => {
-                self.counters.unsuccessful += 1;
+            NodeMessage::Error(error) => {
+                self.errored.insert(error.node_id.clone());
+                self.errors.push(error);
+            }
+            message => {
+                self.replied.insert(message.node_id().to_owned());
+                self.keep_reply(now, message);
                 return;
             }
-            message => self.replies.push(message),
         }
         self.note_activity(now);
     }
@@ -179,27 +219,37 @@ impl Active {
         }
     }
 
-    /// The rule an answer just counted completes, if any; a broadcast by presence starts its
-    /// settle window instead when the last expected node answered.
+    /// The rule an answer just counted completes, if any. Once every expected node answered,
+    /// a request that may meet nodes nobody knows of waits its settle window instead (the
+    /// first-contact gap when it met one, or expected nobody), from its latest answer.
     #[inline]
     pub(crate) fn on_answer(&mut self, now: Timestamp, answer: Answer) -> Option<Completion> {
         if matches!(answer, Answer::Error) && self.policy.stop_on_error {
             return Some(Completion::Error);
         }
-        let everyone = self.policy.early
-            && !self.expected.is_empty()
-            && self.expected_answered == self.expected_set.len();
-        if !everyone {
+        if !self.policy.early || self.expected_answered < self.expected_set.len() {
             return None;
         }
-        if !self.settles {
-            return Some(Completion::AllAnswered);
+        let heard_any = !self.replied.is_empty()
+            || !self.errored.is_empty()
+            || !self.passed.is_empty()
+            || !self.replies.is_empty();
+        match self.unknown {
+            _ if self.expected_set.is_empty() && !heard_any => None,
+            Unknown::Ignored if self.expected_set.is_empty() => None,
+            Unknown::Ignored | Unknown::Announced => Some(self.all_in(Completion::AllAnswered)),
+            Unknown::Settles => {
+                let sent = self.sent.unwrap_or(self.submitted);
+                let (after, timeout) = (now - sent, self.policy.timeout);
+                let window = match self.met_unexpected || self.expected_set.is_empty() {
+                    true => self.policy.first_contact.gap(after, timeout),
+                    false => settle_window(after, timeout),
+                };
+                let end = now + window;
+                self.settle_at = Some(self.settle_at.map_or(end, |at| at.max(end)));
+                None
+            }
         }
-        if self.settle_at.is_none() {
-            let sent = self.sent.unwrap_or(self.submitted);
-            self.settle_at = Some(now + settle_window(now - sent, self.policy.timeout));
-        }
-        None
     }
 }
 

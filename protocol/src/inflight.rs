@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, DefaultHasher, Hasher};
+use std::time::Duration;
 
 use crate::message::{Command, ErrorMessage, NodeMessage, Request, Sequence};
 use crate::outcome::Counters;
@@ -39,15 +40,36 @@ pub(crate) enum Kind {
     Collect(Vec<Command>),
 }
 
+/// How a request waits for nodes nobody told it about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unknown {
+    /// It does not: it expects exactly its targets or roster.
+    Ignored,
+    /// Every node out there announces itself: it expects those online, and no one else.
+    Announced,
+    /// Nodes without presence may be out there: once every expected node answered, it
+    /// settles a moment, or waits the first-contact gap when it met a node it did not expect.
+    Settles,
+}
+
 /// A request between submission and completion.
 #[derive(Debug)]
 pub(crate) struct Active {
     pub(crate) kind: Kind,
     pub(crate) sequence: Option<Sequence>,
+    /// The sequence of the ping sent right after it, when a node may leave it unanswered: a
+    /// node answers in order, so its pong without a reply before it means it has none.
+    pub(crate) fence: Option<Sequence>,
     pub(crate) targets: Option<Vec<NodeId>>,
     pub(crate) targeted: Option<NodeSet>,
     pub(crate) expected: Vec<NodeId>,
     pub(crate) expected_set: NodeSet,
+    /// Expected nodes without presence and how long after sending each is awaited: they may
+    /// have left without a word.
+    pub(crate) unsure: Vec<(NodeId, Duration)>,
+    pub(crate) unknown: Unknown,
+    /// A node it did not expect answered: the roster is incomplete, first contact applies.
+    pub(crate) met_unexpected: bool,
     pub(crate) policy: Policy,
     pub(crate) submitted: Timestamp,
     /// When it was published; `None` while it waits for its command's turn.
@@ -58,19 +80,24 @@ pub(crate) struct Active {
     pub(crate) min_reached: Option<Timestamp>,
     pub(crate) replied: NodeSet,
     pub(crate) errored: NodeSet,
+    /// Nodes that passed the fence without a reply.
+    pub(crate) passed: NodeSet,
     pub(crate) expected_answered: usize,
     /// Expected nodes that went offline before answering, and since when (`None` while our own
     /// connection is down): awaited `return_window` more.
     pub(crate) leaving: Vec<(NodeId, Option<Timestamp>)>,
-    /// Expected nodes that went offline and did not come back: awaited no more, reported missing.
+    /// Expected nodes awaited no more (offline, or unsure and waited out): reported missing.
     pub(crate) gone: NodeSet,
-    /// Expects the roster by presence: settles before completing.
-    pub(crate) settles: bool,
-    /// When the settle window ends, once every expected node answered.
+    /// How many of `gone` went offline (rather than being waited out).
+    pub(crate) went_offline: usize,
+    /// When the settle (or first-contact) window ends, once every expected node answered.
     pub(crate) settle_at: Option<Timestamp>,
     pub(crate) replies: Vec<NodeMessage>,
     pub(crate) errors: Vec<ErrorMessage>,
     pub(crate) counters: Counters,
+    /// The core-wide counters of stray messages of its command when it was sent: what they
+    /// counted since is its own share, added at completion.
+    pub(crate) strays_at_send: Counters,
     /// The wake registered in the core's timer set.
     pub(crate) wake: Option<Timestamp>,
 }
@@ -81,10 +108,14 @@ impl Active {
         Active {
             kind,
             sequence: None,
+            fence: None,
             targets: None,
             targeted: None,
             expected: Vec::new(),
             expected_set: NodeSet::with_hasher(keyed),
+            unsure: Vec::new(),
+            unknown: Unknown::Ignored,
+            met_unexpected: false,
             policy,
             submitted: now,
             sent: None,
@@ -94,24 +125,31 @@ impl Active {
             min_reached: None,
             replied: NodeSet::with_hasher(keyed),
             errored: NodeSet::with_hasher(keyed),
+            passed: NodeSet::with_hasher(keyed),
             expected_answered: 0,
             leaving: Vec::new(),
             gone: NodeSet::with_hasher(keyed),
-            settles: false,
+            went_offline: 0,
             settle_at: None,
             replies: Vec::new(),
             errors: Vec::new(),
             counters: Counters::default(),
+            strays_at_send: Counters::default(),
             wake: None,
+        }
+    }
+
+    /// The command it was sent with, for a sent request.
+    pub(crate) fn command(&self) -> Option<Command> {
+        match &self.kind {
+            Kind::Sent { command, .. } => Some(*command),
+            Kind::Collect(_) => None,
         }
     }
 
     /// The command of the replies it collects, for a sent request.
     pub(crate) fn reply_command(&self) -> Option<Command> {
-        match &self.kind {
-            Kind::Sent { command, .. } => Some(command.reply()),
-            Kind::Collect(_) => None,
-        }
+        self.command().map(Command::reply)
     }
 
     /// Whether it is a collect that takes `command`.
@@ -119,12 +157,9 @@ impl Active {
         matches!(&self.kind, Kind::Collect(commands) if commands.is_empty() || commands.contains(&command))
     }
 
-    /// Whether it is a broadcast expecting the nodes online by presence.
+    /// Whether it expects the nodes known to the core (a broadcast without a given roster).
     pub(crate) fn by_presence(&self) -> bool {
-        self.targets.is_none()
-            && self.policy.roster.is_none()
-            && self.policy.expect_online
-            && matches!(self.kind, Kind::Sent { .. })
+        !matches!(self.unknown, Unknown::Ignored)
     }
 
     pub(crate) fn targets(&self, node: &str) -> bool {
@@ -132,11 +167,11 @@ impl Active {
     }
 
     pub(crate) fn has_answered(&self, node: &str) -> bool {
-        self.replied.contains(node) || self.errored.contains(node)
+        self.replied.contains(node) || self.errored.contains(node) || self.passed.contains(node)
     }
 
-    /// Marks `node` as having answered, for early completion; a node counted as gone that
-    /// answers after all is counted once.
+    /// Marks `node` as having answered, for early completion: a node counted as gone that
+    /// answers after all is counted once. A node it did not expect is first contact.
     #[inline]
     pub(crate) fn mark_answered(&mut self, node: &str) {
         // Both are empty but for nodes that went offline: no hashing on the hot path.
@@ -144,25 +179,39 @@ impl Active {
             self.leaving.retain(|(n, _)| n != node);
         }
         let was_gone = !self.gone.is_empty() && self.gone.remove(node);
-        if !was_gone && self.expected_set.contains(node) {
+        if was_gone {
+            return;
+        }
+        if self.expected_set.contains(node) {
             self.expected_answered += 1;
+        } else {
+            self.met_unexpected = true;
         }
     }
 
-    /// Awaits `node`, which went offline, no more: it will be reported missing.
-    pub(crate) fn give_up(&mut self, node: &str) {
+    /// Awaits `node` no more: it will be reported missing. `offline` when it went offline,
+    /// rather than being waited out.
+    pub(crate) fn give_up(&mut self, node: &str, offline: bool) {
         self.leaving.retain(|(n, _)| n != node);
+        if self.has_answered(node) || !self.expected_set.contains(node) {
+            return;
+        }
         if self.gone.insert(node.to_owned()) {
             self.expected_answered += 1;
+            self.went_offline += usize::from(offline);
         }
     }
 
-    /// Whether it awaits `node`, which just went offline.
+    /// Whether it still awaits an answer from `node`.
     pub(crate) fn awaits(&self, node: &str) -> bool {
         self.sent.is_some()
             && self.expected_set.contains(node)
             && !self.has_answered(node)
             && !self.gone.contains(node)
-            && !self.leaving.iter().any(|(n, _)| n == node)
+    }
+
+    /// Whether it awaits `node`, which just went offline, and does not know it yet.
+    pub(crate) fn awaits_unwarned(&self, node: &str) -> bool {
+        self.awaits(node) && !self.leaving.iter().any(|(n, _)| n == node)
     }
 }

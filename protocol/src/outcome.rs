@@ -24,8 +24,14 @@ impl fmt::Display for RequestId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Completion {
-    /// Every expected node answered.
+    /// Every expected node answered: a reply, an error, or for a request a node may leave
+    /// unanswered (a search without a match), its fence passed.
     AllAnswered,
+    /// Every expected node answered (or, without presence, was waited for as long as the
+    /// first-contact rule says), then no reply came for the settle or first-contact window.
+    Settled,
+    /// Every expected node answered or went offline: those that went offline are `missing`.
+    Offline,
     /// No reply for a whole quiet period.
     QuietPeriod,
     /// Fed-BioMed rounds: a round brought nothing new (or only one round was asked for).
@@ -36,6 +42,8 @@ pub enum Completion {
     Error,
     /// The overall deadline passed.
     Deadline,
+    /// The caller gave up on it (a dropped wait, Ctrl-C).
+    Cancelled,
 }
 
 /// Messages seen while the request was in flight that it did not keep.
@@ -55,6 +63,34 @@ pub struct Counters {
     pub malformed: u64,
     /// Replies with `success: false`, dropped under `only_successful`.
     pub unsuccessful: u64,
+}
+
+impl std::ops::Sub for Counters {
+    type Output = Counters;
+    /// What was counted between two readings of the same counters.
+    fn sub(self, earlier: Counters) -> Counters {
+        Counters {
+            duplicates: self.duplicates - earlier.duplicates,
+            late: self.late - earlier.late,
+            foreign: self.foreign - earlier.foreign,
+            wrong_sequence: self.wrong_sequence - earlier.wrong_sequence,
+            not_targeted: self.not_targeted - earlier.not_targeted,
+            malformed: self.malformed - earlier.malformed,
+            unsuccessful: self.unsuccessful - earlier.unsuccessful,
+        }
+    }
+}
+
+impl std::ops::AddAssign for Counters {
+    fn add_assign(&mut self, other: Counters) {
+        self.duplicates += other.duplicates;
+        self.late += other.late;
+        self.foreign += other.foreign;
+        self.wrong_sequence += other.wrong_sequence;
+        self.not_targeted += other.not_targeted;
+        self.malformed += other.malformed;
+        self.unsuccessful += other.unsuccessful;
+    }
 }
 
 /// The result of a request.

@@ -9,7 +9,8 @@
 //!   none in Fed-BioMed's rounds).
 //!
 //! The expected nodes are the targeted nodes, or for a broadcast the `roster` when one is
-//! given; a broadcast without a roster has none, so it ends by the quiet period or a later rule.
+//! given, else the nodes known (online by presence, or heard without it): see
+//! [`FirstContact`] for the nodes nobody knows of yet.
 
 use std::time::Duration;
 
@@ -43,6 +44,54 @@ pub struct Policy {
     /// broker restart fires every will), and the node, back on its session, answers. Past it,
     /// the node is reported missing.
     pub return_window: Duration,
+    /// How a broadcast waits for nodes without presence: those known, and those nobody knows of.
+    pub first_contact: FirstContact,
+}
+
+/// How long a broadcast waits for nodes that announce nothing (Fed-BioMed v4.4's), derived from
+/// the reply times it sees.
+///
+/// - Nobody known: after each reply (or fence passed), `factor` times that reply's time since
+///   sending, at least `min`, at most `max`; no reply at all: the quiet period.
+/// - A node heard before: until its last reply time plus that gap after sending, at most `max`.
+///
+/// A node slower than that is missed on first contact; its late reply makes it known, so the
+/// next broadcasts wait for it. `factor: 0` with `min: max` makes it a fixed window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FirstContact {
+    /// The gap after a reply, as a multiple of that reply's time since sending.
+    pub factor: u32,
+    /// The shortest gap: covers the jitter between nodes in one room.
+    pub min: Duration,
+    /// The longest wait after sending for a node without presence; never past `timeout`.
+    pub max: Duration,
+}
+
+impl Default for FirstContact {
+    /// A gap of twice the last reply's time, from 20 ms to 1 s: chosen with the simulator
+    /// (`cargo run --release -p fedreq-mem --example first_contact`; docs/presence.md).
+    fn default() -> Self {
+        FirstContact {
+            factor: 2,
+            min: Duration::from_millis(20),
+            max: Duration::from_secs(1),
+        }
+    }
+}
+
+impl FirstContact {
+    /// The quiet gap after a reply that came `after` sending, never past `timeout`.
+    pub fn gap(&self, after: Duration, timeout: Duration) -> Duration {
+        (after * self.factor)
+            .clamp(self.min, self.max.max(self.min))
+            .min(timeout)
+    }
+
+    /// How long after sending a known node without presence is awaited, given how long it
+    /// took last time: as long as first contact would have waited for it.
+    pub fn wait_for(&self, took: Duration, timeout: Duration) -> Duration {
+        (took + self.gap(took, timeout)).min(self.max).min(timeout)
+    }
 }
 
 /// Fed-BioMed v4's `get_responses` loop: wait a whole `timeout`, take what came; stop after
@@ -95,6 +144,7 @@ impl Policy {
             stop_on_error: false,
             deadline: Some(timeout.saturating_mul(DEADLINE_IN_TIMEOUTS)),
             return_window: RETURN_WINDOW,
+            first_contact: FirstContact::default(),
         }
     }
 

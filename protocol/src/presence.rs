@@ -3,7 +3,8 @@
 //! A node publishes its status, retained, on `fedreq/presence/<node_id>`, outside every topic a
 //! Fed-BioMed v4.4 component reads: `online` on every (re)connection, `offline` on a clean stop,
 //! and the broker publishes its last will (`offline`) when it dies. The incarnation tells runs
-//! apart, so a retained status of an earlier run never counts for a new one.
+//! apart, so a retained status of an earlier run never counts for a new one. A clean stop
+//! says `stopped`, so the researcher tells a node that left from one whose connection broke.
 
 use crate::error::DecodeError;
 use crate::message::{decode_body, encode_body, Command, Limits, PresenceMessage};
@@ -20,8 +21,17 @@ pub const SUBSCRIPTION: &str = "fedreq/presence/+";
 pub enum Status {
     /// Connected and answering.
     Online,
-    /// Stopped, crashed or cut off.
+    /// Crashed or cut off: its will. It may come back on its session.
     Offline,
+    /// Stopped cleanly: it will not answer what it was sent.
+    Stopped,
+}
+
+impl Status {
+    /// Whether the node is connected and answering.
+    pub fn is_online(self) -> bool {
+        self == Status::Online
+    }
 }
 
 /// One node's status, as it travels.
@@ -57,6 +67,7 @@ impl Presence {
             status: match self.status {
                 Status::Online => "online",
                 Status::Offline => "offline",
+                Status::Stopped => "stopped",
             }
             .to_owned(),
             incarnation: self.incarnation,
@@ -70,11 +81,12 @@ impl Presence {
         let status = match message.status.as_str() {
             "online" => Status::Online,
             "offline" => Status::Offline,
+            "stopped" => Status::Stopped,
             _ => {
                 return Err(DecodeError::WrongValue {
                     command: Command::Presence,
                     field: "status",
-                    expected: "`online` or `offline`",
+                    expected: "`online`, `offline` or `stopped`",
                     found: message.status,
                 })
             }

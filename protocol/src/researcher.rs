@@ -2,13 +2,14 @@
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
 
 use crate::completion::Answer;
 use crate::error::SubmitError;
 use crate::event::{ConnectionState, Event, Mail, Unmatched};
-use crate::inflight::{Active, Keyed, Kind, NodeSet};
+use crate::inflight::{Active, Keyed, Kind, NodeSet, Unknown};
 use crate::message::{Command, ErrorMessage, Limits, NodeMessage, Request, Sequence};
-use crate::outcome::{Completion, Outcome, RequestId};
+use crate::outcome::{Completion, Counters, Outcome, RequestId};
 use crate::policy::Policy;
 use crate::presence::{self, Presence, Status};
 use crate::time::Timestamp;
@@ -31,6 +32,10 @@ pub struct ResearcherConfig {
     pub mailbox_capacity: usize,
     /// How many payload bytes the mailbox keeps; the oldest are dropped past it.
     pub mailbox_bytes: usize,
+    /// Nodes without presence heard before (by an earlier process on the same broker, or
+    /// named by the user), with how long each took to answer: broadcasts expect them from
+    /// the start. `None` when nothing is known: the first broadcast is first contact.
+    pub known: Option<Vec<(NodeId, Duration)>>,
 }
 
 impl ResearcherConfig {
@@ -44,6 +49,7 @@ impl ResearcherConfig {
             limits: Limits::default(),
             mailbox_capacity: 10_000,
             mailbox_bytes: 64 << 20,
+            known: None,
         }
     }
 }
@@ -101,6 +107,9 @@ pub struct Collect {
     /// The nodes expected to answer (those the messages were sent to): with early completion,
     /// it completes once each has sent one of the commands or an error.
     pub expect: Option<Vec<NodeId>>,
+    /// The messages went to every node: without `expect`, it expects the nodes known, as a
+    /// broadcast does.
+    pub broadcast: bool,
 }
 
 /// One MQTT publish for the adapter to make.
@@ -119,6 +128,8 @@ pub struct Stats {
     pub mailbox_dropped: u64,
     /// Presence statuses refused by decoding.
     pub presence_refused: u64,
+    /// Pongs to a fence of a completed request: ours, dropped.
+    pub late_fences: u64,
 }
 
 /// A node the researcher knows by its presence.
@@ -126,10 +137,35 @@ pub struct Stats {
 pub struct Member {
     /// Its latest run.
     pub incarnation: u64,
-    /// Online or not.
-    pub online: bool,
-    /// When its status last changed, on the core's clock.
-    pub since: Timestamp,
+    /// Its latest status.
+    pub status: Status,
+    /// When its status last changed, on the core's clock; `None` when the broker kept it
+    /// from before we subscribed (a retained status), so when it changed is unknown.
+    pub since: Option<Timestamp>,
+}
+
+impl Member {
+    /// Whether it is online.
+    pub fn online(&self) -> bool {
+        self.status.is_online()
+    }
+}
+
+/// A recently completed broadcast or fence: a late pong to it tells how slow its node is.
+#[derive(Clone, Copy, Debug)]
+struct Recent {
+    sequence: Sequence,
+    sent: Timestamp,
+    broadcast: bool,
+    fence: bool,
+}
+
+/// Which request in flight a reply belongs to.
+enum Match {
+    /// A reply to this request.
+    Reply(RequestId),
+    /// A pong to this request's fence.
+    Fence(RequestId),
 }
 
 /// How many kept sequences of completed requests are remembered.
@@ -181,6 +217,16 @@ pub struct Researcher {
     waiting: BTreeMap<Command, VecDeque<RequestId>>,
     /// The last kept sequences of completed requests, to tell late from unknown.
     kept_finished: VecDeque<Sequence>,
+    /// The last completed broadcasts and fences, to learn from their late replies.
+    recent: VecDeque<Recent>,
+    /// The requests in flight to each targeted node, the broadcasts and the collects: an error
+    /// or a status finds the requests it concerns without scanning every one.
+    by_node: HashMap<NodeId, BTreeSet<RequestId>, Keyed>,
+    broadcasts: BTreeSet<RequestId>,
+    collects: BTreeSet<RequestId>,
+    /// Stray replies and refused payloads, counted per reply command (`None`: no command
+    /// known); each request takes the difference between its sending and its completion.
+    strays: BTreeMap<Option<Command>, Counters>,
     /// Commands without sequence that have completed at least once, to tell late from unknown.
     finished: BTreeSet<Command>,
     timers: BTreeSet<(Timestamp, RequestId)>,
@@ -194,10 +240,11 @@ pub struct Researcher {
     stats: Stats,
     /// Nodes by presence, online or not (an offline one's incarnation refuses old statuses).
     roster: BTreeMap<NodeId, Member>,
-    /// Nodes without presence that answered a broadcast lately: expected by the next ones.
-    heard: BTreeSet<NodeId>,
-    /// Whether a broadcast ever showed a node without presence, or none has settled yet: only
-    /// then do broadcasts settle, so a federation that all announces pays no window.
+    /// Nodes without presence that answered a broadcast lately, and how long they took:
+    /// expected by the next ones.
+    heard: BTreeMap<NodeId, Duration>,
+    /// Whether a node without presence may be out there: one was heard, or nothing is known
+    /// yet. Only then do broadcasts settle, so a federation that all announces pays no window.
     may_have_silent: bool,
 }
 
@@ -205,6 +252,11 @@ impl Researcher {
     /// A core with nothing in flight.
     pub fn new(config: ResearcherConfig) -> Self {
         let keyed = Keyed(config.hash_seed);
+        let known = config.known.clone();
+        let mut heard: BTreeMap<NodeId, Duration> = known.iter().flatten().cloned().collect();
+        while heard.len() > config.mailbox_capacity {
+            heard.pop_last();
+        }
         Researcher {
             next_id: 0,
             next_sequence: config.first_sequence,
@@ -214,6 +266,11 @@ impl Researcher {
             waiting: BTreeMap::new(),
             finished: BTreeSet::new(),
             kept_finished: VecDeque::new(),
+            recent: VecDeque::new(),
+            by_node: HashMap::with_hasher(keyed),
+            broadcasts: BTreeSet::new(),
+            collects: BTreeSet::new(),
+            strays: BTreeMap::new(),
             timers: BTreeSet::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -222,8 +279,9 @@ impl Researcher {
             arriving: 0,
             stats: Stats::default(),
             roster: BTreeMap::new(),
-            heard: BTreeSet::new(),
-            may_have_silent: true,
+            // Known nodes without presence, or nothing known at all: broadcasts settle.
+            may_have_silent: known.is_none_or(|known| !known.is_empty()),
+            heard,
             config,
         }
     }
@@ -248,14 +306,50 @@ impl Researcher {
         &self.roster
     }
 
+    /// The nodes without presence heard lately, with how long each took to answer: what an
+    /// adapter keeps for the next process ([`ResearcherConfig::known`]).
+    pub fn heard(&self) -> &BTreeMap<NodeId, Duration> {
+        &self.heard
+    }
+
     /// The nodes a broadcast by presence expects: those online, then those without presence
     /// heard lately.
     pub fn expected_by_broadcast(&self) -> Vec<NodeId> {
-        let online = self.roster.iter().filter(|(_, m)| m.online);
+        let online = self.roster.iter().filter(|(_, m)| m.online());
         online
             .map(|(node, _)| node.clone())
-            .chain(self.heard.iter().cloned())
+            .chain(self.heard.keys().cloned())
             .collect()
+    }
+
+    /// Who a request to `targets` (every node when `None`) expects under `policy`, and how it
+    /// treats nodes nobody told it about.
+    fn expectations(
+        &self,
+        targets: Option<&[NodeId]>,
+        policy: &Policy,
+    ) -> (Vec<NodeId>, Vec<(NodeId, Duration)>, Unknown) {
+        match (targets, &policy.roster) {
+            (Some(targets), _) => (targets.to_vec(), Vec::new(), Unknown::Ignored),
+            (None, Some(roster)) => (dedup(roster), Vec::new(), Unknown::Ignored),
+            (None, None) if !policy.expect_online => (Vec::new(), Vec::new(), Unknown::Ignored),
+            (None, None) => {
+                let mut unsure: Vec<(NodeId, Duration)> = self
+                    .heard
+                    .iter()
+                    .map(|(node, &took)| {
+                        let wait = policy.first_contact.wait_for(took, policy.timeout);
+                        (node.clone(), wait)
+                    })
+                    .collect();
+                unsure.sort_by_key(|&(_, wait)| wait);
+                let unknown = match self.may_have_silent {
+                    true => Unknown::Settles,
+                    false => Unknown::Announced,
+                };
+                (self.expected_by_broadcast(), unsure, unknown)
+            }
+        }
     }
 
     /// Queues a request: stamps our researcher id and, where the command has one, the next
@@ -284,14 +378,7 @@ impl Researcher {
                 Some(*slot)
             }
             Some(slot) => {
-                // Skips the numbers a kept sequence holds, or held lately.
-                while self.by_sequence.contains_key(&self.next_sequence)
-                    || self.kept_finished.contains(&self.next_sequence)
-                {
-                    self.next_sequence = self.next_sequence.wrapping_add(1);
-                }
-                *slot = self.next_sequence;
-                self.next_sequence = self.next_sequence.wrapping_add(1);
+                *slot = self.next_sequence();
                 Some(*slot)
             }
             None => None,
@@ -307,17 +394,9 @@ impl Researcher {
 
         let keyed = Keyed(self.config.hash_seed);
         let targets = target.nodes().map(dedup);
-        // A targeted request expects its targets; a broadcast, the roster.
         // A targeted request expects its targets; a broadcast, the caller's roster, else the
-        // nodes online by presence (and then settles for the others).
-        let by_presence = targets.is_none() && policy.roster.is_none() && policy.expect_online;
-        let settles = by_presence && self.may_have_silent;
-        let expected = match (&targets, &policy.roster) {
-            (Some(targets), _) => targets.clone(),
-            (None, Some(roster)) => dedup(roster),
-            (None, None) if by_presence => self.expected_by_broadcast(),
-            (None, None) => Vec::new(),
-        };
+        // nodes known (online by presence, heard without it), and settles for the others.
+        let (expected, unsure, unknown) = self.expectations(targets.as_deref(), &policy);
         let id = RequestId(self.next_id);
         self.next_id += 1;
         let kind = Kind::Sent {
@@ -331,9 +410,11 @@ impl Researcher {
             targets,
             expected_set: set_of(&expected, keyed),
             expected,
-            settles,
+            unsure,
+            unknown,
             ..Active::new(kind, policy, now, keyed)
         };
+        self.index(id, &active);
         self.requests.insert(id, active);
         if let Some(sequence) = sequence {
             self.by_sequence.insert(sequence, id);
@@ -356,13 +437,20 @@ impl Researcher {
         let keyed = Keyed(self.config.hash_seed);
         let id = RequestId(self.next_id);
         self.next_id += 1;
-        let expected = collect.expect.as_deref().map(dedup).unwrap_or_default();
+        let targets = collect.expect.as_deref().map(dedup);
+        let (expected, unsure, unknown) = match (targets, collect.broadcast) {
+            (None, true) => self.expectations(None, &collect.policy),
+            (targets, _) => (targets.unwrap_or_default(), Vec::new(), Unknown::Ignored),
+        };
         let mut active = Active {
             expected_set: set_of(&expected, keyed),
             expected,
+            unsure,
+            unknown,
             ..Active::new(Kind::Collect(collect.commands), collect.policy, now, keyed)
         };
         active.start(now);
+        self.collects.insert(id);
         let since = collect.since.map_or(0, |id| id.0 + 1);
         let (taken, kept): (VecDeque<Mail>, VecDeque<Mail>) = std::mem::take(&mut self.mailbox)
             .into_iter()
@@ -387,24 +475,31 @@ impl Researcher {
         id
     }
 
-    /// Takes one MQTT publish received on `general/researcher`, `general/logger` or
-    /// `general/monitoring`. Nothing in the payload can make it fail or panic.
+    /// Takes one MQTT publish received on `general/researcher`, `general/logger`,
+    /// `general/monitoring` or the presence topics. Nothing in the payload can make it fail
+    /// or panic.
     pub fn handle_publish(&mut self, now: Timestamp, topic: &str, payload: &[u8]) {
+        self.receive(now, topic, payload, false);
+    }
+
+    /// The same, for a publish the broker sent from its store of retained messages (MQTT's
+    /// retain flag on delivery): a status received so changed before we subscribed, at a
+    /// time nobody knows.
+    pub fn handle_retained(&mut self, now: Timestamp, topic: &str, payload: &[u8]) {
+        self.receive(now, topic, payload, true);
+    }
+
+    fn receive(&mut self, now: Timestamp, topic: &str, payload: &[u8], retained: bool) {
         // A reply can only count for requests still in flight at its arrival.
         self.handle_timeout(now);
         if topic.starts_with(presence::PREFIX) {
-            return self.on_presence(now, topic, payload);
+            return self.on_presence(now, topic, payload, retained);
         }
         self.arriving = payload.len();
         let decoded = match NodeMessage::decode(payload, &self.config.limits) {
             Ok(decoded) => decoded,
             Err(error) => {
-                let command = error.command();
-                for active in self.requests.values_mut().filter(|a| a.sent.is_some()) {
-                    if command.is_none() || command == active.reply_command() {
-                        active.counters.malformed += 1;
-                    }
-                }
+                self.strays.entry(error.command()).or_default().malformed += 1;
                 self.events.push_back(Event::Rejected {
                     topic: topic.to_owned(),
                     error,
@@ -427,7 +522,7 @@ impl Researcher {
                 self.on_error(now, error)
             }
             message if message.researcher_id() != self.config.researcher_id => {
-                if let Some(id) = self.candidate(&message) {
+                if let Some(Match::Reply(id)) = self.candidate(&message) {
                     self.active(id).counters.foreign += 1;
                 }
                 self.post(now, Unmatched::Foreign, message);
@@ -463,6 +558,18 @@ impl Researcher {
         }
     }
 
+    /// Gives up on a request in flight (its caller stopped waiting): it completes now as
+    /// [`Completion::Cancelled`], and the next request of its command goes out. Returns
+    /// whether it was in flight.
+    pub fn cancel(&mut self, now: Timestamp, id: RequestId) -> bool {
+        self.handle_timeout(now);
+        let in_flight = self.requests.contains_key(&id);
+        if in_flight {
+            self.complete(id, now, Completion::Cancelled);
+        }
+        in_flight
+    }
+
     /// The next publish to make.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
@@ -496,7 +603,7 @@ impl Researcher {
     }
 
     /// The request in flight a reply would belong to, judging by command and sequence only.
-    fn candidate(&self, reply: &NodeMessage) -> Option<RequestId> {
+    fn candidate(&self, reply: &NodeMessage) -> Option<Match> {
         let command = reply.command();
         let id = match reply.sequence() {
             Some(sequence) => *self.by_sequence.get(&sequence)?,
@@ -506,16 +613,21 @@ impl Researcher {
         let Kind::Sent { request, .. } = &active.kind else {
             return None;
         };
+        if command == Command::Pong && active.fence.is_some() && active.fence == reply.sequence() {
+            return Some(Match::Fence(id));
+        }
         let same_job = request
             .job_id()
             .is_none_or(|job| reply.job_id() == Some(job));
         (active.reply_command() == Some(command) && same_job && answers_search(request, reply))
-            .then_some(id)
+            .then_some(Match::Reply(id))
     }
 
     fn on_reply(&mut self, now: Timestamp, reply: NodeMessage) {
-        let Some(id) = self.candidate(&reply) else {
-            return self.on_stray_reply(now, reply);
+        let id = match self.candidate(&reply) {
+            Some(Match::Reply(id)) => id,
+            Some(Match::Fence(id)) => return self.on_fence(now, id, reply.node_id()),
+            None => return self.on_stray_reply(now, reply),
         };
         let node = reply.node_id();
         let active = self.requests.get_mut(&id).expect("candidate is in flight");
@@ -527,14 +639,20 @@ impl Researcher {
             active.counters.duplicates += 1;
             return;
         }
-        if active.by_presence() && !active.expected_set.contains(node) {
-            self.hear(node);
-        }
-        let active = self.requests.get_mut(&id).expect("candidate is in flight");
-        if !active.errored.contains(node) {
+        // A reply after its node passed the fence (a broker that reordered, a redelivery):
+        // the node has answered already, and its reply is kept.
+        let answered = active.errored.contains(node) || active.passed.remove(node);
+        if !answered {
             active.mark_answered(node);
         }
         active.replied.insert(node.to_owned());
+        let learn = active
+            .by_presence()
+            .then(|| now - active.sent.unwrap_or(now));
+        if let Some(took) = learn {
+            self.hear(node, took);
+        }
+        let active = self.requests.get_mut(&id).expect("candidate is in flight");
         active.keep_reply(now, reply);
         match active.on_answer(now, Answer::Reply) {
             Some(completion) => self.complete(id, now, completion),
@@ -542,81 +660,94 @@ impl Researcher {
         }
     }
 
+    /// `node` passed the fence of request `id`: whatever it had for the request came before.
+    fn on_fence(&mut self, now: Timestamp, id: RequestId, node: &str) {
+        let active = self.active(id);
+        if !active.targets(node) || active.has_answered(node) {
+            return;
+        }
+        active.passed.insert(node.to_owned());
+        active.mark_answered(node);
+        active.last_reply = now;
+        let learn = active
+            .by_presence()
+            .then(|| now - active.sent.unwrap_or(now));
+        if let Some(took) = learn {
+            self.hear(node, took);
+        }
+        match self.active(id).on_answer(now, Answer::Reply) {
+            Some(completion) => self.complete(id, now, completion),
+            None => self.reschedule(id),
+        }
+    }
+
     /// A reply for us that no request in flight takes: late or unknown, counted by the
-    /// requests in flight of the same command, and kept in the mailbox.
+    /// requests in flight of the same command, and kept in the mailbox. A late reply to a
+    /// recent broadcast makes its node known; a late pong to a fence is ours, and dropped.
     fn on_stray_reply(&mut self, now: Timestamp, reply: NodeMessage) {
         let command = reply.command();
         let late = match reply.sequence() {
             Some(sequence) => self.issued(sequence),
             None => self.finished.contains(&request_of(command)),
         };
-        for active in self.requests.values_mut() {
-            if active.sent.is_some() && active.reply_command() == Some(command) {
-                if late {
-                    active.counters.late += 1;
-                } else {
-                    active.counters.wrong_sequence += 1;
-                }
+        let counters = self.strays.entry(Some(command)).or_default();
+        match late {
+            true => counters.late += 1,
+            false => counters.wrong_sequence += 1,
+        }
+        if !late {
+            return self.post(now, Unmatched::Unknown, reply);
+        }
+        let recent = reply
+            .sequence()
+            .and_then(|s| self.recent.iter().find(|r| r.sequence == s).copied());
+        if let Some(recent) = recent {
+            // A node without presence, slower than the broadcast waited: the next ones expect it.
+            if recent.broadcast {
+                self.hear(reply.node_id(), now - recent.sent);
+            }
+            if recent.fence {
+                self.stats.late_fences += 1;
+                return;
             }
         }
-        let reason = if late {
-            // A node without presence, slower than the settle window: the next broadcasts
-            // expect it.
-            if reply.sequence().is_some() && !self.roster.contains_key(reply.node_id()) {
-                self.hear(reply.node_id());
-            }
-            Unmatched::Late
-        } else {
-            Unmatched::Unknown
-        };
-        self.post(now, reason, reply);
+        self.post(now, Unmatched::Late, reply);
     }
 
-    /// An `error` from a node counts for every request in flight that targets it and has no
-    /// reply from it yet: errors carry no sequence, so which request caused it is unknown. One
-    /// about a message the node could not read answers none (someone sent it junk).
+    /// A node's `error` answers one request: the oldest in flight to that node that it has not
+    /// answered (errors carry no sequence). One meant for nobody in particular, or about a
+    /// message the node could not read, answers none: someone else may have caused it.
     fn on_error(&mut self, now: Timestamp, error: ErrorMessage) {
         self.events.push_back(Event::NodeError(error.clone()));
-        if error.is_about_an_unreadable_message() {
-            return self.post(now, Unmatched::Unknown, NodeMessage::Error(error));
-        }
         let node = error.node_id.as_str();
-        let ids: Vec<RequestId> = self
-            .requests
-            .iter()
-            .filter(|(_, a)| {
-                a.sent.is_some()
-                    && a.reply_command().is_some()
-                    && a.targets(node)
-                    && !a.replied.contains(node)
-            })
-            .map(|(&id, _)| id)
-            .collect();
-        if ids.is_empty() {
+        let to_node = self.by_node.get(node).into_iter().flatten();
+        let about = match error.is_for_anyone() {
+            true => None,
+            false => merged(to_node, &self.broadcasts).find(|id| {
+                let active = &self.requests[id];
+                active.sent.is_some() && active.targets(node) && !active.has_answered(node)
+            }),
+        };
+        let Some(id) = about else {
             return self.post(now, Unmatched::Unknown, NodeMessage::Error(error));
-        }
-        for id in ids {
-            let active = self.active(id);
-            // One error per node per request: a node repeating itself keeps nothing open.
-            if !active.errored.insert(node.to_owned()) {
-                active.counters.duplicates += 1;
-                continue;
-            }
-            active.mark_answered(node);
-            active.errors.push(error.clone());
-            active.note_activity(now);
-            match active.on_answer(now, Answer::Error) {
-                Some(completion) => self.complete(id, now, completion),
-                None => self.reschedule(id),
-            }
+        };
+        let active = self.active(id);
+        active.errored.insert(node.to_owned());
+        active.mark_answered(node);
+        active.errors.push(error);
+        active.note_activity(now);
+        match active.on_answer(now, Answer::Error) {
+            Some(completion) => self.complete(id, now, completion),
+            None => self.reschedule(id),
         }
     }
 
     /// A node's status. A newer run replaces what was known; within a run, each change
     /// counts: its will says `offline` whenever its connection breaks (a broker restart fires
     /// every will), and it says `online` again on its next session. A node that goes offline is
-    /// awaited by the requests in flight for their return window.
-    fn on_presence(&mut self, now: Timestamp, topic: &str, payload: &[u8]) {
+    /// awaited by the requests in flight for their return window; one that stopped, or came
+    /// back as a new run, is awaited no more.
+    fn on_presence(&mut self, now: Timestamp, topic: &str, payload: &[u8], retained: bool) {
         let presence = match Presence::decode(topic, payload, &self.config.limits) {
             Ok(presence) => presence,
             Err(error) => {
@@ -627,85 +758,111 @@ impl Researcher {
                 });
             }
         };
-        let online = presence.status == Status::Online;
-        let restarted = self
-            .roster
-            .get(&presence.node_id)
-            .is_some_and(|known| presence.incarnation > known.incarnation);
-        let newer = self.roster.get(&presence.node_id).is_none_or(|known| {
-            presence.incarnation > known.incarnation
-                || (presence.incarnation == known.incarnation && known.online != online)
+        let node = presence.node_id.as_str();
+        let known = self.roster.get(node);
+        let restarted = known.is_some_and(|known| presence.incarnation > known.incarnation);
+        let newer = known.is_none_or(|known| {
+            restarted
+                || (presence.incarnation == known.incarnation && known.status != presence.status)
         });
         if !newer {
             return;
         }
         // Bounded: past the mailbox's capacity, offline members are forgotten first.
-        if self.roster.len() >= self.config.mailbox_capacity {
+        if self.roster.len() >= self.config.mailbox_capacity && !self.roster.contains_key(node) {
             let offline = self
                 .roster
                 .iter()
-                .find(|(_, m)| !m.online)
+                .find(|(_, m)| !m.online())
                 .map(|(n, _)| n.clone());
             match offline {
                 Some(node) => {
                     self.roster.remove(&node);
                 }
-                None if !self.roster.contains_key(&presence.node_id) => return,
-                None => {}
+                None => return,
             }
         }
         let member = Member {
             incarnation: presence.incarnation,
-            online,
-            since: now,
+            status: presence.status,
+            since: (!retained).then_some(now),
         };
-        self.heard.remove(&presence.node_id);
+        self.heard.remove(node);
         self.roster.insert(presence.node_id.clone(), member);
         self.events.push_back(Event::Presence(presence.clone()));
-        match (online, restarted) {
-            (true, false) => self.on_back(&presence.node_id),
-            (true, true) => self.on_restart(now, &presence.node_id),
-            (false, _) => self.on_gone(now, &presence.node_id),
+        let node = presence.node_id.as_str();
+        match presence.status {
+            Status::Online if restarted => self.give_up_on(now, node),
+            Status::Online => self.on_back(node),
+            Status::Offline => self.on_gone(now, node),
+            Status::Stopped => self.give_up_on(now, node),
         }
+    }
+
+    /// The requests in flight that may await `node`: those targeting it, and the broadcasts.
+    fn concerning(&self, node: &str) -> Vec<RequestId> {
+        let to_node = self.by_node.get(node).into_iter().flatten();
+        merged(to_node, &self.broadcasts)
+            .chain(self.collects.iter().copied())
+            .collect()
     }
 
     /// Every request in flight awaiting `node`, which went offline, awaits it `return_window`
     /// more: its connection may only have broken.
     fn on_gone(&mut self, now: Timestamp, node: &str) {
-        let ids: Vec<RequestId> = self
-            .requests
-            .iter()
-            .filter(|(_, a)| a.awaits(node))
-            .map(|(&id, _)| id)
-            .collect();
-        for id in ids {
-            self.active(id).leaving.push((node.to_owned(), Some(now)));
-            self.reschedule(id);
+        for id in self.concerning(node) {
+            let active = self.active(id);
+            if active.awaits_unwarned(node) {
+                active.leaving.push((node.to_owned(), Some(now)));
+                self.reschedule(id);
+            }
         }
     }
 
     /// `node` is online again: the requests awaiting its return await it as before.
     fn on_back(&mut self, node: &str) {
-        for active in self.requests.values_mut() {
-            active.leaving.retain(|(n, _)| n != node);
+        for id in self.concerning(node) {
+            self.active(id).leaving.retain(|(n, _)| n != node);
         }
     }
 
-    /// `node` is back as a new run: what the old one was asked is lost with it, so the
-    /// requests awaiting its return report it missing now.
-    fn on_restart(&mut self, now: Timestamp, node: &str) {
-        let ids: Vec<RequestId> = self
-            .requests
-            .iter()
-            .filter(|(_, a)| a.leaving.iter().any(|(n, _)| n == node))
-            .map(|(&id, _)| id)
-            .collect();
-        for id in ids {
+    /// `node` stopped, or is back as a new run: what it was asked is lost with the old run,
+    /// so every request awaiting it reports it missing now.
+    fn give_up_on(&mut self, now: Timestamp, node: &str) {
+        for id in self.concerning(node) {
             let active = self.active(id);
-            active.give_up(node);
+            if !active.awaits(node) {
+                continue;
+            }
+            active.give_up(node, true);
             match active.on_answer(now, Answer::Gone) {
                 Some(completion) => self.complete(id, now, completion),
                 None => self.reschedule(id),
+            }
+        }
+    }
+
+    /// A request to nodes the roster shows offline: one that stopped, or whose status dates
+    /// from before we subscribed, is missing at once; one that went offline while we listened
+    /// is awaited until its return window, counted from then, ends.
+    fn await_offline_targets(&mut self, id: RequestId) {
+        let active = &self.requests[&id];
+        let Some(targets) = &active.targets else {
+            return;
+        };
+        let offline: Vec<(NodeId, Option<Timestamp>)> = targets
+            .iter()
+            .filter_map(|node| {
+                let member = self.roster.get(node).filter(|m| !m.online())?;
+                let since = member.since.filter(|_| member.status == Status::Offline);
+                Some((node.clone(), since))
+            })
+            .collect();
+        let active = self.active(id);
+        for (node, since) in offline {
+            match since {
+                Some(since) => active.leaving.push((node, Some(since))),
+                None => active.give_up(&node, true),
             }
         }
     }
@@ -727,13 +884,18 @@ impl Researcher {
         }
     }
 
-    /// Remembers a node without presence that answered, bounded like the mailbox: from now
-    /// on broadcasts expect it, and settle for others like it.
-    fn hear(&mut self, node: &str) {
-        if !self.roster.contains_key(node) && self.heard.len() < self.config.mailbox_capacity {
-            self.heard.insert(node.to_owned());
-            self.may_have_silent = true;
+    /// Remembers a node without presence that answered a broadcast `took` after it was sent,
+    /// bounded like the mailbox: from now on broadcasts expect it, and settle for others like it.
+    fn hear(&mut self, node: &str, took: Duration) {
+        if self.roster.contains_key(node) {
+            return;
         }
+        if let Some(known) = self.heard.get_mut(node) {
+            *known = took;
+        } else if self.heard.len() < self.config.mailbox_capacity {
+            self.heard.insert(node.to_owned(), took);
+        }
+        self.may_have_silent = true;
     }
 
     /// Whether `sequence` was sent by this core on an earlier request: stamped by it, or one
@@ -747,14 +909,26 @@ impl Researcher {
         sequence.wrapping_sub(first) < self.next_sequence.wrapping_sub(first)
     }
 
+    /// The next sequence number of ours, skipping those a kept sequence holds, or held lately.
+    fn next_sequence(&mut self) -> Sequence {
+        while self.by_sequence.contains_key(&self.next_sequence)
+            || self.kept_finished.contains(&self.next_sequence)
+        {
+            self.next_sequence = self.next_sequence.wrapping_add(1);
+        }
+        let sequence = self.next_sequence;
+        self.next_sequence = self.next_sequence.wrapping_add(1);
+        sequence
+    }
+
     /// A message no request takes: to the oldest collect that wants it, else to the mailbox.
     fn post(&mut self, now: Timestamp, reason: Unmatched, message: NodeMessage) {
         if reason != Unmatched::Foreign {
             let collect = self
-                .requests
+                .collects
                 .iter()
-                .find(|(_, a)| a.collects(message.command()))
-                .map(|(&id, _)| id);
+                .find(|id| self.requests[id].collects(message.command()))
+                .copied();
             if let Some(id) = collect {
                 let active = self.active(id);
                 active.keep(now, message);
@@ -789,10 +963,29 @@ impl Researcher {
         }
     }
 
-    /// Publishes a request and starts its timers.
+    /// The stray counters a request of `reply` command shares: its own, and the refused
+    /// payloads whose command nobody could tell.
+    fn strays_of(&self, reply: Option<Command>) -> Counters {
+        let mut counters = self.strays.get(&reply).copied().unwrap_or_default();
+        if reply.is_some() {
+            counters.malformed += self.strays.get(&None).map_or(0, |c| c.malformed);
+        }
+        counters
+    }
+
+    /// Publishes a request, and its fence when a node may leave it unanswered; starts its
+    /// timers.
     fn send(&mut self, id: RequestId, now: Timestamp) {
+        let strays = self.strays_of(self.requests[&id].reply_command());
+        let fenced = {
+            let active = &self.requests[&id];
+            active.policy.early && active.command().is_some_and(Command::may_go_unanswered)
+        };
+        let fence = fenced.then(|| self.next_sequence());
         let active = self.active(id);
         active.start(now);
+        active.strays_at_send = strays;
+        active.fence = fence;
         let Kind::Sent { payload, .. } = &active.kind else {
             return;
         };
@@ -801,14 +994,47 @@ impl Researcher {
             None => Target::All.topics(),
             Some(nodes) => Target::Nodes(nodes.clone()).topics(),
         };
-        // Validated at submission.
+        let fence = fence.map(|sequence| {
+            let mut ping = Request::ping();
+            ping.set_researcher_id(&self.config.researcher_id);
+            if let Some(slot) = ping.sequence_mut() {
+                *slot = sequence;
+            }
+            self.by_sequence.insert(sequence, id);
+            ping.encode()
+        });
+        // Validated at submission. The fence follows the request on each topic.
         for topic in topics.unwrap_or_default() {
             self.transmits.push_back(Transmit {
-                topic,
+                topic: topic.clone(),
                 payload: payload.clone(),
             });
+            if let Some(fence) = &fence {
+                self.transmits.push_back(Transmit {
+                    topic,
+                    payload: fence.clone(),
+                });
+            }
         }
-        self.reschedule(id);
+        self.await_offline_targets(id);
+        match self.active(id).on_answer(now, Answer::Gone) {
+            Some(completion) => self.complete(id, now, completion),
+            None => self.reschedule(id),
+        }
+    }
+
+    /// Records a new request in the indexes an error or a status looks it up by.
+    fn index(&mut self, id: RequestId, active: &Active) {
+        match &active.targets {
+            Some(targets) => {
+                for node in targets {
+                    self.by_node.entry(node.clone()).or_default().insert(id);
+                }
+            }
+            None => {
+                self.broadcasts.insert(id);
+            }
+        }
     }
 
     fn reschedule(&mut self, id: RequestId) {
@@ -816,6 +1042,9 @@ impl Researcher {
         let old = active.wake.take();
         let new = active.timers().next().map(|(at, _)| at);
         active.wake = new;
+        if old == new {
+            return;
+        }
         if let Some(at) = old {
             self.timers.remove(&(at, id));
         }
@@ -825,12 +1054,27 @@ impl Researcher {
     }
 
     fn complete(&mut self, id: RequestId, now: Timestamp, completion: Completion) {
-        let Some(active) = self.requests.remove(&id) else {
+        let Some(mut active) = self.requests.remove(&id) else {
             return;
         };
         if let Some(at) = active.wake {
             self.timers.remove(&(at, id));
         }
+        self.collects.remove(&id);
+        self.broadcasts.remove(&id);
+        for node in active.targets.iter().flatten() {
+            if let Some(ids) = self.by_node.get_mut(node) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.by_node.remove(node);
+                }
+            }
+        }
+        if active.sent.is_some() {
+            active.counters += self.strays_of(active.reply_command()) - active.strays_at_send;
+        }
+        let sent = active.sent.unwrap_or(now);
+        let broadcast = active.by_presence();
         if let Some(sequence) = active.sequence {
             self.by_sequence.remove(&sequence);
             if !self.stamped(sequence) {
@@ -839,11 +1083,25 @@ impl Researcher {
                     self.kept_finished.pop_front();
                 }
             }
+            if broadcast && active.sent.is_some() {
+                self.remember(Recent {
+                    sequence,
+                    sent,
+                    broadcast,
+                    fence: false,
+                });
+            }
         }
-        let command = match active.kind {
-            Kind::Sent { command, .. } => Some(command),
-            Kind::Collect(_) => None,
-        };
+        if let Some(sequence) = active.fence {
+            self.by_sequence.remove(&sequence);
+            self.remember(Recent {
+                sequence,
+                sent,
+                broadcast,
+                fence: true,
+            });
+        }
+        let command = active.command();
         if let (Some(command), None) = (command, active.sequence) {
             if active.sent.is_some() {
                 self.finished.insert(command);
@@ -862,12 +1120,14 @@ impl Researcher {
             .filter(|node| !active.has_answered(node))
             .cloned()
             .collect();
-        if active.by_presence() {
+        if broadcast && matches!(active.kind, Kind::Sent { .. }) && active.sent.is_some() {
             for node in &missing {
                 self.heard.remove(node);
             }
             // Settled, and nobody without presence heard so far: the next ones need not.
-            self.may_have_silent = !self.heard.is_empty();
+            if active.unknown == Unknown::Settles && completion != Completion::Cancelled {
+                self.may_have_silent = !self.heard.is_empty();
+            }
         }
         self.events.push_back(Event::Completed(Outcome {
             id,
@@ -882,6 +1142,36 @@ impl Researcher {
             completion,
         }));
     }
+
+    /// Remembers a completed broadcast or fence, the last [`KEPT_REMEMBERED`] of them.
+    fn remember(&mut self, recent: Recent) {
+        self.recent.push_back(recent);
+        if self.recent.len() > KEPT_REMEMBERED {
+            self.recent.pop_front();
+        }
+    }
+}
+
+/// The ids of both sets in increasing order (oldest first), each once.
+fn merged<'a>(
+    a: impl Iterator<Item = &'a RequestId> + 'a,
+    b: &'a BTreeSet<RequestId>,
+) -> impl Iterator<Item = RequestId> + 'a {
+    let mut a = a.copied().peekable();
+    let mut b = b.iter().copied().peekable();
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if x <= y => {
+            let x = *x;
+            a.next();
+            if b.peek() == Some(&x) {
+                b.next();
+            }
+            Some(x)
+        }
+        (_, Some(_)) => b.next(),
+        (Some(_), None) => a.next(),
+        (None, None) => None,
+    })
 }
 
 /// Whether `reply` can answer `request`: a search reply is only for a search whose tags all

@@ -43,7 +43,7 @@ fn outcome(core: &mut Researcher, until: Timestamp) -> Outcome {
 fn online(core: &Researcher) -> Vec<String> {
     core.roster()
         .iter()
-        .filter(|(_, m)| m.online)
+        .filter(|(_, m)| m.online())
         .map(|(n, _)| n.clone())
         .collect()
 }
@@ -59,7 +59,7 @@ fn a_broadcast_expects_the_nodes_online_and_completes_a_settle_window_after_the_
     pong(&mut core, ms(11.0), "a", 0);
     pong(&mut core, ms(14.0), "b", 0);
     let outcome = outcome(&mut core, ms(60_000.0));
-    assert_eq!(outcome.completion, Completion::AllAnswered);
+    assert_eq!(outcome.completion, Completion::Settled);
     // The last expected reply came 4 ms after sending: a quarter of it is the settle window.
     assert_eq!(outcome.elapsed, Duration::from_millis(5));
     assert_eq!(outcome.online(), ["a", "b"]);
@@ -81,7 +81,7 @@ fn a_targeted_request_to_a_node_that_dies_ends_a_return_window_after_its_will() 
     assert_eq!(
         (outcome.completion, outcome.elapsed, outcome.missing),
         (
-            Completion::AllAnswered,
+            Completion::Offline,
             Duration::from_micros(2_249_000),
             vec!["a".to_owned()]
         )
@@ -128,7 +128,7 @@ fn a_node_back_as_a_new_run_is_missing_at_once() {
     assert_eq!(
         (outcome.completion, outcome.elapsed, outcome.missing),
         (
-            Completion::AllAnswered,
+            Completion::Offline,
             Duration::from_millis(299),
             vec!["a".to_owned()]
         )
@@ -272,7 +272,7 @@ fn a_broadcast_finds_nodes_with_and_without_presence() {
         pong(&mut core, ms(101.0), node, 1);
     }
     let second = outcome(&mut core, ms(60_000.0));
-    assert_eq!(second.completion, Completion::AllAnswered);
+    assert_eq!(second.completion, Completion::Settled);
     let mut found = second.online();
     found.sort();
     assert_eq!(found, ["quick", "slow", "with"]);

@@ -372,15 +372,16 @@ impl Requests {
     }
 
     /// The nodes that announce their presence (fedreq nodes do; v4.4's do not): node id ->
-    /// {"online": bool, "since": seconds since the Unix epoch of the last change,
-    /// "incarnation": which run of the node}.
+    /// {"online": bool, "since": seconds since the Unix epoch of the last change (None when it
+    /// changed before we connected), "incarnation": which run of the node}.
     fn roster<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let roster = py.detach(|| self.inner.roster()).map_err(raise)?;
         let result = PyDict::new(py);
         for (node, member) in roster {
             let entry = PyDict::new(py);
-            entry.set_item("online", member.online)?;
-            entry.set_item("since", member.since.since_epoch().as_secs_f64())?;
+            entry.set_item("online", member.online())?;
+            let since = member.since.map(|at| at.since_epoch().as_secs_f64());
+            entry.set_item("since", since)?;
             entry.set_item("incarnation", member.incarnation)?;
             result.set_item(node, entry)?;
         }

@@ -560,19 +560,23 @@ impl Requests {
             false => Policy::quiet(timeout),
         };
         policy.only_successful = only_successful;
-        let (since, expect) = {
+        let (since, expect, broadcast) = {
             let unanswered = self.unanswered();
             let expect = unanswered.nodes.as_ref().filter(|nodes| !nodes.is_empty());
+            let broadcast = unanswered.since.is_some() && unanswered.nodes.is_none();
             (
                 unanswered.since,
                 expect.map(|n| n.iter().cloned().collect()),
+                broadcast,
             )
         };
+        // After a broadcast, the nodes known are expected, as by a broadcast request.
         let collect = Collect {
             commands: commands.to_vec(),
             policy,
             since,
             expect,
+            broadcast,
         };
         let outcome = self.collected(collect).await?;
         let mut unanswered = self.unanswered();
@@ -616,6 +620,7 @@ fn messages(commands: &[Command], wait: Duration) -> Collect {
         .with_deadline(wait),
         since: None,
         expect: None,
+        broadcast: false,
     }
 }
 

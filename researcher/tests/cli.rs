@@ -110,9 +110,10 @@ fn ping_lists_the_nodes_before_or_after_the_options() {
     nodes.sort();
     assert_eq!(nodes, ["n1", "n2", "n3"]);
     assert_eq!(
-        report["completion"], "all_answered",
-        "a broadcast expects the nodes online by presence: no quiet period"
+        report["completion"], "settled",
+        "a broadcast expects the nodes online by presence, then settles: no quiet period"
     );
+    assert!(report["elapsed_ms"].as_f64().unwrap() < 1_000.0);
 
     let federation = federation();
     let out = fedreq(&[

@@ -198,7 +198,7 @@ fn a_node_that_crashed_starts_afresh_and_answers_nothing_asked_of_its_dead_run()
     signal(&first, "KILL");
     let _ = first.wait();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while requests.roster().unwrap()["lazarus"].online {
+    while requests.roster().unwrap()["lazarus"].online() {
         assert!(Instant::now() < deadline, "the will never came");
         std::thread::sleep(Duration::from_millis(20));
     }

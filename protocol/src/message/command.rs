@@ -83,6 +83,12 @@ impl Command {
         }
     }
 
+    /// Whether a node may leave this request unanswered: a v4.4 node sends nothing for a
+    /// search it has no dataset for. Such a request is fenced (see `Researcher`).
+    pub const fn may_go_unanswered(self) -> bool {
+        matches!(self, Command::Search)
+    }
+
     /// Whether requests and replies of this command carry a `sequence`.
     pub const fn has_sequence(self) -> bool {
         matches!(

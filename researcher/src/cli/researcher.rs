@@ -315,23 +315,35 @@ pub fn roster(global: &Global) -> Result<(), String> {
         let nodes: Vec<Value> = roster
             .iter()
             .map(|(node, m)| {
-                json!({ "node_id": node, "online": m.online, "incarnation": m.incarnation,
-                        "since_unix_ms": m.since.since_epoch().as_millis() as u64 })
+                let since = m.since.map(|at| at.since_epoch().as_millis() as u64);
+                json!({ "node_id": node, "online": m.online(), "incarnation": m.incarnation,
+                        "since_unix_ms": since })
             })
             .collect();
         println!("{}", json!({ "nodes": nodes }));
         return Ok(());
     }
-    let online = roster.values().filter(|m| m.online).count();
+    let online = roster.values().filter(|m| m.online()).count();
     println!("{online} node(s) online, {} offline", roster.len() - online);
     for (node, member) in &roster {
-        // Online since the run started (its incarnation is its start); offline since we heard.
-        let (state, since) = match member.online {
-            true => ("online ", Duration::from_nanos(member.incarnation)),
-            false => ("offline", member.since.since_epoch()),
+        // Online since the run started (its incarnation is its start); offline since the
+        // status changed, when it changed while we listened.
+        let since = match member.online() {
+            true => Some(Duration::from_nanos(member.incarnation)),
+            false => member.since.map(|at| at.since_epoch()),
         };
-        let ago = now.saturating_sub(since);
-        println!("  {state} {node}  for {} s", ago.as_secs());
+        let state = if member.online() {
+            "online "
+        } else {
+            "offline"
+        };
+        match since {
+            Some(since) => {
+                let ago = now.saturating_sub(since);
+                println!("  {state} {node}  for {} s", ago.as_secs());
+            }
+            None => println!("  {state} {node}  since before we connected"),
+        }
     }
     Ok(())
 }

@@ -249,7 +249,7 @@ fn roster_becomes(researcher: &ResearcherHandle, nodes: &BTreeSet<String>) -> Re
         let roster = researcher.roster().recv().map_err(fail)?;
         let online: BTreeSet<String> = roster
             .into_iter()
-            .filter(|(_, m)| m.online)
+            .filter(|(_, m)| m.online())
             .map(|(n, _)| n)
             .collect();
         if online == *nodes {
