@@ -1,0 +1,566 @@
+//! Knowing when the last node has spoken: fences, first contact, known nodes, offline targets,
+//! and why each request ended. One rule a test.
+
+use std::time::Duration;
+
+use fedreq_protocol::presence::{self, Presence, Status};
+use fedreq_protocol::{
+    Completion, Event, Outcome, Policy, Request, Researcher, ResearcherConfig, Submission,
+    Timestamp,
+};
+use serde_json::{json, Value};
+
+const ME: &str = "researcher_me";
+
+fn ms(ms: f64) -> Timestamp {
+    Timestamp::from_duration(Duration::from_secs_f64(ms / 1000.0))
+}
+
+fn nodes(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|s| s.to_string()).collect()
+}
+
+/// A core that knows, from an earlier process, these nodes without presence.
+fn knowing(known: &[(&str, f64)]) -> Researcher {
+    let known = known
+        .iter()
+        .map(|&(n, took)| (n.to_owned(), Duration::from_secs_f64(took / 1000.0)))
+        .collect();
+    Researcher::new(ResearcherConfig {
+        known: Some(known),
+        ..ResearcherConfig::new(ME)
+    })
+}
+
+fn fresh() -> Researcher {
+    Researcher::new(ResearcherConfig::new(ME))
+}
+
+fn status(core: &mut Researcher, at: Timestamp, node: &str, status: Status, incarnation: u64) {
+    let presence = Presence::new(node, status, incarnation);
+    core.handle_publish(at, &presence::topic(node), &presence.encode());
+}
+
+fn publish(core: &mut Researcher, at: Timestamp, message: Value) {
+    core.handle_publish(at, "general/researcher", message.to_string().as_bytes());
+}
+
+fn pong(core: &mut Researcher, at: Timestamp, node: &str, sequence: u64) {
+    publish(
+        core,
+        at,
+        json!({"researcher_id": ME, "node_id": node, "success": true, "sequence": sequence,
+               "command": "pong", "protocol_version": "1"}),
+    );
+}
+
+fn found(core: &mut Researcher, at: Timestamp, node: &str, tag: &str) {
+    publish(
+        core,
+        at,
+        json!({"researcher_id": ME, "node_id": node, "success": true, "count": 1,
+               "databases": [{"name": "d", "tags": [tag]}],
+               "command": "search", "protocol_version": "1"}),
+    );
+}
+
+fn error(core: &mut Researcher, at: Timestamp, node: &str) {
+    publish(
+        core,
+        at,
+        json!({"researcher_id": ME, "node_id": node, "errnum": "FB313: no dataset matching request",
+               "extra_msg": "boom", "command": "error", "protocol_version": "1"}),
+    );
+}
+
+/// Everything the core sent since the last call: (topic, payload).
+fn sent(core: &mut Researcher) -> Vec<(String, Value)> {
+    std::iter::from_fn(|| core.poll_transmit())
+        .map(|t| (t.topic, serde_json::from_slice(&t.payload).unwrap()))
+        .collect()
+}
+
+/// The sequence of the fence among what was sent.
+fn fence_of(sent: &[(String, Value)]) -> u64 {
+    let ping = sent.iter().find(|(_, m)| m["command"] == "ping").unwrap();
+    ping.1["sequence"].as_u64().unwrap()
+}
+
+/// Runs the timers up to `until`, and returns the outcomes completed by then.
+fn done_by(core: &mut Researcher, until: Timestamp) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    loop {
+        while let Some(event) = core.poll_event() {
+            if let Event::Completed(outcome) = event {
+                outcomes.push(outcome);
+            }
+        }
+        match core.poll_timeout() {
+            Some(at) if at <= until => core.handle_timeout(at),
+            _ => return outcomes,
+        }
+    }
+}
+
+fn only(core: &mut Researcher, until: Timestamp) -> Outcome {
+    let mut outcomes = done_by(core, until);
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    outcomes.remove(0)
+}
+
+fn search(tag: &str) -> Request {
+    Request::search(vec![tag.to_owned()])
+}
+
+#[test]
+fn a_search_is_followed_by_a_fence_ping_on_each_topic_it_went_to() {
+    let mut core = fresh();
+    core.submit(ms(0.0), Submission::broadcast(search("x")))
+        .unwrap();
+    let out = sent(&mut core);
+    let commands: Vec<_> = out
+        .iter()
+        .map(|(t, m)| (t.as_str(), m["command"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        commands,
+        [("general/nodes", "search"), ("general/nodes", "ping")]
+    );
+    assert_eq!(out[1].1["researcher_id"], ME);
+    core.submit(
+        ms(1.0),
+        Submission::to_nodes(search("x"), nodes(&["a", "b"])),
+    )
+    .unwrap();
+    done_by(&mut core, ms(60_000.0));
+    let out = sent(&mut core);
+    let commands: Vec<_> = out
+        .iter()
+        .map(|(t, m)| (t.as_str(), m["command"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            ("general/a", "search"),
+            ("general/a", "ping"),
+            ("general/b", "search"),
+            ("general/b", "ping")
+        ]
+    );
+}
+
+#[test]
+fn a_partial_search_ends_once_every_node_online_replied_or_passed_the_fence() {
+    // Every node announces itself, and none without presence was ever heard.
+    let mut core = knowing(&[]);
+    for node in ["a", "b", "c"] {
+        status(&mut core, ms(0.0), node, Status::Online, 1);
+    }
+    core.submit(ms(10.0), Submission::broadcast(search("fbm")))
+        .unwrap();
+    let fence = fence_of(&sent(&mut core));
+    found(&mut core, ms(11.0), "a", "fbm");
+    pong(&mut core, ms(11.5), "a", fence);
+    pong(&mut core, ms(12.0), "b", fence);
+    assert!(done_by(&mut core, ms(12.0)).is_empty(), "c has not spoken");
+    pong(&mut core, ms(13.0), "c", fence);
+    let outcome = only(&mut core, ms(13.0));
+    assert_eq!(outcome.completion, Completion::AllAnswered);
+    assert_eq!(outcome.elapsed, Duration::from_millis(3));
+    assert_eq!(outcome.datasets().keys().collect::<Vec<_>>(), ["a"]);
+    assert!(
+        outcome.missing.is_empty(),
+        "a fenced node is no missing node"
+    );
+}
+
+#[test]
+fn an_empty_search_ends_on_the_fences_alone() {
+    let mut core = knowing(&[]);
+    for node in ["a", "b"] {
+        status(&mut core, ms(0.0), node, Status::Online, 1);
+    }
+    core.submit(ms(10.0), Submission::broadcast(search("nothing-here")))
+        .unwrap();
+    let fence = fence_of(&sent(&mut core));
+    pong(&mut core, ms(11.0), "a", fence);
+    pong(&mut core, ms(11.2), "b", fence);
+    let outcome = only(&mut core, ms(11.2));
+    assert_eq!(
+        (outcome.completion, outcome.replies.len()),
+        (Completion::AllAnswered, 0)
+    );
+}
+
+#[test]
+fn a_targeted_search_of_nodes_without_presence_ends_when_they_passed_the_fence() {
+    let mut core = fresh();
+    core.submit(
+        ms(0.0),
+        Submission::to_nodes(search("fbm"), nodes(&["v44-a", "v44-b"])),
+    )
+    .unwrap();
+    let fence = fence_of(&sent(&mut core));
+    pong(&mut core, ms(2.0), "v44-a", fence);
+    found(&mut core, ms(2.5), "v44-b", "fbm");
+    pong(&mut core, ms(3.0), "v44-b", fence);
+    let outcome = only(&mut core, ms(3.0));
+    assert_eq!(
+        (outcome.completion, outcome.elapsed),
+        (
+            Completion::AllAnswered,
+            Duration::from_millis(2) + Duration::from_micros(500)
+        )
+    );
+    assert_eq!(outcome.online(), ["v44-b"]);
+}
+
+#[test]
+fn a_search_reply_after_its_fence_is_kept_in_flight_and_late_after() {
+    let mut core = fresh();
+    core.submit(
+        ms(0.0),
+        Submission::to_nodes(search("fbm"), nodes(&["a", "b"])),
+    )
+    .unwrap();
+    let fence = fence_of(&sent(&mut core));
+    // A broker that reorders, or a redelivery: a's reply comes after its pong.
+    pong(&mut core, ms(1.0), "a", fence);
+    found(&mut core, ms(1.5), "a", "fbm");
+    pong(&mut core, ms(2.0), "b", fence);
+    let outcome = only(&mut core, ms(2.0));
+    assert_eq!(outcome.online(), ["a"], "kept while in flight");
+    assert_eq!(outcome.counters.duplicates, 0);
+    found(&mut core, ms(3.0), "b", "fbm");
+    let mail = core.take_mail(&[]);
+    assert_eq!(mail.len(), 1, "after completion it is late, in the mailbox");
+    assert_eq!(mail[0].reason, fedreq_protocol::Unmatched::Late);
+}
+
+#[test]
+fn a_late_pong_to_a_fence_is_ours_and_dropped() {
+    let mut core = fresh();
+    core.submit(ms(0.0), Submission::to_nodes(search("fbm"), nodes(&["a"])))
+        .unwrap();
+    let fence = fence_of(&sent(&mut core));
+    found(&mut core, ms(1.0), "a", "fbm");
+    let outcome = only(&mut core, ms(60_000.0));
+    assert_eq!(outcome.completion, Completion::AllAnswered);
+    pong(&mut core, ms(70_000.0), "a", fence);
+    assert!(core.take_mail(&[]).is_empty());
+    assert_eq!(core.stats().late_fences, 1);
+}
+
+#[test]
+fn first_contact_ends_a_gap_after_the_last_reply_derived_from_its_time() {
+    let mut core = fresh();
+    core.submit(ms(0.0), Submission::broadcast(Request::ping()))
+        .unwrap();
+    for (t, node) in [(1.0, "a"), (2.0, "b"), (15.0, "c")] {
+        pong(&mut core, ms(t), node, 0);
+    }
+    // The last reply came 15 ms after sending: twice that is the gap.
+    let outcome = only(&mut core, ms(60_000.0));
+    assert_eq!(
+        (outcome.completion, outcome.elapsed, outcome.replies.len()),
+        (Completion::Settled, Duration::from_millis(45), 3)
+    );
+}
+
+#[test]
+fn first_contact_gap_is_at_least_its_minimum() {
+    let mut core = fresh();
+    core.submit(ms(0.0), Submission::broadcast(Request::ping()))
+        .unwrap();
+    pong(&mut core, ms(1.0), "a", 0);
+    let outcome = only(&mut core, ms(60_000.0));
+    assert_eq!(outcome.elapsed, Duration::from_millis(21));
+}
+
+#[test]
+fn a_first_broadcast_nobody_answers_waits_the_quiet_period() {
+    let mut core = fresh();
+    core.submit(ms(0.0), Submission::broadcast(Request::ping()))
+        .unwrap();
+    let outcome = only(&mut core, ms(60_000.0));
+    assert_eq!(
+        (outcome.completion, outcome.elapsed),
+        (Completion::QuietPeriod, Duration::from_secs(5))
+    );
+}
+
+#[test]
+fn a_node_missed_on_first_contact_is_found_by_the_next_broadcast() {
+    let mut core = fresh();
+    core.submit(ms(0.0), Submission::broadcast(Request::ping()))
+        .unwrap();
+    pong(&mut core, ms(1.0), "quick", 0);
+    let first = only(&mut core, ms(60_000.0));
+    assert_eq!(first.online(), ["quick"]);
+    // Ten times slower than the gap: late, so known from now on, with its time.
+    pong(&mut core, ms(250.0), "slow", 0);
+    assert_eq!(core.heard().get("slow"), Some(&Duration::from_millis(250)));
+    core.submit(ms(1_000.0), Submission::broadcast(Request::ping()))
+        .unwrap();
+    pong(&mut core, ms(1_001.0), "quick", 1);
+    pong(&mut core, ms(1_240.0), "slow", 1);
+    let second = only(&mut core, ms(60_000.0));
+    assert_eq!(second.online(), ["quick", "slow"]);
+    assert!(second.missing.is_empty());
+}
+
+#[test]
+fn a_known_node_that_stays_silent_costs_at_most_its_first_contact_wait() {
+    // Heard by an earlier process, answering in 2 ms; dead since.
+    let mut core = knowing(&[("gone", 2.0), ("alive", 2.0)]);
+    core.submit(ms(0.0), Submission::broadcast(Request::ping()))
+        .unwrap();
+    pong(&mut core, ms(2.0), "alive", 0);
+    let outcome = only(&mut core, ms(60_000.0));
+    // Awaited 2 ms + the 20 ms gap after sending, then the settle window.
+    assert_eq!(outcome.missing, nodes(&["gone"]));
+    assert_eq!(outcome.completion, Completion::Settled);
+    assert!(
+        outcome.elapsed <= Duration::from_millis(30),
+        "{:?}",
+        outcome.elapsed
+    );
+    assert!(
+        !core.heard().contains_key("gone"),
+        "forgotten until it answers again"
+    );
+}
+
+#[test]
+fn a_known_federation_ends_its_first_broadcast_as_soon_as_its_nodes_answered() {
+    let mut core = knowing(&[("a", 1.0), ("b", 1.0)]);
+    core.submit(ms(0.0), Submission::broadcast(Request::ping()))
+        .unwrap();
+    pong(&mut core, ms(1.0), "a", 0);
+    pong(&mut core, ms(1.2), "b", 0);
+    let outcome = only(&mut core, ms(60_000.0));
+    // Only the settle window (a quarter of 1.2 ms, at least 0.2 ms) after the last.
+    assert_eq!(outcome.elapsed, Duration::from_micros(1_500));
+}
+
+#[test]
+fn forged_late_replies_cost_a_later_broadcast_at_most_the_first_contact_window() {
+    let mut core = knowing(&[]);
+    for node in ["a", "b", "c"] {
+        status(&mut core, ms(0.0), node, Status::Online, 1);
+    }
+    let ping = |core: &mut Researcher, at: f64, sequence: u64| {
+        core.submit(ms(at), Submission::broadcast(Request::ping()))
+            .unwrap();
+        for node in ["a", "b", "c"] {
+            pong(core, ms(at + 1.0), node, sequence);
+        }
+        only(core, ms(at + 60_000.0))
+    };
+    assert_eq!(ping(&mut core, 10.0, 0).elapsed, Duration::from_millis(1));
+    // Anyone reading general/nodes sees the sequence: twenty pongs from invented ids,
+    // four seconds late, and as many with sequences never sent.
+    for i in 0..20 {
+        pong(&mut core, ms(4_000.0), &format!("forged-{i}"), 0);
+        pong(&mut core, ms(4_000.0), &format!("random-{i}"), 7_000 + i);
+    }
+    let next = ping(&mut core, 5_000.0, 1);
+    assert_eq!(next.online().len(), 3);
+    assert!(
+        next.elapsed <= Duration::from_millis(1_100),
+        "{:?}",
+        next.elapsed
+    );
+    assert_eq!(next.missing.len(), 20, "the forged ids, reported");
+    // Waited out, forgotten: the one after is as quick as the first.
+    assert!(ping(&mut core, 10_000.0, 2).elapsed <= Duration::from_millis(2));
+}
+
+#[test]
+fn a_target_offline_for_ten_seconds_is_missing_at_once() {
+    let mut core = knowing(&[]);
+    status(&mut core, ms(0.0), "up", Status::Online, 1);
+    status(&mut core, ms(0.0), "solo", Status::Online, 1);
+    status(&mut core, ms(1.0), "solo", Status::Offline, 1);
+    core.submit(
+        ms(10_000.0),
+        Submission::to_nodes(Request::ping(), nodes(&["up", "solo"]))
+            .with_policy(Policy::quiet(Duration::from_secs(30))),
+    )
+    .unwrap();
+    pong(&mut core, ms(10_001.0), "up", 0);
+    let outcome = only(&mut core, ms(10_001.0));
+    assert_eq!(
+        (outcome.completion, outcome.elapsed, outcome.missing),
+        (
+            Completion::Offline,
+            Duration::from_millis(1),
+            nodes(&["solo"])
+        )
+    );
+}
+
+#[test]
+fn a_target_that_just_went_offline_is_awaited_until_its_return_window_from_then() {
+    let mut core = knowing(&[]);
+    status(&mut core, ms(0.0), "solo", Status::Online, 1);
+    status(&mut core, ms(1_000.0), "solo", Status::Offline, 1);
+    core.submit(
+        ms(3_000.0),
+        Submission::to_nodes(Request::ping(), nodes(&["solo"])),
+    )
+    .unwrap();
+    let outcome = only(&mut core, ms(60_000.0));
+    // The default return window, 5 s, counted from its will at 1 s.
+    assert_eq!(
+        (outcome.completion, outcome.elapsed),
+        (Completion::Offline, Duration::from_secs(3))
+    );
+}
+
+#[test]
+fn a_target_whose_offline_status_predates_us_is_missing_at_once() {
+    let mut core = knowing(&[]);
+    let will = Presence::new("solo", Status::Offline, 1);
+    core.handle_retained(ms(0.0), &presence::topic("solo"), &will.encode());
+    assert_eq!(core.roster()["solo"].since, None);
+    core.submit(
+        ms(5.0),
+        Submission::to_nodes(Request::ping(), nodes(&["solo"])),
+    )
+    .unwrap();
+    let outcome = only(&mut core, ms(5.0));
+    assert_eq!(outcome.completion, Completion::Offline);
+}
+
+#[test]
+fn a_node_that_stops_cleanly_is_missing_at_once() {
+    let mut core = knowing(&[]);
+    for node in ["a", "b"] {
+        status(&mut core, ms(0.0), node, Status::Online, 1);
+    }
+    core.submit(ms(10.0), Submission::broadcast(Request::ping()))
+        .unwrap();
+    pong(&mut core, ms(11.0), "a", 0);
+    status(&mut core, ms(12.0), "b", Status::Stopped, 1);
+    let outcome = only(&mut core, ms(12.0));
+    assert_eq!(
+        (outcome.completion, outcome.missing),
+        (Completion::Offline, nodes(&["b"]))
+    );
+    // The next broadcast does not expect it.
+    core.submit(ms(20.0), Submission::broadcast(Request::ping()))
+        .unwrap();
+    pong(&mut core, ms(21.0), "a", 1);
+    assert_eq!(
+        only(&mut core, ms(21.0)).completion,
+        Completion::AllAnswered
+    );
+}
+
+#[test]
+fn a_node_restarted_before_its_will_fired_is_given_up_by_what_the_old_run_was_asked() {
+    let mut core = knowing(&[]);
+    status(&mut core, ms(0.0), "a", Status::Online, 7);
+    core.submit(
+        ms(1.0),
+        Submission::to_nodes(Request::ping(), nodes(&["a"]))
+            .with_policy(Policy::quiet(Duration::from_secs(30))),
+    )
+    .unwrap();
+    // Run 7 crashed unseen; run 8 says online before the broker noticed run 7 was gone.
+    status(&mut core, ms(500.0), "a", Status::Online, 8);
+    let outcome = only(&mut core, ms(500.0));
+    assert_eq!(
+        (outcome.completion, outcome.missing),
+        (Completion::Offline, nodes(&["a"]))
+    );
+}
+
+#[test]
+fn an_error_answers_the_oldest_request_to_its_node_and_no_other() {
+    let mut core = fresh();
+    let list = core
+        .submit(
+            ms(0.0),
+            Submission::to_nodes(Request::list(), nodes(&["a"])),
+        )
+        .unwrap();
+    let ping = core
+        .submit(
+            ms(1.0),
+            Submission::to_nodes(Request::ping(), nodes(&["a"])),
+        )
+        .unwrap();
+    error(&mut core, ms(2.0), "a");
+    let first = only(&mut core, ms(2.0));
+    assert_eq!((first.id, first.errors.len()), (list, 1));
+    pong(&mut core, ms(3.0), "a", 0);
+    let second = only(&mut core, ms(3.0));
+    assert_eq!(
+        (second.id, second.completion, second.replies.len()),
+        (ping, Completion::AllAnswered, 1),
+        "the real pong is the ping's answer, not a late reply"
+    );
+}
+
+#[test]
+fn stop_on_error_ends_only_the_request_the_error_answers() {
+    let mut core = fresh();
+    let stop = Policy::quiet(Duration::from_secs(5)).with_stop_on_error();
+    let list = core
+        .submit(
+            ms(0.0),
+            Submission::to_nodes(Request::list(), nodes(&["a"])).with_policy(stop.clone()),
+        )
+        .unwrap();
+    core.submit(
+        ms(1.0),
+        Submission::to_nodes(Request::ping(), nodes(&["a", "b"])).with_policy(stop),
+    )
+    .unwrap();
+    error(&mut core, ms(2.0), "a");
+    let first = only(&mut core, ms(2.0));
+    assert_eq!((first.id, first.completion), (list, Completion::Error));
+    pong(&mut core, ms(3.0), "a", 0);
+    pong(&mut core, ms(3.0), "b", 0);
+    assert_eq!(only(&mut core, ms(3.0)).completion, Completion::AllAnswered);
+}
+
+#[test]
+fn a_cancelled_request_completes_once_and_the_next_of_its_command_goes_out_at_once() {
+    let mut core = fresh();
+    let ghost = core
+        .submit(
+            ms(0.0),
+            Submission::to_nodes(Request::list(), nodes(&["ghost-node"])),
+        )
+        .unwrap();
+    let next = core
+        .submit(
+            ms(100.0),
+            Submission::to_nodes(Request::list(), nodes(&["a"])),
+        )
+        .unwrap();
+    sent(&mut core);
+    assert!(core.cancel(ms(500.0), ghost));
+    assert!(!core.cancel(ms(501.0), ghost), "once");
+    let cancelled = only(&mut core, ms(500.0));
+    assert_eq!(
+        (cancelled.id, cancelled.completion),
+        (ghost, Completion::Cancelled)
+    );
+    let out = sent(&mut core);
+    assert_eq!(out.len(), 1, "the waiting list went out at the cancel");
+    publish(
+        &mut core,
+        ms(501.0),
+        json!({"researcher_id": ME, "node_id": "a", "success": true, "count": 0,
+               "databases": [], "command": "list", "protocol_version": "1"}),
+    );
+    let outcome = only(&mut core, ms(501.0));
+    assert_eq!(
+        (outcome.id, outcome.elapsed),
+        (next, Duration::from_millis(401))
+    );
+}
