@@ -4,7 +4,7 @@ use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fedreq_protocol::researcher::Member;
 use fedreq_protocol::{
@@ -23,11 +23,19 @@ pub struct Order(Box<OrderKind>);
 // Boxed whole, so its variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 enum OrderKind {
-    Submit(Submission, Answer),
-    Collect(Collect, Answer),
+    Submit(Submission, Ticket, Answer),
+    Collect(Collect, Ticket, Answer),
+    Cancel(Ticket),
     TakeMail(Vec<Command>, flume::Sender<Vec<Mail>>),
     Roster(flume::Sender<Roster>),
+    Heard(flume::Sender<Heard>),
 }
+
+/// Names a caller's wait, so that dropping it can cancel its request.
+type Ticket = u64;
+
+/// The nodes without presence heard lately, with how long each took to answer.
+pub type Heard = BTreeMap<NodeId, Duration>;
 
 /// Every node known by its presence, online or not.
 pub type Roster = BTreeMap<NodeId, Member>;
@@ -44,6 +52,7 @@ impl std::fmt::Debug for Order {
 #[derive(Clone)]
 pub struct ResearcherHandle {
     orders: flume::Sender<Order>,
+    tickets: Arc<AtomicU64>,
     events: flume::Receiver<Event>,
     events_dropped: Arc<AtomicU64>,
     // Declared last, so dropped after `orders`: the loop sees every handle gone first.
@@ -64,14 +73,29 @@ impl ResearcherHandle {
         self
     }
 
-    /// Submits a request; the outcome comes when the core completes it.
-    pub fn submit(&self, submission: Submission) -> flume::Receiver<Result<Outcome, SubmitError>> {
-        self.ask(|answer| OrderKind::Submit(submission, answer))
+    /// Submits a request; the outcome comes when the core completes it. Dropping the
+    /// [`Pending`] before cancels the request.
+    pub fn submit(&self, submission: Submission) -> Pending {
+        self.pending(|ticket, answer| OrderKind::Submit(submission, ticket, answer))
     }
 
     /// Collects unmatched messages, as Fed-BioMed's `get_responses` reads its queue.
-    pub fn collect(&self, collect: Collect) -> flume::Receiver<Result<Outcome, SubmitError>> {
-        self.ask(|answer| OrderKind::Collect(collect, answer))
+    pub fn collect(&self, collect: Collect) -> Pending {
+        self.pending(|ticket, answer| OrderKind::Collect(collect, ticket, answer))
+    }
+
+    fn pending(&self, order: impl FnOnce(Ticket, Answer) -> OrderKind) -> Pending {
+        let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+        Pending {
+            answer: self.ask(|answer| order(ticket, answer)),
+            cancel: Some((self.orders.clone(), ticket)),
+        }
+    }
+
+    /// The nodes without presence heard lately, with how long each took to answer: what the
+    /// next process may start knowing ([`ResearcherConfig::known`]).
+    pub fn heard(&self) -> flume::Receiver<Heard> {
+        self.ask(OrderKind::Heard)
     }
 
     /// Takes the mailbox's messages of these commands (all when empty).
@@ -105,6 +129,59 @@ impl ResearcherHandle {
     }
 }
 
+/// The outcome of a submitted request, to come. Dropped before it came (a caller that gave
+/// up: a dropped future, Ctrl-C), it cancels the request in the core, so the next request of
+/// its command goes out at once.
+#[derive(Debug)]
+pub struct Pending {
+    answer: flume::Receiver<Result<Outcome, SubmitError>>,
+    cancel: Option<(flume::Sender<Order>, Ticket)>,
+}
+
+/// The driver stopped before answering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the messaging driver stopped")]
+pub struct Stopped;
+
+impl Pending {
+    /// Blocks until the outcome comes.
+    pub fn recv(mut self) -> Result<Result<Outcome, SubmitError>, Stopped> {
+        let answer = self.answer.recv().map_err(|_| Stopped);
+        self.cancel = None;
+        answer
+    }
+
+    /// Blocks until the outcome comes, or `timeout` passed: then `None`, and the request is
+    /// cancelled.
+    pub fn recv_timeout(
+        mut self,
+        timeout: Duration,
+    ) -> Option<Result<Result<Outcome, SubmitError>, Stopped>> {
+        let answer = match self.answer.recv_timeout(timeout) {
+            Ok(answer) => Ok(answer),
+            Err(flume::RecvTimeoutError::Timeout) => return None,
+            Err(flume::RecvTimeoutError::Disconnected) => Err(Stopped),
+        };
+        self.cancel = None;
+        Some(answer)
+    }
+
+    /// Waits for the outcome, from any executor.
+    pub async fn recv_async(mut self) -> Result<Result<Outcome, SubmitError>, Stopped> {
+        let answer = self.answer.recv_async().await.map_err(|_| Stopped);
+        self.cancel = None;
+        answer
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some((orders, ticket)) = self.cancel.take() {
+            let _ = orders.send(Order(Box::new(OrderKind::Cancel(ticket))));
+        }
+    }
+}
+
 /// How many unread events the handles' channel holds; past it, the oldest go first.
 pub const EVENT_CAPACITY: usize = 10_000;
 
@@ -114,7 +191,8 @@ pub struct ResearcherDriver {
     core: Researcher,
     clock: Clock,
     orders: flume::Receiver<Order>,
-    waiting: HashMap<RequestId, Answer>,
+    waiting: HashMap<RequestId, (Ticket, Answer)>,
+    tickets: HashMap<Ticket, RequestId>,
     events: Events,
 }
 
@@ -161,6 +239,7 @@ impl ResearcherDriver {
             clock: Clock::start(),
             orders,
             waiting: HashMap::new(),
+            tickets: HashMap::new(),
             events: Events {
                 sender,
                 oldest: events_rx.clone(),
@@ -169,6 +248,7 @@ impl ResearcherDriver {
         };
         let handle = ResearcherHandle {
             orders: orders_tx,
+            tickets: Arc::default(),
             events: events_rx,
             events_dropped: dropped,
             _transport: None,
@@ -197,16 +277,26 @@ impl ResearcherDriver {
     pub fn handle_order(&mut self, order: Order) {
         let now = self.clock.now();
         match *order.0 {
-            OrderKind::Submit(submission, answer) => match self.core.submit(now, submission) {
-                Ok(id) => {
-                    self.waiting.insert(id, answer);
+            OrderKind::Submit(submission, ticket, answer) => {
+                match self.core.submit(now, submission) {
+                    Ok(id) => self.wait(id, ticket, answer),
+                    Err(error) => {
+                        let _ = answer.send(Err(error));
+                    }
                 }
-                Err(error) => {
-                    let _ = answer.send(Err(error));
+            }
+            OrderKind::Collect(collect, ticket, answer) => {
+                let id = self.core.collect(now, collect);
+                self.wait(id, ticket, answer);
+            }
+            OrderKind::Cancel(ticket) => {
+                if let Some(id) = self.tickets.remove(&ticket) {
+                    self.waiting.remove(&id);
+                    self.core.cancel(now, id);
                 }
-            },
-            OrderKind::Collect(collect, answer) => {
-                self.waiting.insert(self.core.collect(now, collect), answer);
+            }
+            OrderKind::Heard(answer) => {
+                let _ = answer.send(self.core.heard().clone());
             }
             OrderKind::TakeMail(commands, answer) => {
                 let _ = answer.send(self.core.take_mail(&commands));
@@ -217,9 +307,21 @@ impl ResearcherDriver {
         }
     }
 
+    /// Remembers who waits for request `id`, unless it completed already.
+    fn wait(&mut self, id: RequestId, ticket: Ticket, answer: Answer) {
+        self.waiting.insert(id, (ticket, answer));
+        self.tickets.insert(ticket, id);
+    }
+
     /// Takes one publish received on the researcher's topics.
     pub fn handle_publish(&mut self, topic: &str, payload: &[u8]) {
         self.core.handle_publish(self.clock.now(), topic, payload);
+    }
+
+    /// Takes one publish the broker sent from its retained store (see
+    /// [`Researcher::handle_retained`]).
+    pub fn handle_retained(&mut self, topic: &str, payload: &[u8]) {
+        self.core.handle_retained(self.clock.now(), topic, payload);
     }
 
     /// Takes a change of the connection.
@@ -235,12 +337,13 @@ impl ResearcherDriver {
     /// The run loop's one rule, after every input: hands each transmit to `publish`, each
     /// outcome to the caller waiting for it, every other event to the handles' channel.
     pub fn drain(&mut self, publish: impl FnMut(Transmit)) {
-        let (waiting, events) = (&mut self.waiting, &self.events);
+        let (waiting, tickets, events) = (&mut self.waiting, &mut self.tickets, &self.events);
         drain(
             &mut self.core,
             publish,
             |outcome| {
-                if let Some(answer) = waiting.remove(&outcome.id) {
+                if let Some((ticket, answer)) = waiting.remove(&outcome.id) {
+                    tickets.remove(&ticket);
                     let _ = answer.send(Ok(outcome));
                 }
             },

@@ -23,4 +23,7 @@ mod clock;
 mod handle;
 
 pub use clock::Clock;
-pub use handle::{drain, Order, ResearcherDriver, ResearcherHandle, Roster, EVENT_CAPACITY};
+pub use handle::{
+    drain, Heard, Order, Pending, ResearcherDriver, ResearcherHandle, Roster, Stopped,
+    EVENT_CAPACITY,
+};

@@ -792,7 +792,7 @@ impl Researcher {
         self.events.push_back(Event::Presence(presence.clone()));
         let node = presence.node_id.as_str();
         match presence.status {
-            Status::Online if restarted => self.give_up_on(now, node),
+            Status::Online if restarted => self.on_restart(now, node, presence.incarnation),
             Status::Online => self.on_back(node),
             Status::Offline => self.on_gone(now, node),
             Status::Stopped => self.give_up_on(now, node),
@@ -826,8 +826,35 @@ impl Researcher {
         }
     }
 
-    /// `node` stopped, or is back as a new run: what it was asked is lost with the old run,
-    /// so every request awaiting it reports it missing now.
+    /// `node` is back as a new run, started at `incarnation` (nanoseconds since the Unix
+    /// epoch, as our clock). What was sent before that went to the old run and is lost with
+    /// it (a new run ends the session of a dead one): a request safe to repeat is sent to the
+    /// new run, another reports the node missing now. What was sent since, the new run got.
+    fn on_restart(&mut self, now: Timestamp, node: &str, incarnation: u64) {
+        let started = Timestamp::from_duration(Duration::from_nanos(incarnation));
+        for id in self.concerning(node) {
+            let active = self.active(id);
+            if !active.awaits(node) || active.sent.is_some_and(|sent| sent > started) {
+                active.leaving.retain(|(n, _)| n != node);
+                continue;
+            }
+            if active.command().is_some_and(Command::is_safe_to_repeat) {
+                active.leaving.retain(|(n, _)| n != node);
+                let topics = Target::Nodes(vec![node.to_owned()]).topics();
+                self.transmit(id, topics.unwrap_or_default());
+                self.reschedule(id);
+                continue;
+            }
+            active.give_up(node, true);
+            match active.on_answer(now, Answer::Gone) {
+                Some(completion) => self.complete(id, now, completion),
+                None => self.reschedule(id),
+            }
+        }
+    }
+
+    /// `node` stopped: what it was asked is lost, so every request awaiting it reports it
+    /// missing now.
     fn give_up_on(&mut self, now: Timestamp, node: &str) {
         for id in self.concerning(node) {
             let active = self.active(id);
@@ -982,29 +1009,41 @@ impl Researcher {
             active.policy.early && active.command().is_some_and(Command::may_go_unanswered)
         };
         let fence = fenced.then(|| self.next_sequence());
+        if let Some(sequence) = fence {
+            self.by_sequence.insert(sequence, id);
+        }
         let active = self.active(id);
         active.start(now);
         active.strays_at_send = strays;
         active.fence = fence;
-        let Kind::Sent { payload, .. } = &active.kind else {
-            return;
-        };
-        let payload = payload.clone();
         let topics = match &active.targets {
             None => Target::All.topics(),
             Some(nodes) => Target::Nodes(nodes.clone()).topics(),
         };
-        let fence = fence.map(|sequence| {
+        // Validated at submission.
+        self.transmit(id, topics.unwrap_or_default());
+        self.await_offline_targets(id);
+        match self.active(id).on_answer(now, Answer::Gone) {
+            Some(completion) => self.complete(id, now, completion),
+            None => self.reschedule(id),
+        }
+    }
+
+    /// Publishes request `id` on `topics`, each followed by its fence if it has one.
+    fn transmit(&mut self, id: RequestId, topics: Vec<String>) {
+        let active = &self.requests[&id];
+        let Kind::Sent { payload, .. } = &active.kind else {
+            return;
+        };
+        let fence = active.fence.map(|sequence| {
             let mut ping = Request::ping();
             ping.set_researcher_id(&self.config.researcher_id);
             if let Some(slot) = ping.sequence_mut() {
                 *slot = sequence;
             }
-            self.by_sequence.insert(sequence, id);
             ping.encode()
         });
-        // Validated at submission. The fence follows the request on each topic.
-        for topic in topics.unwrap_or_default() {
+        for topic in topics {
             self.transmits.push_back(Transmit {
                 topic: topic.clone(),
                 payload: payload.clone(),
@@ -1015,11 +1054,6 @@ impl Researcher {
                     payload: fence.clone(),
                 });
             }
-        }
-        self.await_offline_targets(id);
-        match self.active(id).on_answer(now, Answer::Gone) {
-            Some(completion) => self.complete(id, now, completion),
-            None => self.reschedule(id),
         }
     }
 

@@ -458,22 +458,77 @@ fn a_node_that_stops_cleanly_is_missing_at_once() {
     );
 }
 
+/// A run's incarnation: its start, in nanoseconds since the epoch of the core's clock.
+fn started_at(ms: u64) -> u64 {
+    ms * 1_000_000
+}
+
 #[test]
-fn a_node_restarted_before_its_will_fired_is_given_up_by_what_the_old_run_was_asked() {
+fn a_node_restarted_before_its_will_fired_is_asked_again_what_is_safe_to_repeat() {
     let mut core = knowing(&[]);
-    status(&mut core, ms(0.0), "a", Status::Online, 7);
+    status(&mut core, ms(0.0), "a", Status::Online, started_at(0));
     core.submit(
         ms(1.0),
         Submission::to_nodes(Request::ping(), nodes(&["a"]))
             .with_policy(Policy::quiet(Duration::from_secs(30))),
     )
     .unwrap();
-    // Run 7 crashed unseen; run 8 says online before the broker noticed run 7 was gone.
-    status(&mut core, ms(500.0), "a", Status::Online, 8);
+    sent(&mut core);
+    // The run crashed unseen; a new one, started at 400 ms, says online before the broker
+    // noticed the old one was gone. The ping went to the old run: it goes again.
+    status(&mut core, ms(500.0), "a", Status::Online, started_at(400));
+    let again = sent(&mut core);
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].0.as_str(), &again[0].1["command"]),
+        ("general/a", &json!("ping"))
+    );
+    pong(&mut core, ms(501.0), "a", 0);
+    let outcome = only(&mut core, ms(501.0));
+    assert_eq!(
+        (outcome.completion, outcome.online()),
+        (Completion::AllAnswered, nodes(&["a"]))
+    );
+}
+
+#[test]
+fn a_node_restarted_before_its_will_fired_is_missing_from_what_must_not_run_twice() {
+    let mut core = knowing(&[]);
+    status(&mut core, ms(0.0), "a", Status::Online, started_at(0));
+    let approval = Request::approval("plan", "http://repo/plan.py".to_owned());
+    core.submit(
+        ms(1.0),
+        Submission::to_nodes(approval, nodes(&["a"]))
+            .with_policy(Policy::quiet(Duration::from_secs(30))),
+    )
+    .unwrap();
+    sent(&mut core);
+    status(&mut core, ms(500.0), "a", Status::Online, started_at(400));
+    assert!(sent(&mut core).is_empty(), "never sent twice");
     let outcome = only(&mut core, ms(500.0));
     assert_eq!(
         (outcome.completion, outcome.missing),
         (Completion::Offline, nodes(&["a"]))
+    );
+}
+
+#[test]
+fn what_was_sent_after_a_restart_is_awaited_from_the_new_run() {
+    let mut core = knowing(&[]);
+    status(&mut core, ms(0.0), "a", Status::Online, started_at(0));
+    // The new run started at 400 ms; the request left at 450 ms, before its status came.
+    core.submit(
+        ms(450.0),
+        Submission::to_nodes(Request::ping(), nodes(&["a"])),
+    )
+    .unwrap();
+    sent(&mut core);
+    status(&mut core, ms(500.0), "a", Status::Online, started_at(400));
+    assert!(sent(&mut core).is_empty());
+    pong(&mut core, ms(501.0), "a", 0);
+    assert_eq!(
+        only(&mut core, ms(501.0)).completion,
+        Completion::AllAnswered
     );
 }
 

@@ -112,18 +112,19 @@ fn a_node_back_within_its_return_window_is_awaited_and_its_reply_counts() {
 }
 
 #[test]
-fn a_node_back_as_a_new_run_is_missing_at_once() {
+fn a_node_back_as_a_new_run_is_missing_at_once_from_what_must_not_run_twice() {
     let mut core = Researcher::new(ResearcherConfig::new(ME));
     status(&mut core, ms(0.0), "a", Status::Online, 7);
     let policy = Policy::quiet(Duration::from_secs(30));
+    let approval = Request::approval("plan", "http://repo/plan.py");
     core.submit(
         ms(1.0),
-        Submission::to_nodes(Request::ping(), vec!["a".into()]).with_policy(policy),
+        Submission::to_nodes(approval, vec!["a".into()]).with_policy(policy),
     )
     .unwrap();
     status(&mut core, ms(10.0), "a", Status::Offline, 7);
-    // It crashed and restarted: run 8 knows nothing of the ping.
-    status(&mut core, ms(300.0), "a", Status::Online, 8);
+    // It crashed and restarted at 200 ms: its new run knows nothing of the approval.
+    status(&mut core, ms(300.0), "a", Status::Online, 200_000_000);
     let outcome = outcome(&mut core, ms(301.0));
     assert_eq!(
         (outcome.completion, outcome.elapsed, outcome.missing),

@@ -277,13 +277,13 @@ impl Requests {
 
     /// [`request`](Self::request), async.
     pub async fn request_async(&self, submission: Submission) -> Result<Outcome, Error> {
-        let answer = self.handle.submit(submission);
-        Ok(answer.recv_async().await.map_err(|_| Error::Stopped)??)
+        let pending = self.handle.submit(submission);
+        Ok(pending.recv_async().await.map_err(|_| Error::Stopped)??)
     }
 
     async fn collected(&self, collect: Collect) -> Result<Outcome, Error> {
-        let answer = self.handle.collect(collect);
-        Ok(answer.recv_async().await.map_err(|_| Error::Stopped)??)
+        let pending = self.handle.collect(collect);
+        Ok(pending.recv_async().await.map_err(|_| Error::Stopped)??)
     }
 
     /// `request` to `nodes` under our policy: every node when `None` or empty, as v4.4's

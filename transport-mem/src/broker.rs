@@ -14,6 +14,8 @@ pub struct Publish {
     pub topic: Arc<str>,
     /// The payload.
     pub payload: Arc<[u8]>,
+    /// Delivered from the retained store on a new subscription, as MQTT's retain flag says.
+    pub retained: bool,
 }
 
 #[derive(Debug, Default)]
@@ -95,6 +97,7 @@ impl Client {
                 let _ = inbox.send(Publish {
                     topic: Arc::clone(topic),
                     payload: Arc::clone(payload),
+                    retained: true,
                 });
             }
         }
@@ -162,6 +165,7 @@ fn publish(topic: &str, payload: impl Into<Arc<[u8]>>) -> Result<Publish, TopicE
     Ok(Publish {
         topic: topic.into(),
         payload: payload.into(),
+        retained: false,
     })
 }
 

@@ -21,7 +21,7 @@ pub fn connect_researcher(broker: &Broker, config: ResearcherConfig) -> Research
     let (mut driver, handle) = ResearcherDriver::new(config);
     // The retained statuses are in the inbox already: the roster is known before any order.
     while let Ok(publish) = client.inbox().try_recv() {
-        driver.handle_publish(&publish.topic, &publish.payload);
+        receive(&mut driver, &publish);
     }
     let thread = std::thread::Builder::new()
         .name("fedreq-mem-researcher".into())
@@ -58,7 +58,7 @@ fn run_researcher(mut driver: ResearcherDriver, client: Client) {
             None => selector.wait(),
         };
         match step {
-            Step::Publish(publish) => driver.handle_publish(&publish.topic, &publish.payload),
+            Step::Publish(publish) => receive(&mut driver, &publish),
             Step::Order(order) => driver.handle_order(order),
             Step::Timer => driver.handle_timeout(),
             Step::Stop => return,
@@ -66,6 +66,13 @@ fn run_researcher(mut driver: ResearcherDriver, client: Client) {
         driver.drain(|transmit| {
             let _ = client.publish(&transmit.topic, transmit.payload);
         });
+    }
+}
+
+fn receive(driver: &mut ResearcherDriver, publish: &Publish) {
+    match publish.retained {
+        true => driver.handle_retained(&publish.topic, &publish.payload),
+        false => driver.handle_publish(&publish.topic, &publish.payload),
     }
 }
 
@@ -83,6 +90,30 @@ impl NodeDriver {
     where
         F: Fn(&str) -> FetchResult + Send + 'static,
     {
+        Self::spawn(broker, nodes, fetch, true)
+    }
+
+    /// The same, for nodes that announce nothing, as Fed-BioMed v4.4's.
+    pub fn start_silent<F>(
+        broker: &Broker,
+        nodes: Vec<NodeConfig>,
+        fetch: F,
+    ) -> Result<Self, TargetError>
+    where
+        F: Fn(&str) -> FetchResult + Send + 'static,
+    {
+        Self::spawn(broker, nodes, fetch, false)
+    }
+
+    fn spawn<F>(
+        broker: &Broker,
+        nodes: Vec<NodeConfig>,
+        fetch: F,
+        presence: bool,
+    ) -> Result<Self, TargetError>
+    where
+        F: Fn(&str) -> FetchResult + Send + 'static,
+    {
         let incarnation = incarnation();
         let nodes: Vec<(Node, Client)> = nodes
             .into_iter()
@@ -95,14 +126,16 @@ impl NodeDriver {
                         .subscribe(&filter)
                         .expect("a valid node id makes valid filters");
                 }
-                announce(&client, node.node_id(), incarnation);
+                if presence {
+                    announce(&client, node.node_id(), incarnation);
+                }
                 Ok((node, client))
             })
             .collect::<Result<_, TargetError>>()?;
         let (stop, stopped) = flume::bounded(1);
         let thread = std::thread::Builder::new()
             .name("fedreq-mem-nodes".into())
-            .spawn(move || run_nodes(nodes, incarnation, stopped, fetch))
+            .spawn(move || run_nodes(nodes, presence.then_some(incarnation), stopped, fetch))
             .expect("spawn the nodes thread");
         Ok(NodeDriver {
             stop: Some(stop),
@@ -120,9 +153,10 @@ impl Drop for NodeDriver {
     }
 }
 
+/// Runs the nodes until stopped; `incarnation` when they announce themselves.
 fn run_nodes<F: Fn(&str) -> FetchResult>(
     mut nodes: Vec<(Node, Client)>,
-    incarnation: u64,
+    incarnation: Option<u64>,
     stopped: flume::Receiver<()>,
     fetch: F,
 ) {
@@ -134,10 +168,11 @@ fn run_nodes<F: Fn(&str) -> FetchResult>(
             selector = selector.recv(client.inbox(), move |m| m.ok().map(|m| (i, m)));
         }
         let Some((i, publish)) = selector.wait() else {
-            // A clean stop says so: no will, an explicit `offline`.
-            for (node, client) in &nodes {
-                let offline = Presence::new(node.node_id(), Status::Offline, incarnation);
-                let _ = client.publish_retained(&presence::topic(node.node_id()), offline.encode());
+            // A clean stop says so: no will, an explicit `stopped`.
+            for (node, client) in nodes.iter().filter(|_| incarnation.is_some()) {
+                let incarnation = incarnation.unwrap_or_default();
+                let stopped = Presence::new(node.node_id(), Status::Stopped, incarnation);
+                let _ = client.publish_retained(&presence::topic(node.node_id()), stopped.encode());
             }
             return;
         };

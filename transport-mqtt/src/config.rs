@@ -142,6 +142,9 @@ pub struct MqttConfig {
     /// Go through the driver's relay, which acknowledges every segment from the broker at
     /// once: no 40 ms stall behind a broker without `TCP_NODELAY`. Off only to measure that.
     pub quick_ack: bool,
+    /// Nodes only: announce presence (a retained status and a will). Off, a node announces
+    /// nothing, as a Fed-BioMed v4.4 node.
+    pub presence: bool,
 }
 
 /// 16 MiB: room for `list` replies of many datasets (rumqttc's default is 10 KiB).
@@ -166,6 +169,7 @@ impl MqttConfig {
                 max: Duration::from_secs(5),
             },
             quick_ack: true,
+            presence: true,
         }
     }
 

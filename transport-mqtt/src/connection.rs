@@ -16,10 +16,12 @@ use crate::relay::{self, Relay};
 /// What the connection task tells the core's task.
 #[derive(Debug)]
 pub(crate) enum Input {
-    /// A publish arrived.
+    /// A publish arrived; `retained` when the broker sent it from its retained store, on
+    /// our subscription, rather than as it was published.
     Publish {
         topic: String,
         payload: bytes::Bytes,
+        retained: bool,
     },
     /// A session started: subscribe (again). `resumed` when the broker still had it.
     Connected { resumed: bool },
@@ -224,6 +226,7 @@ pub(crate) async fn run(
             Ok(Event::Incoming(Packet::Publish(publish))) => Input::Publish {
                 topic: publish.topic,
                 payload: publish.payload,
+                retained: publish.retain,
             },
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 delay = backoff.min;

@@ -96,7 +96,7 @@ fn spawn(
         let incarnation = Clock::start().now().since_epoch().as_nanos() as u64;
         let offline = status(&node.node_id, Status::Offline, incarnation);
         let extras = Extras {
-            will: Some((offline.topic, offline.payload)),
+            will: mqtt.presence.then_some((offline.topic, offline.payload)),
             sync: None,
         };
         // A node's persistent session is named after it.
@@ -143,6 +143,7 @@ fn spawn(
             fetched: fetched_tx,
             clock: Clock::start(),
             incarnation,
+            presence: mqtt.presence,
         };
         for input in session.early {
             task.input(input);
@@ -173,12 +174,14 @@ struct Task {
     clock: Clock,
     /// This run of the node, in its statuses.
     incarnation: u64,
+    /// Whether it announces itself; a Fed-BioMed v4.4 node does not.
+    presence: bool,
 }
 
 impl Task {
     fn input(&mut self, input: Input) {
         match input {
-            Input::Publish { topic, payload } => {
+            Input::Publish { topic, payload, .. } => {
                 self.core.handle_publish(self.clock.now(), &topic, &payload)
             }
             Input::Connected { .. } => {
@@ -194,6 +197,9 @@ impl Task {
 
     /// Queues the node's status, retained; it goes out once the session is subscribed.
     fn announce(&mut self, status: Status) {
+        if !self.presence {
+            return;
+        }
         let node_id = self.core.node_id().to_owned();
         self.outbox
             .push_retained(self::status(&node_id, status, self.incarnation));
@@ -239,9 +245,9 @@ impl Task {
         }
     }
 
-    /// Says `offline` and disconnects cleanly (no will), waiting a moment for both to go out.
+    /// Says `stopped` and disconnects cleanly (no will), waiting a moment for both to go out.
     async fn stop(mut self, inputs: &flume::Receiver<Input>) {
-        self.announce(Status::Offline);
+        self.announce(Status::Stopped);
         self.outbox.flush(&self.client, self.qos);
         connection::disconnect(&self.client, inputs).await;
     }

@@ -115,7 +115,14 @@ impl Task {
         match input {
             // A late echo of the first session's sync is no message for the core.
             Input::Publish { topic, .. } if topic.starts_with(SYNC) => {}
-            Input::Publish { topic, payload } => self.driver.handle_publish(&topic, &payload),
+            Input::Publish {
+                topic,
+                payload,
+                retained,
+            } => match retained {
+                true => self.driver.handle_retained(&topic, &payload),
+                false => self.driver.handle_publish(&topic, &payload),
+            },
             Input::Connected { .. } => self.outbox.reconnected(filters(self.qos)),
             Input::Subscribed(accepted) => {
                 self.outbox.subscribed();

@@ -89,6 +89,16 @@ impl Command {
         matches!(self, Command::Search)
     }
 
+    /// Whether sending this request twice does no harm: it only reads the node's state.
+    /// Such a request is sent again to a node that restarted before answering it; a `train`
+    /// or an `approval` never is.
+    pub const fn is_safe_to_repeat(self) -> bool {
+        matches!(
+            self,
+            Command::Ping | Command::List | Command::Search | Command::TrainingPlanStatus
+        )
+    }
+
     /// Whether requests and replies of this command carry a `sequence`.
     pub const fn has_sequence(self) -> bool {
         matches!(
