@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# What the tests' researchers learn of their brokers' nodes stays here, not in $HOME.
+export FEDREQ_STATE_DIR="$PWD/target/test-state"
+rm -rf "$FEDREQ_STATE_DIR"
+
 cargo test --workspace
 
 venv="$PWD/target/python-venv"

@@ -63,6 +63,7 @@ impl Mosquitto {
             return None;
         }
         let port = free_port();
+        forget_known(port);
         let config = std::env::temp_dir().join(format!(
             "fedreq-mosquitto-{}-{port}.conf",
             std::process::id()
@@ -267,6 +268,15 @@ pub fn mosquitto_pub(port: u16, topic: &str) -> Command {
         topic,
     ]);
     command
+}
+
+/// A new broker is a new federation: what an earlier test on the same port kept of its nodes
+/// (`fedreq::known`, in `FEDREQ_STATE_DIR`) does not count for it.
+pub fn forget_known(port: u16) {
+    if let Some(dir) = std::env::var_os("FEDREQ_STATE_DIR") {
+        let file = std::path::Path::new(&dir).join(format!("known-127.0.0.1-{port}.json"));
+        let _ = std::fs::remove_file(file);
+    }
 }
 
 /// A loopback port nobody listens on right now.

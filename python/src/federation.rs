@@ -122,6 +122,7 @@ impl Federation {
             min_replies,
             grace,
             deadline,
+            roster: None,
         };
         let uploads_url = uploads_url.unwrap_or_else(|| self.repository.uploads_url());
         let config = options.config(Some(uploads_url))?;

@@ -34,6 +34,7 @@ pub struct Options {
     pub min_replies: Option<usize>,
     pub grace: f64,
     pub deadline: Option<f64>,
+    pub roster: Option<Vec<String>>,
 }
 
 impl Options {
@@ -65,19 +66,35 @@ impl Options {
             min_replies: self.min_replies,
             grace: seconds("grace", self.grace)?,
             deadline: self.deadline.map(|d| seconds("deadline", d)).transpose()?,
+            roster: self
+                .roster
+                .or_else(roster_from_env)
+                .filter(|n| !n.is_empty()),
         };
         let researcher_id = self
             .researcher_id
             .or_else(|| std::env::var("RESEARCHER_ID").ok())
             .unwrap_or_else(random_researcher_id);
         Ok(RequestsConfig {
-            researcher_id,
             policy: completion.policy(),
             uploads_url: Some(uploads_url.unwrap_or_else(|| {
                 std::env::var("UPLOADS_URL").unwrap_or_else(|_| DEFAULT_UPLOADS_URL.into())
             })),
+            ..RequestsConfig::new(researcher_id)
         })
     }
+}
+
+/// `FEDREQ_ROSTER`: node ids separated by commas.
+fn roster_from_env() -> Option<Vec<String>> {
+    let text = std::env::var("FEDREQ_ROSTER").ok()?;
+    Some(
+        text.split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    )
 }
 
 /// A number of seconds from Python.
@@ -136,11 +153,14 @@ impl Requests {
     /// reply before a request completes (v4.4's TIMEOUT). compat: v4.4's rounds (at least two
     /// timeouts per request). min_replies, grace: complete once that many nodes answered, after
     /// grace seconds. deadline: complete at the latest that many seconds after sending.
-    /// qos: MQTT QoS 0, 1 or 2. ca_file: a PEM certificate authority, for TLS.
+    /// roster: the federation's node ids (else `FEDREQ_ROSTER`, comma-separated): a broadcast
+    /// completes once they answered; without one, the nodes online by presence and those heard
+    /// before on this broker are expected. qos: MQTT QoS 0, 1 or 2. ca_file: a PEM certificate
+    /// authority, for TLS.
     #[new]
     #[pyo3(signature = (broker=None, researcher_id=None, uploads_url=None, timeout=None, *,
-        compat=false, min_replies=None, grace=0.0, deadline=None, qos=1, username=None,
-        password=None, ca_file=None))]
+        compat=false, min_replies=None, grace=0.0, deadline=None, roster=None, qos=1,
+        username=None, password=None, ca_file=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -152,6 +172,7 @@ impl Requests {
         min_replies: Option<usize>,
         grace: f64,
         deadline: Option<f64>,
+        roster: Option<Vec<String>>,
         qos: u8,
         username: Option<String>,
         password: Option<String>,
@@ -164,6 +185,7 @@ impl Requests {
             min_replies,
             grace,
             deadline,
+            roster,
         };
         let config = options.config(uploads_url)?;
         let mut mqtt = match broker {

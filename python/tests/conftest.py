@@ -26,6 +26,14 @@ def free_port() -> int:
         return listener.getsockname()[1]
 
 
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path, monkeypatch):
+    """What a test's researchers learn of their brokers' nodes stays with the test."""
+    folder = tmp_path / "state"
+    monkeypatch.setenv("FEDREQ_STATE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def mosquitto(tmp_path):
     """A mosquitto of its own, in its default configuration but for the loopback listener;

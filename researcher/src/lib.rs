@@ -6,6 +6,7 @@
 //!   [`fedreq_driver::ResearcherHandle`].
 //! - [`TrainingPlan`]: a plan read and checked as Python before anything is sent.
 //! - [`repository`]: the HTTP file repository plans travel through, client and embedded server.
+//! - [`known`]: the nodes without presence heard on a broker, kept for the next process.
 //!
 //! ```no_run
 //! use fedreq::{Requests, RequestsConfig};
@@ -19,10 +20,12 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod known;
 pub mod plan;
 pub mod repository;
 pub mod requests;
 pub mod table;
 
+pub use known::KnownNodes;
 pub use plan::{PlanError, TrainingPlan};
-pub use requests::{Error, Requests, RequestsConfig};
+pub use requests::{Error, Remember, Requests, RequestsConfig};

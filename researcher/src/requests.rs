@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use serde_json::Value;
 
 use pollster::block_on;
 
+use crate::known::KnownNodes;
 use crate::plan::{PlanError, TrainingPlan};
 use crate::repository::{RepositoryClient, UploadError};
 
@@ -51,6 +53,14 @@ pub enum Error {
     /// A message for `send_message` that is not a valid request.
     #[error("invalid message: {0}")]
     Message(#[from] DecodeError),
+    /// The file of nodes known could not be written.
+    #[error("could not keep the nodes heard in {path}: {error}")]
+    Known {
+        /// The file.
+        path: String,
+        /// Why.
+        error: String,
+    },
     /// An environment variable that cannot be used.
     #[error("{variable} `{value}` is not {expected}")]
     Environment {
@@ -90,6 +100,9 @@ pub struct Completion {
     pub grace: Duration,
     /// Complete at the latest this long after submission.
     pub deadline: Option<Duration>,
+    /// The nodes a broadcast expects, given by the user; `None`: those known (presence, and
+    /// nodes heard before).
+    pub roster: Option<Vec<NodeId>>,
 }
 
 impl Completion {
@@ -104,6 +117,9 @@ impl Completion {
         }
         if let Some(deadline) = self.deadline {
             policy = policy.with_deadline(deadline);
+        }
+        if let Some(roster) = &self.roster {
+            policy = policy.with_roster(roster.clone());
         }
         policy
     }
@@ -126,6 +142,21 @@ pub struct RequestsConfig {
     pub policy: Policy,
     /// Where training plans are uploaded (Fed-BioMed's `UPLOADS_URL`).
     pub uploads_url: Option<String>,
+    /// Where the nodes without presence heard are kept for the next process.
+    pub remember: Remember,
+}
+
+/// Where a `Requests` keeps the nodes without presence it heard, for the next process on the
+/// same broker (see [`known`](crate::known)).
+#[derive(Clone, Debug, Default)]
+pub enum Remember {
+    /// The state folder's file for the broker connected to.
+    #[default]
+    PerBroker,
+    /// This file.
+    File(KnownNodes),
+    /// Nowhere: every process meets the nodes anew (first contact).
+    Nothing,
 }
 
 impl RequestsConfig {
@@ -136,6 +167,7 @@ impl RequestsConfig {
             researcher_id: researcher_id.into(),
             policy: Policy::default(),
             uploads_url: Some(DEFAULT_UPLOADS_URL.to_owned()),
+            remember: Remember::PerBroker,
         }
     }
 }
@@ -159,6 +191,9 @@ pub struct Requests {
     handlers: Arc<Mutex<Handlers>>,
     /// What `send_message` sent since the previous `get_responses`, which collects its replies.
     unanswered: Mutex<Unanswered>,
+    /// Where the nodes heard are kept, and whether a broadcast taught anything to keep.
+    known: Option<KnownNodes>,
+    broadcast_done: AtomicBool,
 }
 
 /// The messages sent since the previous collect, and who still owes an answer.
@@ -189,14 +224,51 @@ impl Requests {
     /// Over MQTT, the default: connects to the broker (failing within its connect timeout,
     /// naming the address).
     pub fn connect(mqtt: MqttConfig, config: RequestsConfig) -> Result<Self, Error> {
-        let handle = fedreq_mqtt::connect_researcher(mqtt, Self::core_config(&config))?;
-        Ok(Self::with_handle(handle, config))
+        let known = match &config.remember {
+            Remember::PerBroker => KnownNodes::for_broker(&mqtt.host, mqtt.port),
+            Remember::File(file) => Some(file.clone()),
+            Remember::Nothing => None,
+        };
+        let core = Self::core_config(&config, known.as_ref());
+        let handle = fedreq_mqtt::connect_researcher(mqtt, core)?;
+        Ok(Self::with_handle(handle, config).remembering(known))
     }
 
-    /// Over the in-memory broker.
+    /// Over the in-memory broker (which keeps nothing beyond the process, unless
+    /// [`Remember::File`] says where).
     pub fn in_memory(broker: &Broker, config: RequestsConfig) -> Self {
-        let handle = fedreq_mem::connect_researcher(broker, Self::core_config(&config));
-        Self::with_handle(handle, config)
+        let known = match &config.remember {
+            Remember::File(file) => Some(file.clone()),
+            Remember::PerBroker | Remember::Nothing => None,
+        };
+        let core = Self::core_config(&config, known.as_ref());
+        let handle = fedreq_mem::connect_researcher(broker, core);
+        Self::with_handle(handle, config).remembering(known)
+    }
+
+    fn remembering(mut self, known: Option<KnownNodes>) -> Self {
+        self.known = known;
+        self
+    }
+
+    /// Keeps the nodes heard for the next process (as dropping it does). Only after a
+    /// broadcast: without one, this process learnt nothing about who is out there.
+    pub fn save_known(&self) -> Result<(), Error> {
+        let Some(known) = &self.known else {
+            return Ok(());
+        };
+        if !self.broadcast_done.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let heard = self
+            .handle
+            .heard()
+            .recv_timeout(Duration::from_secs(1))
+            .map_err(|_| Error::Stopped)?;
+        known.save(&heard).map_err(|error| Error::Known {
+            path: known.path().display().to_string(),
+            error: error.to_string(),
+        })
     }
 
     /// Over a researcher core driven by any transport, as Fed-BioMed lets a caller pass its
@@ -219,15 +291,18 @@ impl Requests {
             config,
             handlers,
             unanswered: Mutex::default(),
+            known: None,
+            broadcast_done: AtomicBool::new(false),
         }
     }
 
     /// The core's configuration: a random first sequence and hash seed, so that instances
-    /// sharing a researcher id never take each other's replies.
-    fn core_config(config: &RequestsConfig) -> ResearcherConfig {
+    /// sharing a researcher id never take each other's replies; the nodes known from `known`.
+    fn core_config(config: &RequestsConfig, known: Option<&KnownNodes>) -> ResearcherConfig {
         ResearcherConfig {
             first_sequence: random_u64() >> 16,
             hash_seed: random_u64(),
+            known: known.and_then(KnownNodes::load),
             ..ResearcherConfig::new(config.researcher_id.clone())
         }
     }
@@ -278,7 +353,11 @@ impl Requests {
     /// [`request`](Self::request), async.
     pub async fn request_async(&self, submission: Submission) -> Result<Outcome, Error> {
         let pending = self.handle.submit(submission);
-        Ok(pending.recv_async().await.map_err(|_| Error::Stopped)??)
+        let outcome = pending.recv_async().await.map_err(|_| Error::Stopped)??;
+        if outcome.targets.is_none() {
+            self.broadcast_done.store(true, Ordering::Relaxed);
+        }
+        Ok(outcome)
     }
 
     async fn collected(&self, collect: Collect) -> Result<Outcome, Error> {
@@ -606,6 +685,15 @@ impl Requests {
             .take_mail(commands)
             .recv()
             .map_err(|_| Error::Stopped)
+    }
+}
+
+impl Drop for Requests {
+    /// Keeps the nodes heard for the next process; a failure is only logged.
+    fn drop(&mut self) {
+        if let Err(error) = self.save_known() {
+            log::warn!("{error}");
+        }
     }
 }
 

@@ -109,9 +109,11 @@ fn ping_lists_the_nodes_before_or_after_the_options() {
         .collect();
     nodes.sort();
     assert_eq!(nodes, ["n1", "n2", "n3"]);
-    assert_eq!(
-        report["completion"], "settled",
-        "a broadcast expects the nodes online by presence, then settles: no quiet period"
+    // Settled on first contact, at once when an earlier command kept that nobody is silent.
+    let completion = report["completion"].as_str().unwrap();
+    assert!(
+        ["settled", "all_answered"].contains(&completion),
+        "a broadcast expects the nodes online by presence: no quiet period, {report}"
     );
     assert!(report["elapsed_ms"].as_f64().unwrap() < 1_000.0);
 

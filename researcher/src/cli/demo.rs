@@ -50,9 +50,10 @@ pub fn run(global: &Global, args: DemoArgs) -> Result<(), String> {
 
     // The demo knows its nodes: each request completes as soon as they have all answered.
     let config = RequestsConfig {
-        researcher_id: "researcher-demo".into(),
         policy: global.policy().with_roster(ids.clone()),
         uploads_url: Some(repository.uploads_url()),
+        remember: fedreq::Remember::Nothing,
+        ..RequestsConfig::new("researcher-demo")
     };
     let requests = Requests::connect(mqtt, config).map_err(fail)?;
     requests.set_log_handler(|log| {

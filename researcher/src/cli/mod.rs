@@ -63,6 +63,10 @@ struct Global {
     /// Complete at the latest this many seconds after submission
     #[arg(long, global = true)]
     deadline: Option<Seconds>,
+    /// The nodes of the federation, NODE,NODE,...: a broadcast completes once they answered
+    /// [default: the nodes online by presence, and those heard before on this broker]
+    #[arg(long, global = true, env = "FEDREQ_ROSTER", value_delimiter = ',')]
+    roster: Option<Vec<String>>,
     /// MQTT QoS: 0, 1 or 2
     #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
     qos: u8,
@@ -169,6 +173,7 @@ impl Global {
             min_replies: self.min_replies,
             grace: self.grace.0,
             deadline: self.deadline.map(|d| d.0),
+            roster: self.roster.clone().filter(|nodes| !nodes.is_empty()),
         }
         .policy()
     }
@@ -201,9 +206,9 @@ impl Global {
             .clone()
             .unwrap_or_else(fedreq::requests::random_researcher_id);
         RequestsConfig {
-            researcher_id,
             policy: self.policy(),
             uploads_url: self.uploads_url.clone(),
+            ..RequestsConfig::new(researcher_id)
         }
     }
 
