@@ -38,6 +38,7 @@ class Requests:
         min_replies: Optional[int] = None,
         grace: float = 0.0,
         deadline: Optional[float] = None,
+        roster: Optional[List[str]] = None,
         qos: int = 1,
         username: Optional[str] = None,
         password: Optional[str] = None,
@@ -46,7 +47,10 @@ class Requests:
         """Connects to the MQTT broker ("HOST:PORT" or "mqtt://HOST:PORT"). Not given, each
         setting comes from MQTT_BROKER, MQTT_BROKER_PORT, RESEARCHER_ID, UPLOADS_URL (v4.4's),
         FEDREQ_TIMEOUT, MQTT_USERNAME, MQTT_PASSWORD (fedreq's), else localhost:1883, a random
-        id, v4.4's upload URL, 5 seconds. Raises ConnectError."""
+        id, v4.4's upload URL, 5 seconds. ``roster``: the federation's node ids (else
+        FEDREQ_ROSTER, comma-separated): a broadcast completes once they answered; without one,
+        the nodes online by presence and those heard before on this broker are expected (kept
+        in FEDREQ_STATE_DIR, else ~/.local/state/fedreq). Raises ConnectError."""
     @property
     def researcher_id(self) -> str:
         """Our researcher id."""
@@ -77,7 +81,8 @@ class Requests:
         returns the sequence added with ``add_sequence``, else None. Raises MessageError."""
     def get_messages(self, commands: List[str] = [], time: float = 0.0) -> Responses:
         """Waits ``time`` seconds, then takes every message of ``commands`` (all when empty)
-        that no request took."""
+        that no request took. A command name no node sends matches nothing, as in v4.4: it
+        waits, and returns what matches."""
     def get_responses(
         self,
         look_for_commands: List[str],
@@ -98,7 +103,8 @@ class Requests:
 class Federation:
     """A file repository and ``nodes`` fedreq nodes ("node-1"...) in this process, on the
     embedded MQTT broker, the broker at ``broker``, or the in-memory broker
-    (transport="memory"). Each node holds ``datasets``, else a few simulated ones tagged "fbm"."""
+    (transport="memory"). Each node holds ``datasets``, else a few simulated ones tagged "fbm".
+    With ``presence=False`` the nodes announce nothing, as Fed-BioMed v4.4's."""
 
     def __init__(
         self,
@@ -107,6 +113,7 @@ class Federation:
         transport: str = "mqtt",
         broker: Optional[str] = None,
         datasets: Optional[List[Dict[str, Any]]] = None,
+        presence: bool = True,
     ) -> None: ...
     @property
     def broker(self) -> Optional[str]:

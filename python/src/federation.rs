@@ -36,7 +36,8 @@ type Node = Box<dyn Send>;
 /// ("node-1"...), on the embedded MQTT broker (transport="mqtt", the default), on the MQTT
 /// broker at `broker` ("HOST:PORT"), or on the in-memory broker (transport="memory"). Each node
 /// holds `datasets` (a list of dataset dicts, as a node's datasets file), else a few simulated
-/// ones tagged "fbm". Nodes answer every request, training simulated.
+/// ones tagged "fbm". Nodes answer every request, training simulated. With `presence=False`
+/// they announce nothing, as Fed-BioMed v4.4's nodes.
 #[pyclass(module = "fedreq", frozen)]
 pub struct Federation {
     transport: Transport,
@@ -48,13 +49,14 @@ pub struct Federation {
 #[pymethods]
 impl Federation {
     #[new]
-    #[pyo3(signature = (nodes=3, *, transport="mqtt", broker=None, datasets=None))]
+    #[pyo3(signature = (nodes=3, *, transport="mqtt", broker=None, datasets=None, presence=true))]
     fn new(
         py: Python<'_>,
         nodes: usize,
         transport: &str,
         broker: Option<&str>,
         datasets: Option<Bound<'_, PyList>>,
+        presence: bool,
     ) -> PyResult<Self> {
         let datasets: Option<Vec<Object>> = datasets
             .map(|list| depythonize(list.as_any()))
@@ -75,7 +77,7 @@ impl Federation {
                 config
             })
             .collect();
-        py.detach(|| start(transport, broker, node_ids, configs))
+        py.detach(|| start(transport, broker, node_ids, configs, presence))
     }
 
     /// The MQTT broker's "HOST:PORT", None on the in-memory broker.
@@ -190,6 +192,7 @@ fn start(
     broker: Option<&str>,
     node_ids: Vec<String>,
     configs: Vec<NodeConfig>,
+    presence: bool,
 ) -> PyResult<Federation> {
     let failed = |e: std::io::Error| Error::new_err(format!("cannot start the federation: {e}"));
     let repository = RepositoryServer::start_local().map_err(failed)?;
@@ -207,6 +210,7 @@ fn start(
                     (mqtt, Some(embedded))
                 }
             };
+            let mqtt = MqttConfig { presence, ..mqtt };
             let runtime = Runtime::new().map_err(failed)?;
             let nodes =
                 fedreq_mqtt::NodeDriver::start_many(&runtime, &mqtt, configs, http_fetcher())
@@ -227,8 +231,13 @@ fn start(
             let nodes = configs
                 .into_iter()
                 .map(|config| {
-                    fedreq_mem::NodeDriver::start(&broker, vec![config], download)
-                        .map(|node| Box::new(node) as Node)
+                    let node = match presence {
+                        true => fedreq_mem::NodeDriver::start(&broker, vec![config], download),
+                        false => {
+                            fedreq_mem::NodeDriver::start_silent(&broker, vec![config], download)
+                        }
+                    };
+                    node.map(|node| Box::new(node) as Node)
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| PyValueError::new_err(e.to_string()))?;

@@ -326,7 +326,8 @@ impl Requests {
     }
 
     /// Waits `time` seconds, then takes every message of `commands` (all when empty) that
-    /// no request took, as a `fedreq.Responses` of dicts.
+    /// no request took, as a `fedreq.Responses` of dicts. A command name no node sends
+    /// matches nothing, as in v4.4: it waits, and returns what matches.
     #[pyo3(signature = (commands=Vec::new(), time=0.0))]
     fn get_messages<'py>(
         &self,
@@ -334,9 +335,21 @@ impl Requests {
         commands: Vec<String>,
         time: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let commands = self::commands(commands)?;
-        let wait = seconds("time", time)?;
-        let messages = run(py, self.inner.get_messages_async(&commands, wait))?;
+        let wait_for = seconds("time", time)?;
+        let known: Vec<Command> = commands.iter().filter_map(|c| Command::parse(c)).collect();
+        if !commands.is_empty() && known.is_empty() {
+            // Nothing can match: only the wait is left (an empty list would take everything).
+            let until = std::time::Instant::now() + wait_for;
+            wait(
+                py,
+                std::future::poll_fn(move |_| match std::time::Instant::now() >= until {
+                    true => std::task::Poll::Ready(()),
+                    false => std::task::Poll::Pending,
+                }),
+            )?;
+            return responses(py, &[]);
+        }
+        let messages = run(py, self.inner.get_messages_async(&known, wait_for))?;
         responses(py, &messages)
     }
 

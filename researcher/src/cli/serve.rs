@@ -25,6 +25,9 @@ pub struct NodeArgs {
     /// Answer `train` with a simulated round and a monitoring scalar
     #[arg(long)]
     simulate_training: bool,
+    /// Announce nothing (no status, no will), as a Fed-BioMed v4.4 node
+    #[arg(long)]
+    no_presence: bool,
 }
 
 /// Options of `broker` and `repository`.
@@ -57,12 +60,15 @@ pub fn node(global: &Global, args: NodeArgs) -> Result<(), String> {
             Ok(config)
         })
         .collect::<Result<_, String>>()?;
-    let mqtt = global.mqtt()?;
+    let mqtt = fedreq_mqtt::MqttConfig {
+        presence: !args.no_presence,
+        ..global.mqtt()?
+    };
     let runtime = Runtime::new().map_err(fail)?;
     let nodes =
         NodeDriver::start_many(&runtime, &mqtt, configs, fedreq::repository::http_fetcher())
             .map_err(fail)?;
-    // Ctrl-C or SIGTERM is a clean stop: each node says `offline` and ends its session.
+    // Ctrl-C or SIGTERM is a clean stop: each node says `stopped` and ends its session.
     let (stop, stopped) = flume::bounded(1);
     ctrlc::set_handler(move || {
         let _ = stop.try_send(());
