@@ -68,12 +68,13 @@ pub struct FirstContact {
 }
 
 impl Default for FirstContact {
-    /// A gap of twice the last reply's time, from 20 ms to 1 s: chosen with the simulator
-    /// (`cargo run --release -p fedreq-mem --example first_contact`; docs/presence.md).
+    /// A gap of twice the last reply's time, from 50 ms to 1 s: chosen with the simulator
+    /// (`cargo run --release -p fedreq-mem --example first_contact -- --candidates`; the
+    /// figures are in docs/presence.md). Below 50 ms, busy nodes are missed.
     fn default() -> Self {
         FirstContact {
             factor: 2,
-            min: Duration::from_millis(20),
+            min: Duration::from_millis(50),
             max: Duration::from_secs(1),
         }
     }

@@ -18,5 +18,5 @@ pub mod trace;
 
 pub use broker::{Broker, Client, Publish};
 pub use driver::{connect_researcher, NodeDriver};
-pub use sim::{Crash, Faults, SimConfig, Simulation, Slow};
+pub use sim::{Crash, Distance, Faults, SimConfig, Simulation, Slow};
 pub use trace::{Endpoint, Fate, TraceEntry};

@@ -40,6 +40,26 @@ pub struct Faults {
     pub crash: Option<Crash>,
     /// Nodes that take longer to answer.
     pub slow: Option<Slow>,
+    /// Each node's own distance: a delay drawn once per node, added to everything it sends.
+    pub distance: Option<Distance>,
+    /// Busy nodes: each message a node sends waits up to this long more, drawn per message.
+    pub busy: Option<Duration>,
+    /// Share of the nodes that announce nothing (as Fed-BioMed v4.4's): no status, no will.
+    pub silent: f64,
+}
+
+/// How far each node is from the broker, drawn once per node.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Distance {
+    /// Uniform in this range: nodes across a country.
+    Uniform(Duration, Duration),
+    /// Log-normal: `median`, and the standard deviation of its logarithm (a heavy tail).
+    LogNormal {
+        /// The median delay.
+        median: Duration,
+        /// Spread of the logarithm; 1.0 puts one node in six beyond 2.7 times the median.
+        sigma: f64,
+    },
 }
 
 impl Default for Faults {
@@ -53,6 +73,9 @@ impl Default for Faults {
             offline: 0.0,
             crash: None,
             slow: None,
+            distance: None,
+            busy: None,
+            silent: 0.0,
         }
     }
 }
@@ -156,8 +179,11 @@ impl Ord for Scheduled {
 struct SimNode {
     core: Node,
     up: bool,
+    /// Added to everything it sends: its slowness and its distance.
     slow: Duration,
     incarnation: u64,
+    /// Announces its presence.
+    announces: bool,
 }
 
 /// A federation on one virtual clock.
@@ -210,6 +236,7 @@ impl Simulation {
                 up: true,
                 slow: Duration::ZERO,
                 incarnation: 1,
+                announces: true,
             })
             .collect();
 
@@ -225,6 +252,14 @@ impl Simulation {
             for i in rng.sample(n, share(slow.fraction, n)) {
                 nodes[i].slow = slow.delay;
             }
+        }
+        if let Some(distance) = faults.distance {
+            for node in &mut nodes {
+                node.slow += distance.draw(&mut rng);
+            }
+        }
+        for i in rng.sample(n, share(faults.silent, n)) {
+            nodes[i].announces = false;
         }
 
         let mut sim = Simulation {
@@ -257,6 +292,9 @@ impl Simulation {
         for i in 0..n {
             if sim.nodes[i].up {
                 sim.subscribe_node(i);
+                if !sim.nodes[i].announces {
+                    continue;
+                }
                 // Retained before the researcher subscribed: it knows them from the start.
                 let online = Presence::new(sim.node_ids[i].clone(), Status::Online, 1);
                 let topic = presence::topic(&online.node_id);
@@ -428,8 +466,11 @@ impl Simulation {
                 self.announce(node, Status::Offline);
             }
             Action::Recover(node) => {
-                self.nodes[node as usize].up = true;
-                self.nodes[node as usize].incarnation += 1;
+                // A run's incarnation is its start, as a real node's.
+                let started = self.now.since_epoch().as_nanos() as u64;
+                let node_state = &mut self.nodes[node as usize];
+                node_state.up = true;
+                node_state.incarnation = started.max(node_state.incarnation + 1);
                 self.subscribe_node(node as usize);
                 self.announce(node, Status::Online);
             }
@@ -439,6 +480,9 @@ impl Simulation {
     /// Node `i`'s status, published as from the node (a will is published by the broker for it).
     fn announce(&mut self, i: u32, status: Status) {
         let node = &self.nodes[i as usize];
+        if !node.announces {
+            return;
+        }
         let presence = Presence::new(self.node_ids[i as usize].clone(), status, node.incarnation);
         let topic = presence::topic(&presence.node_id);
         self.publish(Endpoint::Node(i), &topic, presence.encode());
@@ -495,7 +539,7 @@ impl Simulation {
         let payload: Arc<[u8]> = payload.into();
         let extra = match from {
             Endpoint::Researcher => Duration::ZERO,
-            Endpoint::Node(i) => self.nodes[i as usize].slow,
+            Endpoint::Node(i) => self.nodes[i as usize].slow + self.busy(),
         };
         for to in self.router.route(&topic) {
             if self.rng.chance(self.faults.drop) {
@@ -521,6 +565,14 @@ impl Simulation {
                 };
                 self.schedule(self.now + delay, action);
             }
+        }
+    }
+
+    /// How long a busy node takes before it sends, this time.
+    fn busy(&mut self) -> Duration {
+        match self.faults.busy {
+            Some(most) => Duration::from_nanos(self.rng.between(0, most.as_nanos() as u64)),
+            None => Duration::ZERO,
         }
     }
 
@@ -561,6 +613,23 @@ impl Simulation {
         self.trace_len += 1;
         if self.keep_trace {
             self.trace.push(entry);
+        }
+    }
+}
+
+impl Distance {
+    fn draw(self, rng: &mut Rng) -> Duration {
+        match self {
+            Distance::Uniform(low, high) => {
+                Duration::from_nanos(rng.between(low.as_nanos() as u64, high.as_nanos() as u64))
+            }
+            Distance::LogNormal { median, sigma } => {
+                // Box-Muller: a standard normal from two uniforms.
+                let (u, v) = (rng.unit().max(f64::MIN_POSITIVE), rng.unit());
+                let normal = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
+                let seconds = median.as_secs_f64() * (sigma * normal).exp();
+                Duration::from_secs_f64(seconds.min(3600.0))
+            }
         }
     }
 }

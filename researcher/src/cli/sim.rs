@@ -33,6 +33,9 @@ pub struct SimArgs {
     /// Share of nodes that are offline.
     #[arg(long, default_value_t = 0.0, value_parser = probability)]
     offline: f64,
+    /// Share of nodes that announce nothing, as Fed-BioMed v4.4's.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    silent: f64,
     /// Requests to run in turn: ping, list, search:TAG[+TAG...], approve.
     #[arg(long, default_value = "ping", value_delimiter = ',')]
     requests: Vec<SimRequest>,
@@ -106,13 +109,14 @@ pub fn run(args: SimArgs, json: bool, timeout: Duration) -> Result<(), String> {
             duplicate: args.dup,
             reorder: args.reorder,
             offline: args.offline,
+            silent: args.silent,
             ..Faults::default()
         },
         ..SimConfig::new(args.nodes, args.seed)
     });
     let quiet = Policy::quiet(timeout);
-    // The researcher knows its federation: every node is expected, except by a search,
-    // which nodes without a match do not answer.
+    // The researcher knows its federation: every node is expected (a search's fence tells
+    // a node without a match).
     let known = quiet.clone().with_roster(sim.node_ids().to_vec());
     let mut outcomes: Vec<Outcome> = Vec::new();
     for request in &args.requests {
@@ -120,7 +124,7 @@ pub fn run(args: SimArgs, json: bool, timeout: Duration) -> Result<(), String> {
             SimRequest::Ping => Submission::broadcast(Request::ping()).with_policy(known.clone()),
             SimRequest::List => Submission::broadcast(Request::list()).with_policy(known.clone()),
             SimRequest::Search(tags) => {
-                Submission::broadcast(Request::search(tags.clone())).with_policy(quiet.clone())
+                Submission::broadcast(Request::search(tags.clone())).with_policy(known.clone())
             }
             SimRequest::Approve => {
                 Submission::broadcast(Request::approval("simulated plan", EXAMPLE_PLAN_URL))
