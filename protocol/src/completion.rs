@@ -234,22 +234,30 @@ impl Active {
             || !self.errored.is_empty()
             || !self.passed.is_empty()
             || !self.replies.is_empty();
-        match self.unknown {
-            _ if self.expected_set.is_empty() && !heard_any => None,
-            Unknown::Ignored if self.expected_set.is_empty() => None,
-            Unknown::Ignored | Unknown::Announced => Some(self.all_in(Completion::AllAnswered)),
-            Unknown::Settles => {
-                let sent = self.sent.unwrap_or(self.submitted);
-                let (after, timeout) = (now - sent, self.policy.timeout);
-                let window = match self.met_unexpected || self.expected_set.is_empty() {
-                    true => self.policy.first_contact.gap(after, timeout),
-                    false => settle_window(after, timeout),
-                };
-                let end = now + window;
-                self.settle_at = Some(self.settle_at.map_or(end, |at| at.max(end)));
-                None
-            }
+        if self.expected_set.is_empty() && !heard_any {
+            return None;
         }
+        // A node nobody expected answered: the roster is not the whole federation after all.
+        let settles = match self.unknown {
+            Unknown::Ignored => {
+                return (!self.expected_set.is_empty())
+                    .then(|| self.all_in(Completion::AllAnswered))
+            }
+            Unknown::Announced => self.met_unexpected,
+            Unknown::Settles => true,
+        };
+        if !settles {
+            return Some(self.all_in(Completion::AllAnswered));
+        }
+        let sent = self.sent.unwrap_or(self.submitted);
+        let (after, timeout) = (now - sent, self.policy.timeout);
+        let window = match self.met_unexpected || self.expected_set.is_empty() {
+            true => self.policy.first_contact.gap(after, timeout),
+            false => settle_window(after, timeout),
+        };
+        let end = now + window;
+        self.settle_at = Some(self.settle_at.map_or(end, |at| at.max(end)));
+        None
     }
 }
 

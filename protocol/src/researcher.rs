@@ -787,7 +787,11 @@ impl Researcher {
             status: presence.status,
             since: (!retained).then_some(now),
         };
-        self.heard.remove(node);
+        // Online, it is expected by presence; gone, by nobody. A retained offline status
+        // may be older than what an earlier process heard of the node: that still counts.
+        if !(retained && !presence.status.is_online()) {
+            self.heard.remove(node);
+        }
         self.roster.insert(presence.node_id.clone(), member);
         self.events.push_back(Event::Presence(presence.clone()));
         let node = presence.node_id.as_str();
@@ -914,7 +918,7 @@ impl Researcher {
     /// Remembers a node without presence that answered a broadcast `took` after it was sent,
     /// bounded like the mailbox: from now on broadcasts expect it, and settle for others like it.
     fn hear(&mut self, node: &str, took: Duration) {
-        if self.roster.contains_key(node) {
+        if self.roster.get(node).is_some_and(Member::online) {
             return;
         }
         if let Some(known) = self.heard.get_mut(node) {

@@ -619,3 +619,37 @@ fn a_cancelled_request_completes_once_and_the_next_of_its_command_goes_out_at_on
         (next, Duration::from_millis(401))
     );
 }
+
+#[test]
+fn a_node_nobody_expected_turns_a_broadcast_into_first_contact() {
+    // An earlier process met nobody without presence; now silent nodes answer.
+    let mut core = knowing(&[]);
+    core.submit(ms(0.0), Submission::broadcast(Request::ping()))
+        .unwrap();
+    for (t, node) in [(1.0, "a"), (2.0, "b"), (3.0, "c")] {
+        pong(&mut core, ms(t), node, 0);
+    }
+    let outcome = only(&mut core, ms(60_000.0));
+    assert_eq!(
+        (outcome.completion, outcome.replies.len()),
+        (Completion::Settled, 3)
+    );
+}
+
+#[test]
+fn a_retained_stopped_status_does_not_erase_a_node_heard_since() {
+    let mut core = knowing(&[("v44", 1.0)]);
+    let stopped = Presence::new("v44", Status::Stopped, 1);
+    core.handle_retained(ms(0.0), &presence::topic("v44"), &stopped.encode());
+    assert!(core.heard().contains_key("v44"));
+    core.submit(ms(1.0), Submission::broadcast(Request::ping()))
+        .unwrap();
+    pong(&mut core, ms(2.0), "v44", 0);
+    let outcome = only(&mut core, ms(60_000.0));
+    assert_eq!(outcome.online(), ["v44"]);
+    assert!(
+        outcome.elapsed < Duration::from_millis(10),
+        "{:?}",
+        outcome.elapsed
+    );
+}

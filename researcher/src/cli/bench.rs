@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use fedreq::{Requests, RequestsConfig};
+use fedreq::{KnownNodes, Remember, Requests, RequestsConfig};
 use fedreq_mem::{SimConfig, Simulation};
 use fedreq_mqtt::{EmbeddedBroker, MqttConfig, NodeDriver, Runtime};
 use fedreq_protocol::{NodeConfig, Outcome, Policy, Request, Submission};
@@ -25,11 +25,14 @@ pub struct BenchArgs {
     )]
     transports: Vec<String>,
     /// How requests complete: presence (a broadcast expecting the nodes online), targeted
-    /// (every node named), known (a broadcast given the roster), quiet, compat
+    /// (every node named), known (a broadcast given the roster), partial (a search half the
+    /// nodes match, by presence), quiet, compat; over MQTT, to nodes that announce nothing,
+    /// each request from a new researcher: first-contact (knowing nobody), remembered
+    /// (knowing the nodes from an earlier process's file)
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "presence,targeted,known,quiet,compat"
+        default_value = "presence,targeted,known,partial,quiet,compat,first-contact,remembered"
     )]
     modes: Vec<String>,
     /// Connect straight to the broker, not through the relay that acknowledges at once: shows
@@ -52,14 +55,40 @@ pub struct BenchArgs {
 
 const COMMANDS: [&str; 3] = ["ping", "list", "search"];
 
+const MODES: [&str; 8] = [
+    "presence",
+    "targeted",
+    "known",
+    "partial",
+    "quiet",
+    "compat",
+    "first-contact",
+    "remembered",
+];
+
+/// The commands a mode measures: a partial match is a search's.
+fn commands(mode: &str) -> &'static [&'static str] {
+    match mode {
+        "partial" => &["search"],
+        _ => &COMMANDS,
+    }
+}
+
+/// Whether a mode's nodes announce nothing, and each request comes from a new researcher.
+fn silent(mode: &str) -> bool {
+    matches!(mode, "first-contact" | "remembered")
+}
+
 struct Figure<'a> {
     transport: &'a str,
     nodes: usize,
     command: &'static str,
     mode: &'a str,
     times: Vec<Duration>,
-    /// The fewest replies of any run; every node is expected to answer.
+    /// The fewest replies of any run.
     replies: usize,
+    /// How many replies a run should get.
+    expected: usize,
 }
 
 impl Figure<'_> {
@@ -68,7 +97,7 @@ impl Figure<'_> {
         json!({
             "transport": self.transport, "nodes": self.nodes, "command": self.command, "mode": self.mode,
             "runs": self.times.len(), "p50_ms": p50, "p99_ms": p99,
-            "replies": self.replies, "expected": self.nodes,
+            "replies": self.replies, "expected": self.expected,
             "replies_per_s": if p50 > 0.0 { (self.replies as f64 / p50 * 1000.0).round() } else { 0.0 },
             "peak_rss_mb": peak_rss_mb(),
         })
@@ -95,7 +124,11 @@ fn peak_rss_mb() -> f64 {
 fn submission(command: &str, mode: &str, period: Duration, nodes: &[String]) -> Submission {
     let broadcast = Submission::broadcast(request(command));
     match mode {
-        "presence" => broadcast.with_policy(Policy::quiet(Duration::from_secs(30))),
+        "presence" | "first-contact" | "remembered" => {
+            broadcast.with_policy(Policy::quiet(Duration::from_secs(30)))
+        }
+        "partial" => Submission::broadcast(Request::search(vec!["even".into()]))
+            .with_policy(Policy::quiet(Duration::from_secs(30))),
         "targeted" => Submission::to_nodes(request(command), nodes.to_vec())
             .with_policy(Policy::quiet(Duration::from_secs(30))),
         "known" => broadcast
@@ -123,10 +156,8 @@ fn request(command: &str) -> Request {
 
 pub fn run(args: BenchArgs, broker: Option<MqttConfig>, json_output: bool) -> Result<(), String> {
     for mode in &args.modes {
-        if !["presence", "targeted", "known", "quiet", "compat"].contains(&mode.as_str()) {
-            return Err(format!(
-                "unknown mode `{mode}`: use presence, targeted, known, quiet or compat"
-            ));
+        if !MODES.contains(&mode.as_str()) {
+            return Err(format!("unknown mode `{mode}`: use {}", MODES.join(", ")));
         }
     }
     let period = Duration::try_from_secs_f64(args.period).map_err(fail)?;
@@ -196,8 +227,8 @@ fn sim(args: &BenchArgs, period: Duration, show: &mut impl FnMut(Figure)) -> Res
     for &nodes in &args.sim_nodes {
         let mut sim = Simulation::new(SimConfig::new(nodes, 1));
         let ids = sim.node_ids().to_vec();
-        for command in COMMANDS {
-            for mode in &args.modes {
+        for mode in args.modes.iter().filter(|m| !silent(m)) {
+            for &command in commands(mode) {
                 let mut times = Vec::new();
                 let mut replies = nodes;
                 for _ in 0..args.runs.min(3) {
@@ -215,11 +246,50 @@ fn sim(args: &BenchArgs, period: Duration, show: &mut impl FnMut(Figure)) -> Res
                     mode,
                     times,
                     replies,
+                    expected: if mode == "partial" { nodes / 2 } else { nodes },
                 });
             }
         }
     }
     Ok(())
+}
+
+/// The bench's researcher, keeping the nodes it hears where `remember` says.
+fn bench_config(remember: Remember) -> RequestsConfig {
+    RequestsConfig {
+        remember,
+        ..RequestsConfig::new("bench")
+    }
+}
+
+/// `runs` requests, each from a new researcher: one that knows nobody (first contact), or
+/// one that knows the nodes an earlier researcher kept (remembered), as a new process would.
+fn fresh_researchers(
+    mqtt: &MqttConfig,
+    mode: &str,
+    runs: usize,
+    submission: impl Fn() -> Submission,
+) -> Result<Vec<Outcome>, String> {
+    let file = std::env::temp_dir().join(format!("fedreq-bench-known-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let remember = || match mode {
+        "remembered" => Remember::File(KnownNodes::at(&file)),
+        _ => Remember::Nothing,
+    };
+    if mode == "remembered" {
+        // An earlier process met them, and kept them.
+        let earlier = Requests::connect(mqtt.clone(), bench_config(remember())).map_err(fail)?;
+        earlier.request(submission()).map_err(fail)?;
+    }
+    let outcomes = (0..runs)
+        .map(|_| {
+            let researcher = Requests::connect(mqtt.clone(), bench_config(remember()))?;
+            researcher.request(submission())
+        })
+        .collect::<Result<_, _>>()
+        .map_err(fail);
+    let _ = std::fs::remove_file(&file);
+    outcomes
 }
 
 fn mqtt_bench(
@@ -245,41 +315,71 @@ fn mqtt_bench(
             }
             Err(error) => eprintln!("bare MQTT {nodes} on {transport}: not measured: {error}"),
         }
-        let runtime = Runtime::new().map_err(fail)?;
-        let configs = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| NodeConfig::new(id.clone(), fedreq_mem::sim::simulated_datasets(i)))
-            .collect();
-        let drivers =
-            NodeDriver::start_many(&runtime, mqtt, configs, fedreq::repository::http_fetcher())
-                .map_err(fail)?;
-        let requests =
-            Requests::connect(mqtt.clone(), RequestsConfig::new("bench")).map_err(fail)?;
-        for mode in &args.modes {
-            for command in COMMANDS {
-                let runs = if waits(mode) {
-                    args.runs.min(3)
-                } else {
-                    args.runs
-                };
-                let outcomes: Vec<Outcome> = (0..runs)
-                    .map(|_| requests.request(submission(command, mode, period, &ids)))
-                    .collect::<Result<_, _>>()
-                    .map_err(fail)?;
-                let replies = outcomes.iter().map(|o| o.replies.len()).min().unwrap_or(0);
-                let times = outcomes.iter().map(|o| o.elapsed).collect();
-                show(Figure {
-                    transport,
-                    nodes,
-                    command,
-                    mode,
-                    times,
-                    replies,
-                });
+        for announce in [true, false] {
+            let modes: Vec<&String> = args
+                .modes
+                .iter()
+                .filter(|m| silent(m) != announce)
+                .collect();
+            if modes.is_empty() {
+                continue;
             }
+            let runtime = Runtime::new().map_err(fail)?;
+            let configs = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| NodeConfig::new(id.clone(), fedreq_mem::sim::simulated_datasets(i)))
+                .collect();
+            let nodes_mqtt = MqttConfig {
+                presence: announce,
+                ..mqtt.clone()
+            };
+            let drivers = NodeDriver::start_many(
+                &runtime,
+                &nodes_mqtt,
+                configs,
+                fedreq::repository::http_fetcher(),
+            )
+            .map_err(fail)?;
+            let warm =
+                Requests::connect(mqtt.clone(), bench_config(Remember::Nothing)).map_err(fail)?;
+            for mode in modes {
+                for &command in commands(mode) {
+                    let runs = if waits(mode) {
+                        args.runs.min(3)
+                    } else {
+                        args.runs
+                    };
+                    let submission = || submission(command, mode, period, &ids);
+                    let outcomes: Vec<Outcome> = match mode.as_str() {
+                        "first-contact" | "remembered" => {
+                            fresh_researchers(mqtt, mode, runs, submission)?
+                        }
+                        _ => (0..runs)
+                            .map(|_| warm.request(submission()))
+                            .collect::<Result<_, _>>()
+                            .map_err(fail)?,
+                    };
+                    let replies = outcomes.iter().map(|o| o.replies.len()).min().unwrap_or(0);
+                    let times = outcomes.iter().map(|o| o.elapsed).collect();
+                    show(Figure {
+                        transport,
+                        nodes,
+                        command: if mode == "partial" {
+                            "search/2"
+                        } else {
+                            command
+                        },
+                        mode,
+                        times,
+                        replies,
+                        expected: if mode == "partial" { nodes / 2 } else { nodes },
+                    });
+                }
+            }
+            drop(warm);
+            drop(drivers);
         }
-        drop(drivers);
     }
     Ok(())
 }
