@@ -168,9 +168,9 @@ impl Active {
 
     /// `reason`, unless an expected node went offline: then it is why the request ended.
     fn all_in(&self, reason: Completion) -> Completion {
-        match self.went_offline {
-            0 => reason,
-            _ => Completion::Offline,
+        match self.went_offline.is_empty() {
+            true => reason,
+            false => Completion::Offline,
         }
     }
 

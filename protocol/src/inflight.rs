@@ -88,8 +88,8 @@ pub(crate) struct Active {
     pub(crate) leaving: Vec<(NodeId, Option<Timestamp>)>,
     /// Expected nodes awaited no more (offline, or unsure and waited out): reported missing.
     pub(crate) gone: NodeSet,
-    /// How many of `gone` went offline (rather than being waited out).
-    pub(crate) went_offline: usize,
+    /// Those of `gone` that went offline (rather than being waited out).
+    pub(crate) went_offline: NodeSet,
     /// When the settle (or first-contact) window ends, once every expected node answered.
     pub(crate) settle_at: Option<Timestamp>,
     pub(crate) replies: Vec<NodeMessage>,
@@ -129,7 +129,7 @@ impl Active {
             expected_answered: 0,
             leaving: Vec::new(),
             gone: NodeSet::with_hasher(keyed),
-            went_offline: 0,
+            went_offline: NodeSet::with_hasher(keyed),
             settle_at: None,
             replies: Vec::new(),
             errors: Vec::new(),
@@ -180,6 +180,7 @@ impl Active {
         }
         let was_gone = !self.gone.is_empty() && self.gone.remove(node);
         if was_gone {
+            self.went_offline.remove(node);
             return;
         }
         if self.expected_set.contains(node) {
@@ -198,7 +199,17 @@ impl Active {
         }
         if self.gone.insert(node.to_owned()) {
             self.expected_answered += 1;
-            self.went_offline += usize::from(offline);
+            if offline {
+                self.went_offline.insert(node.to_owned());
+            }
+        }
+    }
+
+    /// Awaits `node` again, given up too soon (it is back): the reverse of [`give_up`](Self::give_up).
+    pub(crate) fn await_again(&mut self, node: &str) {
+        if self.gone.remove(node) {
+            self.went_offline.remove(node);
+            self.expected_answered -= 1;
         }
     }
 

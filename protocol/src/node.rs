@@ -372,10 +372,8 @@ impl Node {
                 num_samples_trained: samples,
                 iteration: 1,
             });
-            self.transmits.push_back(Transmit {
-                topic: topic::MONITORING.to_owned(),
-                payload: scalar.encode(),
-            });
+            self.transmits
+                .push_back(Transmit::new(topic::MONITORING, scalar.encode()));
         }
         self.reply(NodeMessage::Train(TrainReply {
             researcher_id: train.researcher_id,
@@ -495,9 +493,10 @@ impl Node {
     }
 
     fn reply(&mut self, message: NodeMessage) {
+        let pong = matches!(message, NodeMessage::Pong(_));
         self.transmits.push_back(Transmit {
-            topic: topic::RESEARCHER.to_owned(),
-            payload: message.encode(),
+            at_most_once: pong,
+            ..Transmit::new(topic::RESEARCHER, message.encode())
         });
     }
 
@@ -608,10 +607,8 @@ impl Node {
             level: level.to_owned(),
             msg: serde_json::to_string(&inner).expect("a struct of strings serializes"),
         });
-        self.transmits.push_back(Transmit {
-            topic: topic::LOGGER.to_owned(),
-            payload: log.encode(),
-        });
+        self.transmits
+            .push_back(Transmit::new(topic::LOGGER, log.encode()));
     }
 }
 

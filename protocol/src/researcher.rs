@@ -119,6 +119,21 @@ pub struct Transmit {
     pub topic: String,
     /// The JSON payload.
     pub payload: Vec<u8>,
+    /// Worth nothing late (a pong): the adapter publishes it at most once (MQTT QoS 0), as
+    /// Fed-BioMed v4.4 publishes everything, so it never fills a broker's queue of QoS 1
+    /// messages for the researcher. A researcher that lost it asks again.
+    pub at_most_once: bool,
+}
+
+impl Transmit {
+    /// A publish on `topic`, delivered at the adapter's QoS.
+    pub fn new(topic: impl Into<String>, payload: Vec<u8>) -> Self {
+        Transmit {
+            topic: topic.into(),
+            payload,
+            at_most_once: false,
+        }
+    }
 }
 
 /// Core-wide counters.
@@ -243,6 +258,8 @@ pub struct Researcher {
     /// Nodes without presence that answered a broadcast lately, and how long they took:
     /// expected by the next ones.
     heard: BTreeMap<NodeId, Duration>,
+    /// When our connection broke, while it is down.
+    disconnected_at: Option<Timestamp>,
     /// Whether a node without presence may be out there: one was heard, or nothing is known
     /// yet. Only then do broadcasts settle, so a federation that all announces pays no window.
     may_have_silent: bool,
@@ -279,6 +296,7 @@ impl Researcher {
             arriving: 0,
             stats: Stats::default(),
             roster: BTreeMap::new(),
+            disconnected_at: None,
             // Known nodes without presence, or nothing known at all: broadcasts settle.
             may_have_silent: known.is_none_or(|known| !known.is_empty()),
             heard,
@@ -833,27 +851,33 @@ impl Researcher {
     /// `node` is back as a new run, started at `incarnation` (nanoseconds since the Unix
     /// epoch, as our clock). What was sent before that went to the old run and is lost with
     /// it (a new run ends the session of a dead one): a request safe to repeat is sent to the
-    /// new run, another reports the node missing now. What was sent since, the new run got.
+    /// new run, another reports the node missing now. What was sent since, the new run got: it
+    /// is awaited, even if given up already (its status said `stopped` when the request left).
     fn on_restart(&mut self, now: Timestamp, node: &str, incarnation: u64) {
         let started = Timestamp::from_duration(Duration::from_nanos(incarnation));
         for id in self.concerning(node) {
             let active = self.active(id);
-            if !active.awaits(node) || active.sent.is_some_and(|sent| sent > started) {
-                active.leaving.retain(|(n, _)| n != node);
+            let unanswered = active.sent.is_some()
+                && active.expected_set.contains(node)
+                && !active.has_answered(node);
+            if !unanswered {
                 continue;
             }
-            if active.command().is_some_and(Command::is_safe_to_repeat) {
-                active.leaving.retain(|(n, _)| n != node);
+            active.leaving.retain(|(n, _)| n != node);
+            if active.sent.is_some_and(|sent| sent > started) {
+                active.await_again(node);
+            } else if active.command().is_some_and(Command::is_safe_to_repeat) {
+                active.await_again(node);
                 let topics = Target::Nodes(vec![node.to_owned()]).topics();
                 self.transmit(id, topics.unwrap_or_default());
-                self.reschedule(id);
-                continue;
+            } else {
+                active.give_up(node, true);
+                if let Some(completion) = active.on_answer(now, Answer::Gone) {
+                    self.complete(id, now, completion);
+                    continue;
+                }
             }
-            active.give_up(node, true);
-            match active.on_answer(now, Answer::Gone) {
-                Some(completion) => self.complete(id, now, completion),
-                None => self.reschedule(id),
-            }
+            self.reschedule(id);
         }
     }
 
@@ -900,16 +924,29 @@ impl Researcher {
 
     /// Our connection went down (`false`) or came back: the return windows of the nodes that
     /// went offline stop, or start again from `now`, as they are counted while we can hear them.
+    /// Back, a request safe to repeat that went out before the break is sent again to whom has
+    /// not answered: replies published at most once (pongs) while we were away are lost.
     fn on_own_connection(&mut self, now: Timestamp, up: bool) {
-        let ids: Vec<RequestId> = self
-            .requests
-            .iter()
-            .filter(|(_, a)| !a.leaving.is_empty())
-            .map(|(&id, _)| id)
-            .collect();
+        let broke_at = self.disconnected_at.take();
+        if !up {
+            self.disconnected_at = Some(broke_at.unwrap_or(now));
+        }
+        let ids: Vec<RequestId> = self.requests.keys().copied().collect();
         for id in ids {
-            for (_, since) in &mut self.active(id).leaving {
+            let active = self.active(id);
+            for (_, since) in &mut active.leaving {
                 *since = up.then_some(now);
+            }
+            let before_break = broke_at.is_some_and(|at| active.sent.is_some_and(|s| s <= at));
+            if up && before_break && active.command().is_some_and(Command::is_safe_to_repeat) {
+                let topics = match &active.targets {
+                    None => Target::All.topics(),
+                    Some(targets) => {
+                        let unanswered = targets.iter().filter(|n| active.awaits(n)).cloned();
+                        Target::Nodes(unanswered.collect()).topics()
+                    }
+                };
+                self.transmit(id, topics.unwrap_or_default());
             }
             self.reschedule(id);
         }
@@ -1048,15 +1085,11 @@ impl Researcher {
             ping.encode()
         });
         for topic in topics {
-            self.transmits.push_back(Transmit {
-                topic: topic.clone(),
-                payload: payload.clone(),
-            });
+            self.transmits
+                .push_back(Transmit::new(topic.clone(), payload.clone()));
             if let Some(fence) = &fence {
-                self.transmits.push_back(Transmit {
-                    topic,
-                    payload: fence.clone(),
-                });
+                self.transmits
+                    .push_back(Transmit::new(topic, fence.clone()));
             }
         }
     }

@@ -653,3 +653,60 @@ fn a_retained_stopped_status_does_not_erase_a_node_heard_since() {
         outcome.elapsed
     );
 }
+
+#[test]
+fn back_from_a_broken_connection_what_is_safe_to_repeat_goes_again_to_who_has_not_answered() {
+    use fedreq_protocol::ConnectionState;
+    let mut core = fresh();
+    core.submit(
+        ms(0.0),
+        Submission::to_nodes(Request::ping(), nodes(&["a", "b"])),
+    )
+    .unwrap();
+    let approval = Request::approval("plan", "http://repo/plan.py");
+    core.submit(ms(0.0), Submission::to_nodes(approval, nodes(&["a"])))
+        .unwrap();
+    sent(&mut core);
+    pong(&mut core, ms(1.0), "a", 0);
+    core.handle_connection(ms(2.0), ConnectionState::Disconnected("reset".into()));
+    // b's pong, published at most once, is lost while we are away.
+    core.handle_connection(ms(50.0), ConnectionState::Connected);
+    let again = sent(&mut core);
+    let again: Vec<(&str, &str)> = again
+        .iter()
+        .map(|(t, m)| (t.as_str(), m["command"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        again,
+        [("general/b", "ping")],
+        "the approval never runs twice"
+    );
+    pong(&mut core, ms(51.0), "b", 0);
+    let outcome = only(&mut core, ms(51.0));
+    assert_eq!(outcome.online(), ["a", "b"]);
+}
+
+#[test]
+fn a_node_given_up_as_stopped_that_comes_back_is_awaited_again() {
+    let mut core = knowing(&[]);
+    status(&mut core, ms(0.0), "a", Status::Online, started_at(0));
+    status(&mut core, ms(10.0), "a", Status::Stopped, started_at(0));
+    // Its new run started at 15 ms; its status is still on its way when the ping leaves.
+    core.submit(
+        ms(20.0),
+        Submission::to_nodes(Request::ping(), nodes(&["a", "b"])),
+    )
+    .unwrap();
+    status(&mut core, ms(21.0), "a", Status::Online, started_at(15));
+    pong(&mut core, ms(22.0), "b", 0);
+    assert!(
+        done_by(&mut core, ms(22.0)).is_empty(),
+        "a is awaited again"
+    );
+    pong(&mut core, ms(23.0), "a", 0);
+    let outcome = only(&mut core, ms(23.0));
+    assert_eq!(
+        (outcome.completion, outcome.replies.len()),
+        (Completion::AllAnswered, 2)
+    );
+}

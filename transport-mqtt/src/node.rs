@@ -255,10 +255,10 @@ impl Task {
 
 /// The node's status as it travels.
 fn status(node_id: &str, status: Status, incarnation: u64) -> Transmit {
-    Transmit {
-        topic: presence::topic(node_id),
-        payload: Presence::new(node_id, status, incarnation).encode(),
-    }
+    Transmit::new(
+        presence::topic(node_id),
+        Presence::new(node_id, status, incarnation).encode(),
+    )
 }
 
 /// `general/nodes` and the node's own topic.

@@ -61,16 +61,18 @@ impl Outbox {
         if self.closed {
             return;
         }
-        while let Some((Transmit { topic, payload }, retain)) = self.queue.pop_front() {
-            match client.try_publish(topic, qos, retain, payload) {
+        while let Some((transmit, retain)) = self.queue.pop_front() {
+            let at_most_once = transmit.at_most_once;
+            let qos = if at_most_once { QoS::AtMostOnce } else { qos };
+            match client.try_publish(transmit.topic, qos, retain, transmit.payload) {
                 Ok(()) => {}
                 Err(
                     ClientError::TryRequest(Request::Publish(publish))
                     | ClientError::Request(Request::Publish(publish)),
                 ) => {
                     let transmit = Transmit {
-                        topic: publish.topic,
-                        payload: publish.payload.to_vec(),
+                        at_most_once,
+                        ..Transmit::new(publish.topic, publish.payload.to_vec())
                     };
                     self.queue.push_front((transmit, retain));
                     return;
