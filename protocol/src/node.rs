@@ -492,10 +492,20 @@ impl Node {
         self.fetches.pop_front()
     }
 
+    /// Replies to what is safe to ask again go out at most once, as v4.4 publishes them: a
+    /// search reply and the pong of its fence then travel alike and keep their order, and a
+    /// burst of them never fills a broker's QoS 1 queue for the researcher; a researcher that
+    /// lost them asks again.
     fn reply(&mut self, message: NodeMessage) {
-        let pong = matches!(message, NodeMessage::Pong(_));
+        let at_most_once = matches!(
+            message,
+            NodeMessage::Pong(_)
+                | NodeMessage::List(_)
+                | NodeMessage::Search(_)
+                | NodeMessage::TrainingPlanStatus(_)
+        );
         self.transmits.push_back(Transmit {
-            at_most_once: pong,
+            at_most_once,
             ..Transmit::new(topic::RESEARCHER, message.encode())
         });
     }

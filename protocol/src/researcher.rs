@@ -119,9 +119,9 @@ pub struct Transmit {
     pub topic: String,
     /// The JSON payload.
     pub payload: Vec<u8>,
-    /// Worth nothing late (a pong): the adapter publishes it at most once (MQTT QoS 0), as
-    /// Fed-BioMed v4.4 publishes everything, so it never fills a broker's queue of QoS 1
-    /// messages for the researcher. A researcher that lost it asks again.
+    /// A reply to a request safe to ask again (a pong, a list or search reply): the adapter
+    /// publishes it at most once (MQTT QoS 0), as Fed-BioMed v4.4 publishes everything. A
+    /// researcher that lost it asks again.
     pub at_most_once: bool,
 }
 
