@@ -23,45 +23,107 @@ pub fn attach<R>(f: impl FnOnce(Python<'_>) -> R) -> Option<R> {
     }
 }
 
-#[pyfunction]
-fn exiting() {
-    EXITING.store(true, Ordering::Release);
+/// Whether the interpreter is exiting: waiting threads then wait for ever (a daemon thread
+/// that took the GIL back now would be stopped by Python in the middle of Rust code).
+pub fn exiting() -> bool {
+    EXITING.load(Ordering::Acquire)
 }
 
-/// Rust's `log` records into Python's `logging`, until the interpreter exits.
-struct Logging(pyo3_log::Logger);
+/// At interpreter exit: no more calls into Python, and every open `Requests` ends its
+/// session on the broker.
+#[pyfunction]
+#[pyo3(name = "exiting")]
+fn at_exit(py: Python<'_>) {
+    EXITING.store(true, Ordering::Release);
+    py.detach(requests::close_all);
+}
+
+/// A log record, owned, on its way to Python.
+struct Record {
+    level: log::Level,
+    target: String,
+    message: String,
+}
+
+/// Rust's `log` records into Python's `logging` through a queue: the thread that logs (the
+/// MQTT driver's) never waits for the GIL; a thread of its own hands them to Python. Past
+/// [`LOG_QUEUE`] records waiting, new ones are dropped.
+struct Logging {
+    queue: flume::Sender<Record>,
+}
+
+/// How many log records may wait for the GIL.
+const LOG_QUEUE: usize = 10_000;
+
+/// Which records reach Python at all, by target: the rest stay in Rust without a queue.
+const LEVELS: [(&str, log::LevelFilter); 4] = [
+    ("fedreq::node", log::LevelFilter::Debug),
+    ("fedreq", log::LevelFilter::Info),
+    ("fedreq_mqtt", log::LevelFilter::Info),
+    // The embedded broker's spans, logged at ERROR whatever happens.
+    ("rumqttd", log::LevelFilter::Off),
+];
 
 impl log::Log for Logging {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        !EXITING.load(Ordering::Acquire) && self.0.enabled(metadata)
+        let target = metadata.target();
+        let level = LEVELS
+            .iter()
+            .find(|(prefix, _)| {
+                target == *prefix
+                    || target
+                        .strip_prefix(prefix)
+                        .is_some_and(|r| r.starts_with("::"))
+            })
+            .map_or(log::LevelFilter::Warn, |&(_, level)| level);
+        !exiting() && metadata.level() <= level
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        if !EXITING.load(Ordering::Acquire) {
-            self.0.log(record);
+        if self.enabled(record.metadata()) {
+            let _ = self.queue.try_send(Record {
+                level: record.level(),
+                target: record.target().to_owned(),
+                message: record.args().to_string(),
+            });
         }
     }
 
     fn flush(&self) {}
 }
 
+/// Hands queued records to Python's `logging` (pyo3-log: levels read from Python at each
+/// record, so `setLevel` works at any time), until the interpreter exits.
+fn forward(records: flume::Receiver<Record>, logger: pyo3_log::Logger) {
+    use log::Log;
+    for record in records.iter() {
+        if exiting() {
+            return;
+        }
+        logger.log(
+            &log::Record::builder()
+                .level(record.level)
+                .target(&record.target)
+                .args(format_args!("{}", record.message))
+                .build(),
+        );
+    }
+}
+
 #[pymodule]
 fn _native(py: Python<'_>, module: &Bound<'_, PyModule>) -> PyResult<()> {
     py.import("atexit")?
-        .call_method1("register", (wrap_pyfunction!(exiting, module)?,))?;
-    // Rust's `log` records go to Python's `logging` (`fedreq.requests`, `fedreq.node`...);
-    // levels are read from Python at each record, so `setLevel` works at any time. Each record
-    // takes the GIL: below these levels, records stay in Rust.
-    use log::LevelFilter::{Debug, Info, Off, Warn};
-    let logger = pyo3_log::Logger::new(py, pyo3_log::Caching::Loggers)?
-        .filter(Warn)
-        .filter_target("fedreq".into(), Info)
-        .filter_target("fedreq::node".into(), Debug)
-        .filter_target("fedreq_mqtt".into(), Info)
-        // The embedded broker's spans, logged at ERROR whatever happens.
-        .filter_target("rumqttd".into(), Off);
-    log::set_max_level(Debug);
-    log::set_boxed_logger(Box::new(Logging(logger)))
+        .call_method1("register", (wrap_pyfunction!(at_exit, module)?,))?;
+    // Rust's `log` records go to Python's `logging` (`fedreq.requests`, `fedreq.node`...).
+    let logger =
+        pyo3_log::Logger::new(py, pyo3_log::Caching::Loggers)?.filter(log::LevelFilter::Debug);
+    let (queue, records) = flume::bounded(LOG_QUEUE);
+    std::thread::Builder::new()
+        .name("fedreq-log".into())
+        .spawn(move || forward(records, logger))
+        .map_err(|e| errors::Error::new_err(e.to_string()))?;
+    log::set_max_level(log::LevelFilter::Debug);
+    log::set_boxed_logger(Box::new(Logging { queue }))
         .map_err(|e| errors::Error::new_err(e.to_string()))?;
     module.add_class::<requests::Requests>()?;
     module.add_class::<federation::Federation>()?;

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use fedreq::requests::{broker_from_env, random_researcher_id, Completion, DEFAULT_UPLOADS_URL};
@@ -23,7 +23,26 @@ use crate::wait::wait;
 /// approval, any message and its replies, monitoring. One instance may be shared by threads.
 #[pyclass(module = "fedreq", frozen)]
 pub struct Requests {
-    inner: Arc<fedreq::Requests>,
+    inner: Slot,
+    /// The process that connected it: a forked child has no driver thread to talk to.
+    pid: u32,
+}
+
+/// Where a `Requests` keeps its connection until it is closed.
+type Slot = Arc<Mutex<Option<Arc<fedreq::Requests>>>>;
+
+/// Every open `Requests`, closed at interpreter exit.
+static OPEN: Mutex<Vec<Weak<Mutex<Option<Arc<fedreq::Requests>>>>>> = Mutex::new(Vec::new());
+
+/// Closes every `Requests` still open: their sessions end on the broker.
+pub fn close_all() {
+    let slots: Vec<_> = lock(&OPEN).drain(..).filter_map(|s| s.upgrade()).collect();
+    let taken: Vec<_> = slots.iter().filter_map(|slot| lock(slot).take()).collect();
+    drop(taken);
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// How requests complete, from Python's arguments.
@@ -136,8 +155,43 @@ fn commands(names: Vec<String>) -> PyResult<Vec<Command>> {
 
 impl Requests {
     pub fn wrap(inner: fedreq::Requests) -> Self {
+        let slot: Slot = Arc::new(Mutex::new(Some(Arc::new(inner))));
+        let mut open = lock(&OPEN);
+        open.retain(|s| s.strong_count() > 0);
+        open.push(Arc::downgrade(&slot));
         Requests {
-            inner: Arc::new(inner),
+            inner: slot,
+            pid: std::process::id(),
+        }
+    }
+
+    /// The connection, unless it was closed, or this is a forked child's copy.
+    fn inner(&self) -> PyResult<Arc<fedreq::Requests>> {
+        if std::process::id() != self.pid {
+            return Err(crate::errors::Error::new_err(
+                "this fedreq.Requests was connected in the parent process: after a fork, \
+                 create a new one in the child",
+            ));
+        }
+        lock(&self.inner)
+            .clone()
+            .ok_or_else(|| crate::errors::Error::new_err("this fedreq.Requests is closed"))
+    }
+}
+
+impl Drop for Requests {
+    /// Ends the session off the interpreter's thread (it waits for the broker), unless
+    /// `close()` did.
+    fn drop(&mut self) {
+        if std::process::id() != self.pid {
+            // A forked child's copy: its parent's connection is not the child's to close.
+            std::mem::forget(lock(&self.inner).take());
+            return;
+        }
+        if let Some(inner) = lock(&self.inner).take() {
+            let _ = std::thread::Builder::new()
+                .name("fedreq-close".into())
+                .spawn(move || drop(inner));
         }
     }
 }
@@ -229,34 +283,53 @@ impl Requests {
 
     /// Our researcher id.
     #[getter]
-    fn researcher_id(&self) -> String {
-        self.inner.config().researcher_id.clone()
+    fn researcher_id(&self) -> PyResult<String> {
+        Ok(self.inner()?.config().researcher_id.clone())
     }
 
     /// Seconds of quiet after the last reply before a request completes.
     #[getter]
-    fn timeout(&self) -> f64 {
-        self.inner.config().policy.timeout.as_secs_f64()
+    fn timeout(&self) -> PyResult<f64> {
+        Ok(self.inner()?.config().policy.timeout.as_secs_f64())
     }
 
     /// Where training plans are uploaded.
     #[getter]
-    fn uploads_url(&self) -> Option<String> {
-        self.inner.config().uploads_url.clone()
+    fn uploads_url(&self) -> PyResult<Option<String>> {
+        Ok(self.inner()?.config().uploads_url.clone())
     }
 
     fn __repr__(&self) -> String {
-        let config = self.inner.config();
-        format!(
-            "fedreq.Requests(researcher_id={:?}, timeout={})",
-            config.researcher_id,
-            config.policy.timeout.as_secs_f64()
-        )
+        match self.inner() {
+            Ok(inner) => format!(
+                "fedreq.Requests(researcher_id={:?}, timeout={})",
+                inner.config().researcher_id,
+                inner.config().policy.timeout.as_secs_f64()
+            ),
+            Err(_) => "fedreq.Requests(closed)".to_owned(),
+        }
+    }
+
+    /// Ends the session on the broker (it keeps nothing for us after), waiting for it without
+    /// the GIL; requests still waiting in other threads end first. Closing twice does nothing.
+    fn close(&self, py: Python<'_>) {
+        let inner = lock(&self.inner).take();
+        py.detach(move || drop(inner));
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// Closes it.
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) {
+        self.close(py);
     }
 
     /// The ids of the nodes that answer a ping.
     fn ping_nodes(&self, py: Python<'_>) -> PyResult<Vec<String>> {
-        run(py, self.inner.ping_nodes_async())
+        run(py, self.inner()?.ping_nodes_async())
     }
 
     /// The datasets carrying every one of `tags`, per node id (of `nodes` only, when given).
@@ -267,7 +340,7 @@ impl Requests {
         tags: Vec<String>,
         nodes: Option<Vec<String>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let found = run(py, self.inner.search_async(tags, nodes))?;
+        let found = run(py, self.inner()?.search_async(tags, nodes))?;
         to_python(py, &found)
     }
 
@@ -280,7 +353,7 @@ impl Requests {
         nodes: Option<Vec<String>>,
         verbose: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let datasets = run(py, self.inner.list_async(nodes, verbose))?;
+        let datasets = run(py, self.inner()?.list_async(nodes, verbose))?;
         to_python(py, &datasets)
     }
 
@@ -300,7 +373,7 @@ impl Requests {
         let timeout = timeout.map(|t| seconds("timeout", t)).transpose()?;
         let approvals = run(
             py,
-            self.inner
+            self.inner()?
                 .training_plan_approve_async(&plan, description, nodes, timeout),
         )?;
         to_python(py, &approvals)
@@ -321,7 +394,8 @@ impl Requests {
             .map_err(|e| MessageError::new_err(format!("invalid message: not JSON: {e}")))?;
         run(
             py,
-            self.inner.send_message_async(message, client, add_sequence),
+            self.inner()?
+                .send_message_async(message, client, add_sequence),
         )
     }
 
@@ -349,7 +423,7 @@ impl Requests {
             )?;
             return responses(py, &[]);
         }
-        let messages = run(py, self.inner.get_messages_async(&known, wait_for))?;
+        let messages = run(py, self.inner()?.get_messages_async(&known, wait_for))?;
         responses(py, &messages)
     }
 
@@ -372,7 +446,7 @@ impl Requests {
         let timeout = timeout.map(|t| seconds("timeout", t)).transpose()?;
         let responses = run(
             py,
-            self.inner
+            self.inner()?
                 .get_responses_async(&commands, timeout, only_successful, while_responses),
         )?;
         self::responses(py, &responses)
@@ -389,7 +463,7 @@ impl Requests {
             ));
         }
         let callback = callback.unbind();
-        self.inner.add_monitor_callback(move |scalar| {
+        self.inner()?.add_monitor_callback(move |scalar| {
             let message = NodeMessage::AddScalar(scalar.clone()).to_value();
             crate::attach(|py| {
                 let called = to_python(py, &message).and_then(|dict| callback.call1(py, (dict,)));
@@ -402,15 +476,17 @@ impl Requests {
     }
 
     /// Stops calling the monitor callback.
-    fn remove_monitor_callback(&self) {
-        self.inner.remove_monitor_callback();
+    fn remove_monitor_callback(&self) -> PyResult<()> {
+        self.inner()?.remove_monitor_callback();
+        Ok(())
     }
 
     /// The nodes that announce their presence (fedreq nodes do; v4.4's do not): node id ->
     /// {"online": bool, "since": seconds since the Unix epoch of the last change (None when it
     /// changed before we connected), "incarnation": which run of the node}.
     fn roster<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let roster = py.detach(|| self.inner.roster()).map_err(raise)?;
+        let inner = self.inner()?;
+        let roster = py.detach(|| inner.roster()).map_err(raise)?;
         let result = PyDict::new(py);
         for (node, member) in roster {
             let entry = PyDict::new(py);
@@ -426,11 +502,12 @@ impl Requests {
     /// For python/bench.py: `runs` pings from Rust, each one's seconds, to compare with the
     /// same ping from Python.
     fn _ping_times(&self, py: Python<'_>, runs: usize) -> PyResult<Vec<f64>> {
+        let inner = self.inner()?;
         py.detach(|| {
             (0..runs)
                 .map(|_| {
                     let started = std::time::Instant::now();
-                    self.inner.ping_nodes()?;
+                    inner.ping_nodes()?;
                     Ok(started.elapsed().as_secs_f64())
                 })
                 .collect::<Result<_, fedreq::Error>>()

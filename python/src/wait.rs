@@ -31,6 +31,10 @@ pub fn wait<T: Send>(py: Python<'_>, future: impl Future<Output = T> + Send) -> 
             let mut context = Context::from_waker(&waker);
             let until = Instant::now() + SIGNAL_CHECK;
             loop {
+                // The interpreter is exiting: this thread must not take the GIL back.
+                while crate::exiting() {
+                    thread::park();
+                }
                 if let Poll::Ready(value) = future.as_mut().poll(&mut context) {
                     return Some(value);
                 }

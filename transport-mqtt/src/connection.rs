@@ -89,9 +89,16 @@ pub(crate) fn open(
     will: Option<(String, Vec<u8>)>,
     relay: Option<&Relay>,
 ) -> (AsyncClient, EventLoop) {
-    let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
-    // An IPv6 literal cannot travel in a CONNECT line as rumqttc writes it: direct, then.
-    if let Some(relay) = relay.filter(|_| config.quick_ack && !config.host.contains(':')) {
+    // Through the relay, an IPv6 literal goes in brackets, so its CONNECT line reads right;
+    // with TLS the name must stay the certificate's: direct, then.
+    let relayed =
+        relay.filter(|_| config.quick_ack && (config.tls.is_none() || !config.host.contains(':')));
+    let host = match relayed {
+        Some(_) => crate::relay::bracketed(&config.host),
+        None => config.host.clone(),
+    };
+    let mut options = MqttOptions::new(client_id, host, config.port);
+    if let Some(relay) = relayed {
         options.set_proxy(relay.proxy_for(&config.host, config.port));
     }
     if let Some((topic, payload)) = will {

@@ -90,7 +90,7 @@ fn spawn(
     let (ready_tx, ready) = flume::bounded(1);
     let node_id = node.node_id.clone();
     let relay = runtime.relay().clone();
-    runtime.handle().spawn(async move {
+    runtime.spawn(async move {
         let qos = mqtt.qos.to_rumqttc();
         let filters = subscriptions(&node.node_id, qos);
         let incarnation = Clock::start().now().since_epoch().as_nanos() as u64;

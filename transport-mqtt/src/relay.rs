@@ -15,6 +15,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -25,6 +26,10 @@ pub(crate) struct Relay {
     port: u16,
     allowed: Arc<Mutex<HashSet<String>>>,
 }
+
+/// How long the relay waits for a client's CONNECT line, and for the broker to accept: past
+/// it, the client hears "timed out" and tries again, within its own connect timeout.
+const WAIT: Duration = Duration::from_secs(5);
 
 /// HTTP statuses that carry why the broker could not be reached back to the client.
 pub(crate) const RESET: u16 = 500;
@@ -54,15 +59,24 @@ impl Relay {
         Ok(relay)
     }
 
-    /// The proxy setting for a connection to `host:port`, which it registers.
+    /// The proxy setting for a connection to `host:port`, which it registers. An IPv6
+    /// literal travels in brackets, as in any URL.
     pub(crate) fn proxy_for(&self, host: &str, port: u16) -> rumqttc::Proxy {
-        lock(&self.allowed).insert(format!("{host}:{port}"));
+        lock(&self.allowed).insert(format!("{}:{port}", bracketed(host)));
         rumqttc::Proxy {
             ty: rumqttc::ProxyType::Http,
             auth: rumqttc::ProxyAuth::None,
             addr: "127.0.0.1".into(),
             port: self.port,
         }
+    }
+}
+
+/// `host`, in brackets if it is an IPv6 literal.
+pub(crate) fn bracketed(host: &str) -> String {
+    match host.contains(':') && !host.starts_with('[') {
+        true => format!("[{host}]"),
+        false => host.to_owned(),
     }
 }
 
@@ -73,23 +87,18 @@ fn lock(allowed: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<S
 /// One tunnel: read `CONNECT host:port`, reach the broker, answer 200, then copy both ways.
 async fn serve(mut client: TcpStream, allowed: Arc<Mutex<HashSet<String>>>) -> io::Result<()> {
     client.set_nodelay(true)?;
-    let target = read_connect(&mut client).await?;
+    let target = tokio::time::timeout(WAIT, read_connect(&mut client))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no CONNECT line"))??;
     if !lock(&allowed).contains(&target) {
         return answer(&mut client, 403, "Forbidden").await;
     }
-    let broker = match TcpStream::connect(&target).await {
-        Ok(broker) => broker,
-        Err(error) => {
-            let code = match error.kind() {
-                io::ErrorKind::ConnectionRefused => REFUSED,
-                io::ErrorKind::TimedOut => TIMED_OUT,
-                io::ErrorKind::ConnectionReset
-                | io::ErrorKind::ConnectionAborted
-                | io::ErrorKind::BrokenPipe => RESET,
-                _ => UNRESOLVED,
-            };
-            return answer(&mut client, code, "Bad Gateway").await;
-        }
+    let connected = tokio::time::timeout(WAIT, TcpStream::connect(&target)).await;
+    let broker = match connected {
+        Ok(Ok(broker)) => broker,
+        Ok(Err(error)) => return answer(&mut client, status_of(&error), "Bad Gateway").await,
+        // A black hole: nothing answers, not even a refusal.
+        Err(_) => return answer(&mut client, TIMED_OUT, "Gateway Timeout").await,
     };
     // A broker that resets at once shows up in the copy below, not here.
     let _ = broker.set_nodelay(true);
@@ -97,6 +106,23 @@ async fn serve(mut client: TcpStream, allowed: Arc<Mutex<HashSet<String>>>) -> i
     let mut broker = QuickAck(broker);
     tokio::io::copy_bidirectional(&mut client, &mut broker).await?;
     Ok(())
+}
+
+/// Why the broker could not be reached, as the client reads it: a refusal or a name that does
+/// not resolve is final; a reset, a time-out or an unreachable network may pass, and is tried
+/// again.
+fn status_of(error: &io::Error) -> u16 {
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused => REFUSED,
+        io::ErrorKind::TimedOut
+        | io::ErrorKind::HostUnreachable
+        | io::ErrorKind::NetworkUnreachable
+        | io::ErrorKind::NetworkDown => TIMED_OUT,
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe => RESET,
+        _ => UNRESOLVED,
+    }
 }
 
 /// The request head, up to its blank line; the target of its `CONNECT`.

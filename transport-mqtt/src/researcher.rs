@@ -63,7 +63,7 @@ fn start(
     let (driver, handle) = ResearcherDriver::new(core);
     let (ready_tx, ready) = flume::bounded(1);
     let relay = runtime.relay().clone();
-    runtime.handle().spawn(async move {
+    runtime.spawn(async move {
         let qos = mqtt.qos.to_rumqttc();
         let client_id = connection::client_id(&format!("researcher-{}", core_id));
         let session = match connection::start(
