@@ -3,6 +3,7 @@
 //! Fed-BioMed v4.4 drop-in.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use pyo3::prelude::*;
 
@@ -45,11 +46,13 @@ struct Record {
     message: String,
 }
 
-/// Rust's `log` records into Python's `logging` through a queue: the thread that logs (the
-/// MQTT driver's) never waits for the GIL; a thread of its own hands them to Python. Past
+/// Rust's `log` records into Python's `logging`. A caller's thread logs at once, in order
+/// with its own Python code; fedreq's own threads (the MQTT driver's, named `fedreq-...`)
+/// never wait for the GIL: their records go through a queue to a thread of its own. Past
 /// [`LOG_QUEUE`] records waiting, new ones are dropped.
 struct Logging {
     queue: flume::Sender<Record>,
+    python: Arc<pyo3_log::Logger>,
 }
 
 /// How many log records may wait for the GIL.
@@ -80,13 +83,20 @@ impl log::Log for Logging {
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            let _ = self.queue.try_send(Record {
-                level: record.level(),
-                target: record.target().to_owned(),
-                message: record.args().to_string(),
-            });
+        if !self.enabled(record.metadata()) {
+            return;
         }
+        let ours = std::thread::current()
+            .name()
+            .is_some_and(|name| name.starts_with("fedreq-"));
+        if !ours {
+            return self.python.log(record);
+        }
+        let _ = self.queue.try_send(Record {
+            level: record.level(),
+            target: record.target().to_owned(),
+            message: record.args().to_string(),
+        });
     }
 
     fn flush(&self) {}
@@ -94,7 +104,7 @@ impl log::Log for Logging {
 
 /// Hands queued records to Python's `logging` (pyo3-log: levels read from Python at each
 /// record, so `setLevel` works at any time), until the interpreter exits.
-fn forward(records: flume::Receiver<Record>, logger: pyo3_log::Logger) {
+fn forward(records: flume::Receiver<Record>, logger: Arc<pyo3_log::Logger>) {
     use log::Log;
     for record in records.iter() {
         if exiting() {
@@ -115,15 +125,17 @@ fn _native(py: Python<'_>, module: &Bound<'_, PyModule>) -> PyResult<()> {
     py.import("atexit")?
         .call_method1("register", (wrap_pyfunction!(at_exit, module)?,))?;
     // Rust's `log` records go to Python's `logging` (`fedreq.requests`, `fedreq.node`...).
-    let logger =
-        pyo3_log::Logger::new(py, pyo3_log::Caching::Loggers)?.filter(log::LevelFilter::Debug);
+    let python = Arc::new(
+        pyo3_log::Logger::new(py, pyo3_log::Caching::Loggers)?.filter(log::LevelFilter::Debug),
+    );
     let (queue, records) = flume::bounded(LOG_QUEUE);
+    let forwarded = Arc::clone(&python);
     std::thread::Builder::new()
         .name("fedreq-log".into())
-        .spawn(move || forward(records, logger))
+        .spawn(move || forward(records, forwarded))
         .map_err(|e| errors::Error::new_err(e.to_string()))?;
     log::set_max_level(log::LevelFilter::Debug);
-    log::set_boxed_logger(Box::new(Logging { queue }))
+    log::set_boxed_logger(Box::new(Logging { queue, python }))
         .map_err(|e| errors::Error::new_err(e.to_string()))?;
     module.add_class::<requests::Requests>()?;
     module.add_class::<federation::Federation>()?;

@@ -40,7 +40,7 @@ def test_a_new_process_finds_silent_nodes_on_its_first_broadcasts(silent, mosqui
 def test_what_one_process_heard_the_next_one_expects(silent, mosquitto, state_dir):
     first = fedreq.Requests(broker=mosquitto, timeout=5)
     assert len(first.ping_nodes()) == 10
-    del first  # closing keeps the nodes heard for the next process on this broker
+    first.close()  # closing keeps the nodes heard for the next process on this broker
     assert list(state_dir.glob("known-*.json")), "kept in FEDREQ_STATE_DIR"
     second = fedreq.Requests(broker=mosquitto, timeout=5)
     online, took = timed(second.ping_nodes)
