@@ -208,6 +208,9 @@ impl Active {
     /// Counts a kept reply or error: activity for the quiet period, rounds and minimum.
     #[inline]
     pub(crate) fn note_activity(&mut self, now: Timestamp) {
+        if self.fence.is_none() {
+            self.first_probe.get_or_insert(now);
+        }
         self.last_reply = now;
         self.new_in_round += 1;
         let reached = self
@@ -250,10 +253,13 @@ impl Active {
             return Some(self.all_in(Completion::AllAnswered));
         }
         let sent = self.sent.unwrap_or(self.submitted);
-        let (after, timeout) = (now - sent, self.policy.timeout);
+        let timeout = self.policy.timeout;
         let window = match self.met_unexpected || self.expected_set.is_empty() {
-            true => self.policy.first_contact.gap(after, timeout),
-            false => settle_window(after, timeout),
+            true => {
+                let spread = now - self.first_probe.unwrap_or(sent);
+                self.policy.first_contact.gap(spread, timeout)
+            }
+            false => settle_window(now - sent, timeout),
         };
         let end = now + window;
         self.settle_at = Some(self.settle_at.map_or(end, |at| at.max(end)));

@@ -60,6 +60,10 @@ pub(crate) struct Active {
     /// The sequence of the ping sent right after it, when a node may leave it unanswered: a
     /// node answers in order, so its pong without a reply before it means it has none.
     pub(crate) fence: Option<Sequence>,
+    /// The sequence of the ping sent right before a fenced request to nodes that may be
+    /// Fed-BioMed v4.4's: its pong says who is out there, and carries the TCP acknowledgement
+    /// that lets request and fence travel together (see `Researcher`).
+    pub(crate) primer: Option<Sequence>,
     pub(crate) targets: Option<Vec<NodeId>>,
     pub(crate) targeted: Option<NodeSet>,
     pub(crate) expected: Vec<NodeId>,
@@ -92,6 +96,10 @@ pub(crate) struct Active {
     pub(crate) went_offline: NodeSet,
     /// When the settle (or first-contact) window ends, once every expected node answered.
     pub(crate) settle_at: Option<Timestamp>,
+    /// When the first answer that tells who is out there came: a fence's pong for a fenced
+    /// request (every node sends one), else a reply. The first-contact gap grows with the
+    /// spread of the answers since, not with a delay they all share.
+    pub(crate) first_probe: Option<Timestamp>,
     pub(crate) replies: Vec<NodeMessage>,
     pub(crate) errors: Vec<ErrorMessage>,
     pub(crate) counters: Counters,
@@ -109,6 +117,7 @@ impl Active {
             kind,
             sequence: None,
             fence: None,
+            primer: None,
             targets: None,
             targeted: None,
             expected: Vec::new(),
@@ -131,6 +140,7 @@ impl Active {
             gone: NodeSet::with_hasher(keyed),
             went_offline: NodeSet::with_hasher(keyed),
             settle_at: None,
+            first_probe: None,
             replies: Vec::new(),
             errors: Vec::new(),
             counters: Counters::default(),

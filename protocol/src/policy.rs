@@ -51,8 +51,10 @@ pub struct Policy {
 /// How long a broadcast waits for nodes that announce nothing (Fed-BioMed v4.4's), derived from
 /// the reply times it sees.
 ///
-/// - Nobody known: after each reply (or fence passed), `factor` times that reply's time since
-///   sending, at least `min`, at most `max`; no reply at all: the quiet period.
+/// - Nobody known: after each answer, `factor` times the spread of the answers so far (the
+///   time since the first; a fenced request counts its fence's pongs, which every node sends),
+///   at least `min`, at most `max`; no answer at all: the quiet period. A delay every answer
+///   shares (a broker's, a network's) does not lengthen the gap.
 /// - A node heard before: until its last reply time plus that gap after sending, at most `max`.
 ///
 /// A node slower than that is missed on first contact; its late reply makes it known, so the

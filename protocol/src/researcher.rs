@@ -181,6 +181,8 @@ enum Match {
     Reply(RequestId),
     /// A pong to this request's fence.
     Fence(RequestId),
+    /// A pong to this request's primer.
+    Primer(RequestId),
 }
 
 /// How many kept sequences of completed requests are remembered.
@@ -631,8 +633,13 @@ impl Researcher {
         let Kind::Sent { request, .. } = &active.kind else {
             return None;
         };
-        if command == Command::Pong && active.fence.is_some() && active.fence == reply.sequence() {
-            return Some(Match::Fence(id));
+        if command == Command::Pong && active.fence.is_some() {
+            if active.fence == reply.sequence() {
+                return Some(Match::Fence(id));
+            }
+            if active.primer == reply.sequence() {
+                return Some(Match::Primer(id));
+            }
         }
         let same_job = request
             .job_id()
@@ -645,6 +652,7 @@ impl Researcher {
         let id = match self.candidate(&reply) {
             Some(Match::Reply(id)) => id,
             Some(Match::Fence(id)) => return self.on_fence(now, id, reply.node_id()),
+            Some(Match::Primer(id)) => return self.on_primer(now, id, reply.node_id()),
             None => return self.on_stray_reply(now, reply),
         };
         let node = reply.node_id();
@@ -681,9 +689,11 @@ impl Researcher {
     /// `node` passed the fence of request `id`: whatever it had for the request came before.
     fn on_fence(&mut self, now: Timestamp, id: RequestId, node: &str) {
         let active = self.active(id);
+        // Its reply came first: the fence tells nothing new.
         if !active.targets(node) || active.has_answered(node) {
             return;
         }
+        active.first_probe.get_or_insert(now);
         active.passed.insert(node.to_owned());
         active.mark_answered(node);
         active.last_reply = now;
@@ -697,6 +707,26 @@ impl Researcher {
             Some(completion) => self.complete(id, now, completion),
             None => self.reschedule(id),
         }
+    }
+
+    /// `node` answered the primer of request `id`: it is out there, and a broadcast awaits its
+    /// answer (a reply, or its fence passed) like any expected node's.
+    fn on_primer(&mut self, now: Timestamp, id: RequestId, node: &str) {
+        let active = self.active(id);
+        if !active.targets(node) {
+            return;
+        }
+        active.first_probe.get_or_insert(now);
+        let newcomer = active.by_presence() && !active.expected_set.contains(node);
+        if !newcomer {
+            return;
+        }
+        active.met_unexpected = true;
+        active.expected.push(node.to_owned());
+        active.expected_set.insert(node.to_owned());
+        let took = now - active.sent.unwrap_or(now);
+        self.hear(node, took);
+        self.reschedule(id);
     }
 
     /// A reply for us that no request in flight takes: late or unknown, counted by the
@@ -1050,13 +1080,16 @@ impl Researcher {
             active.policy.early && active.command().is_some_and(Command::may_go_unanswered)
         };
         let fence = fenced.then(|| self.next_sequence());
-        if let Some(sequence) = fence {
-            self.by_sequence.insert(sequence, id);
+        let primer =
+            (fenced && self.may_meet_v44(&self.requests[&id])).then(|| self.next_sequence());
+        for sequence in fence.iter().chain(&primer) {
+            self.by_sequence.insert(*sequence, id);
         }
         let active = self.active(id);
         active.start(now);
         active.strays_at_send = strays;
         active.fence = fence;
+        active.primer = primer;
         let topics = match &active.targets {
             None => Target::All.topics(),
             Some(nodes) => Target::Nodes(nodes.clone()).topics(),
@@ -1070,21 +1103,44 @@ impl Researcher {
         }
     }
 
-    /// Publishes request `id` on `topics`, each followed by its fence if it has one.
+    /// Whether a fenced request may reach nodes that announce nothing (Fed-BioMed v4.4's):
+    /// a broadcast while one may be out there, a roster given, or a target not online.
+    fn may_meet_v44(&self, active: &Active) -> bool {
+        match &active.targets {
+            Some(targets) => targets
+                .iter()
+                .any(|node| !self.roster.get(node).is_some_and(Member::online)),
+            None => active.unknown != Unknown::Announced,
+        }
+    }
+
+    /// Publishes request `id` on `topics`, each preceded by its primer and followed by its
+    /// fence if it has them.
+    ///
+    /// Why a primer: a broker without `TCP_NODELAY` (mosquitto's default) holds a small
+    /// write to a node until the node acknowledged the one before, and a node that sends
+    /// nothing back (a v4.4 node without a match) acknowledges only when its delayed-ACK
+    /// timer fires, 40 ms later. Behind the primer, whose pong carries that acknowledgement
+    /// at once, the request and its fence leave the broker together.
     fn transmit(&mut self, id: RequestId, topics: Vec<String>) {
         let active = &self.requests[&id];
         let Kind::Sent { payload, .. } = &active.kind else {
             return;
         };
-        let fence = active.fence.map(|sequence| {
+        let ping = |sequence: Sequence| {
             let mut ping = Request::ping();
             ping.set_researcher_id(&self.config.researcher_id);
             if let Some(slot) = ping.sequence_mut() {
                 *slot = sequence;
             }
             ping.encode()
-        });
+        };
+        let (primer, fence) = (active.primer.map(ping), active.fence.map(ping));
         for topic in topics {
+            if let Some(primer) = &primer {
+                self.transmits
+                    .push_back(Transmit::new(topic.clone(), primer.clone()));
+            }
             self.transmits
                 .push_back(Transmit::new(topic.clone(), payload.clone()));
             if let Some(fence) = &fence {
@@ -1163,7 +1219,7 @@ impl Researcher {
                 });
             }
         }
-        if let Some(sequence) = active.fence {
+        for sequence in active.fence.into_iter().chain(active.primer) {
             self.by_sequence.remove(&sequence);
             self.remember(Recent {
                 sequence,

@@ -435,7 +435,7 @@ fn deadline_counts_from_submission_even_while_queued() {
 #[test]
 fn deadline_caps_a_request_that_keeps_getting_replies() {
     let mut core = core();
-    let policy = Policy::quiet(secs(1)).with_deadline(Duration::from_millis(2_500));
+    let policy = plain(secs(1)).with_deadline(Duration::from_millis(2_500));
     core.submit(
         ms(0.0),
         Submission::broadcast(Request::ping()).with_policy(policy),

@@ -116,7 +116,7 @@ fn run(model: &Model, nodes: usize, seeds: u64, rule: FirstContact) -> Row {
 
 fn table(rule: FirstContact) {
     println!(
-        "first contact: gap {}x the last reply's time, {:?} to {:?}",
+        "first contact: gap {}x the spread of the answers so far, {:?} to {:?}",
         rule.factor, rule.min, rule.max
     );
     println!(
