@@ -1106,11 +1106,16 @@ impl Researcher {
     /// Whether a fenced request may reach nodes that announce nothing (Fed-BioMed v4.4's):
     /// a broadcast while one may be out there, a roster given, or a target not online.
     fn may_meet_v44(&self, active: &Active) -> bool {
-        match &active.targets {
-            Some(targets) => targets
+        let without_presence = |nodes: &[NodeId]| {
+            nodes
                 .iter()
-                .any(|node| !self.roster.get(node).is_some_and(Member::online)),
-            None => active.unknown != Unknown::Announced,
+                .any(|node| !self.roster.get(node).is_some_and(Member::online))
+        };
+        match (&active.targets, active.unknown) {
+            (Some(targets), _) => without_presence(targets),
+            (None, Unknown::Ignored) => without_presence(&active.expected),
+            (None, Unknown::Announced) => false,
+            (None, Unknown::Settles) => true,
         }
     }
 
