@@ -181,9 +181,10 @@ impl Active {
     }
 
     /// Marks `node` as having answered, for early completion: a node counted as gone that
-    /// answers after all is counted once. A node it did not expect is first contact.
+    /// answers after all is counted once. A node it did not expect is first contact. Returns
+    /// whether it was expected.
     #[inline]
-    pub(crate) fn mark_answered(&mut self, node: &str) {
+    pub(crate) fn mark_answered(&mut self, node: &str) -> bool {
         // Both are empty but for nodes that went offline: no hashing on the hot path.
         if !self.leaving.is_empty() {
             self.leaving.retain(|(n, _)| n != node);
@@ -191,13 +192,14 @@ impl Active {
         let was_gone = !self.gone.is_empty() && self.gone.remove(node);
         if was_gone {
             self.went_offline.remove(node);
-            return;
+            return true;
         }
-        if self.expected_set.contains(node) {
-            self.expected_answered += 1;
-        } else {
-            self.met_unexpected = true;
+        let expected = self.expected_set.contains(node);
+        match expected {
+            true => self.expected_answered += 1,
+            false => self.met_unexpected = true,
         }
+        expected
     }
 
     /// Awaits `node` no more: it will be reported missing. `offline` when it went offline,

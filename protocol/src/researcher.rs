@@ -1,6 +1,7 @@
 //! The researcher core: requests out, replies in, outcomes and events out.
 
-use std::collections::btree_map::Entry;
+use std::collections::btree_map::Entry as Slot;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
@@ -259,7 +260,7 @@ pub struct Researcher {
     roster: BTreeMap<NodeId, Member>,
     /// Nodes without presence that answered a broadcast lately, and how long they took:
     /// expected by the next ones.
-    heard: BTreeMap<NodeId, Duration>,
+    heard: HashMap<NodeId, Duration, Keyed>,
     /// When our connection broke, while it is down.
     disconnected_at: Option<Timestamp>,
     /// Whether a node without presence may be out there: one was heard, or nothing is known
@@ -272,10 +273,9 @@ impl Researcher {
     pub fn new(config: ResearcherConfig) -> Self {
         let keyed = Keyed(config.hash_seed);
         let known = config.known.clone();
-        let mut heard: BTreeMap<NodeId, Duration> = known.iter().flatten().cloned().collect();
-        while heard.len() > config.mailbox_capacity {
-            heard.pop_last();
-        }
+        let mut heard = HashMap::with_hasher(keyed);
+        let known_nodes = known.iter().flatten().take(config.mailbox_capacity);
+        heard.extend(known_nodes.cloned());
         Researcher {
             next_id: 0,
             next_sequence: config.first_sequence,
@@ -328,8 +328,8 @@ impl Researcher {
 
     /// The nodes without presence heard lately, with how long each took to answer: what an
     /// adapter keeps for the next process ([`ResearcherConfig::known`]).
-    pub fn heard(&self) -> &BTreeMap<NodeId, Duration> {
-        &self.heard
+    pub fn heard(&self) -> BTreeMap<NodeId, Duration> {
+        self.heard.iter().map(|(n, t)| (n.clone(), *t)).collect()
     }
 
     /// The nodes a broadcast by presence expects: those online, then those without presence
@@ -338,7 +338,7 @@ impl Researcher {
         let online = self.roster.iter().filter(|(_, m)| m.online());
         online
             .map(|(node, _)| node.clone())
-            .chain(self.heard.keys().cloned())
+            .chain(self.heard().into_keys())
             .collect()
     }
 
@@ -439,7 +439,7 @@ impl Researcher {
         if let Some(sequence) = sequence {
             self.by_sequence.insert(sequence, id);
             self.send(id, now);
-        } else if let Entry::Vacant(slot) = self.busy.entry(command) {
+        } else if let Slot::Vacant(slot) = self.busy.entry(command) {
             slot.insert(id);
             self.send(id, now);
         } else {
@@ -661,22 +661,27 @@ impl Researcher {
             active.counters.not_targeted += 1;
             return self.post(now, Unmatched::NotTargeted, reply);
         }
-        if active.replied.contains(node) {
+        if !active.replied.insert(node.to_owned()) {
             active.counters.duplicates += 1;
             return;
         }
         // A reply after its node passed the fence (a broker that reordered, a redelivery):
         // the node has answered already, and its reply is kept.
         let answered = active.errored.contains(node) || active.passed.remove(node);
-        if !answered {
-            active.mark_answered(node);
-        }
-        active.replied.insert(node.to_owned());
-        let learn = active
-            .by_presence()
-            .then(|| now - active.sent.unwrap_or(now));
-        if let Some(took) = learn {
-            self.hear(node, took);
+        let expected = match answered {
+            false => active.mark_answered(node),
+            true => active.expected_set.contains(node),
+        };
+        // How long a node without presence took: a node expected is online or known already.
+        if active.by_presence() {
+            let took = now - active.sent.unwrap_or(now);
+            if !expected {
+                self.hear(node, took);
+            } else if !self.heard.is_empty() {
+                if let Some(known) = self.heard.get_mut(node) {
+                    *known = took;
+                }
+            }
         }
         let active = self.requests.get_mut(&id).expect("candidate is in flight");
         active.keep_reply(now, reply);
@@ -988,10 +993,13 @@ impl Researcher {
         if self.roster.get(node).is_some_and(Member::online) {
             return;
         }
-        if let Some(known) = self.heard.get_mut(node) {
-            *known = took;
-        } else if self.heard.len() < self.config.mailbox_capacity {
-            self.heard.insert(node.to_owned(), took);
+        let room = self.heard.len() < self.config.mailbox_capacity;
+        match self.heard.entry(node.to_owned()) {
+            Entry::Occupied(mut known) => *known.get_mut() = took,
+            Entry::Vacant(new) if room => {
+                new.insert(took);
+            }
+            Entry::Vacant(_) => {}
         }
         self.may_have_silent = true;
     }
