@@ -842,7 +842,7 @@ impl Researcher {
         };
         // Online, it is expected by presence; gone, by nobody. A retained offline status
         // may be older than what an earlier process heard of the node: that still counts.
-        if !(retained && !presence.status.is_online()) {
+        if !retained || presence.status.is_online() {
             self.heard.remove(node);
         }
         self.roster.insert(presence.node_id.clone(), member);

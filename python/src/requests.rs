@@ -29,10 +29,11 @@ pub struct Requests {
 }
 
 /// Where a `Requests` keeps its connection until it is closed.
-type Slot = Arc<Mutex<Option<Arc<fedreq::Requests>>>>;
+type Slot = Arc<SlotInside>;
+type SlotInside = Mutex<Option<Arc<fedreq::Requests>>>;
 
 /// Every open `Requests`, closed at interpreter exit.
-static OPEN: Mutex<Vec<Weak<Mutex<Option<Arc<fedreq::Requests>>>>>> = Mutex::new(Vec::new());
+static OPEN: Mutex<Vec<Weak<SlotInside>>> = Mutex::new(Vec::new());
 
 /// Closes every `Requests` still open: their sessions end on the broker.
 pub fn close_all() {
