@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use fedreq_protocol::presence::{self, Presence, Status};
 use fedreq_protocol::{
-    Completion, Event, Outcome, Policy, Request, Researcher, ResearcherConfig, Submission,
-    Timestamp,
+    Completion, Event, Outcome, Policy, Request, RequestId, Researcher, ResearcherConfig,
+    Submission, Timestamp,
 };
 use serde_json::{json, Value};
 
@@ -118,6 +118,12 @@ fn only(core: &mut Researcher, until: Timestamp) -> Outcome {
     outcomes.remove(0)
 }
 
+/// Submits `request` to the nodes `to` at `at` ms, under the default policy.
+fn ask(core: &mut Researcher, at: f64, request: Request, to: &[&str]) -> RequestId {
+    core.submit(ms(at), Submission::to_nodes(request, nodes(to)))
+        .unwrap()
+}
+
 fn search(tag: &str) -> Request {
     Request::search(vec![tag.to_owned()])
 }
@@ -161,11 +167,7 @@ fn a_search_that_may_reach_v44_nodes_is_primed_and_fenced_on_each_topic() {
         ]
     );
     assert_ne!(out[0].1["sequence"], out[2].1["sequence"]);
-    core.submit(
-        ms(1.0),
-        Submission::to_nodes(search("x"), nodes(&["a", "b"])),
-    )
-    .unwrap();
+    ask(&mut core, 1.0, search("x"), &["a", "b"]);
     done_by(&mut core, ms(60_000.0));
     let out = sent(&mut core);
     let commands: Vec<_> = out
@@ -253,11 +255,7 @@ fn an_empty_search_ends_on_the_fences_alone() {
 #[test]
 fn a_targeted_search_of_nodes_without_presence_ends_when_they_passed_the_fence() {
     let mut core = fresh();
-    core.submit(
-        ms(0.0),
-        Submission::to_nodes(search("fbm"), nodes(&["v44-a", "v44-b"])),
-    )
-    .unwrap();
+    ask(&mut core, 0.0, search("fbm"), &["v44-a", "v44-b"]);
     let fence = fence_of(&sent(&mut core));
     pong(&mut core, ms(2.0), "v44-a", fence);
     found(&mut core, ms(2.5), "v44-b", "fbm");
@@ -276,11 +274,7 @@ fn a_targeted_search_of_nodes_without_presence_ends_when_they_passed_the_fence()
 #[test]
 fn a_search_reply_after_its_fence_is_kept_in_flight_and_late_after() {
     let mut core = fresh();
-    core.submit(
-        ms(0.0),
-        Submission::to_nodes(search("fbm"), nodes(&["a", "b"])),
-    )
-    .unwrap();
+    ask(&mut core, 0.0, search("fbm"), &["a", "b"]);
     let fence = fence_of(&sent(&mut core));
     // A broker that reorders, or a redelivery: a's reply comes after its pong.
     pong(&mut core, ms(1.0), "a", fence);
@@ -298,8 +292,7 @@ fn a_search_reply_after_its_fence_is_kept_in_flight_and_late_after() {
 #[test]
 fn a_late_pong_to_a_fence_is_ours_and_dropped() {
     let mut core = fresh();
-    core.submit(ms(0.0), Submission::to_nodes(search("fbm"), nodes(&["a"])))
-        .unwrap();
+    ask(&mut core, 0.0, search("fbm"), &["a"]);
     let fence = fence_of(&sent(&mut core));
     found(&mut core, ms(1.0), "a", "fbm");
     let outcome = only(&mut core, ms(60_000.0));
@@ -482,11 +475,7 @@ fn a_target_whose_offline_status_predates_us_is_missing_at_once() {
     let will = Presence::new("solo", Status::Offline, 1);
     core.handle_retained(ms(0.0), &presence::topic("solo"), &will.encode());
     assert_eq!(core.roster()["solo"].since, None);
-    core.submit(
-        ms(5.0),
-        Submission::to_nodes(Request::ping(), nodes(&["solo"])),
-    )
-    .unwrap();
+    ask(&mut core, 5.0, Request::ping(), &["solo"]);
     let outcome = only(&mut core, ms(5.0));
     assert_eq!(outcome.completion, Completion::Offline);
 }
@@ -575,11 +564,7 @@ fn what_was_sent_after_a_restart_is_awaited_from_the_new_run() {
     let mut core = knowing(&[]);
     status(&mut core, ms(0.0), "a", Status::Online, started_at(0));
     // The new run started at 400 ms; the request left at 450 ms, before its status came.
-    core.submit(
-        ms(450.0),
-        Submission::to_nodes(Request::ping(), nodes(&["a"])),
-    )
-    .unwrap();
+    ask(&mut core, 450.0, Request::ping(), &["a"]);
     sent(&mut core);
     status(&mut core, ms(500.0), "a", Status::Online, started_at(400));
     assert!(sent(&mut core).is_empty());
@@ -593,18 +578,8 @@ fn what_was_sent_after_a_restart_is_awaited_from_the_new_run() {
 #[test]
 fn an_error_answers_the_oldest_request_to_its_node_and_no_other() {
     let mut core = fresh();
-    let list = core
-        .submit(
-            ms(0.0),
-            Submission::to_nodes(Request::list(), nodes(&["a"])),
-        )
-        .unwrap();
-    let ping = core
-        .submit(
-            ms(1.0),
-            Submission::to_nodes(Request::ping(), nodes(&["a"])),
-        )
-        .unwrap();
+    let list = ask(&mut core, 0.0, Request::list(), &["a"]);
+    let ping = ask(&mut core, 1.0, Request::ping(), &["a"]);
     error(&mut core, ms(2.0), "a");
     let first = only(&mut core, ms(2.0));
     assert_eq!((first.id, first.errors.len()), (list, 1));
@@ -643,18 +618,8 @@ fn stop_on_error_ends_only_the_request_the_error_answers() {
 #[test]
 fn a_cancelled_request_completes_once_and_the_next_of_its_command_goes_out_at_once() {
     let mut core = fresh();
-    let ghost = core
-        .submit(
-            ms(0.0),
-            Submission::to_nodes(Request::list(), nodes(&["ghost-node"])),
-        )
-        .unwrap();
-    let next = core
-        .submit(
-            ms(100.0),
-            Submission::to_nodes(Request::list(), nodes(&["a"])),
-        )
-        .unwrap();
+    let ghost = ask(&mut core, 0.0, Request::list(), &["ghost-node"]);
+    let next = ask(&mut core, 100.0, Request::list(), &["a"]);
     sent(&mut core);
     assert!(core.cancel(ms(500.0), ghost));
     assert!(!core.cancel(ms(501.0), ghost), "once");
@@ -716,11 +681,7 @@ fn a_retained_stopped_status_does_not_erase_a_node_heard_since() {
 fn back_from_a_broken_connection_what_is_safe_to_repeat_goes_again_to_who_has_not_answered() {
     use fedreq_protocol::ConnectionState;
     let mut core = fresh();
-    core.submit(
-        ms(0.0),
-        Submission::to_nodes(Request::ping(), nodes(&["a", "b"])),
-    )
-    .unwrap();
+    ask(&mut core, 0.0, Request::ping(), &["a", "b"]);
     let approval = Request::approval("plan", "http://repo/plan.py");
     core.submit(ms(0.0), Submission::to_nodes(approval, nodes(&["a"])))
         .unwrap();
@@ -750,11 +711,7 @@ fn a_node_given_up_as_stopped_that_comes_back_is_awaited_again() {
     status(&mut core, ms(0.0), "a", Status::Online, started_at(0));
     status(&mut core, ms(10.0), "a", Status::Stopped, started_at(0));
     // Its new run started at 15 ms; its status is still on its way when the ping leaves.
-    core.submit(
-        ms(20.0),
-        Submission::to_nodes(Request::ping(), nodes(&["a", "b"])),
-    )
-    .unwrap();
+    ask(&mut core, 20.0, Request::ping(), &["a", "b"]);
     status(&mut core, ms(21.0), "a", Status::Online, started_at(15));
     pong(&mut core, ms(22.0), "b", 0);
     assert!(

@@ -1,6 +1,7 @@
 """Fixtures: a federation on each transport (the in-memory broker, the embedded MQTT broker,
 and mosquitto when installed), and a mosquitto started on a free loopback port."""
 
+import contextlib
 import os
 import shutil
 import socket
@@ -34,17 +35,18 @@ def state_dir(tmp_path, monkeypatch):
     return folder
 
 
-@pytest.fixture
-def mosquitto(tmp_path):
-    """A mosquitto of its own, in its default configuration but for the loopback listener;
-    skipped where mosquitto is not installed, unless FEDREQ_REQUIRE_MOSQUITTO is set."""
+@contextlib.contextmanager
+def running_mosquitto(folder, extra=""):
+    """A mosquitto of its own on a free loopback port, with `extra` configuration lines;
+    skipped where mosquitto is not installed, unless FEDREQ_REQUIRE_MOSQUITTO is set. Yields
+    its "HOST:PORT"."""
     if MOSQUITTO is None:
         if os.environ.get("FEDREQ_REQUIRE_MOSQUITTO"):
             pytest.fail("mosquitto is required (FEDREQ_REQUIRE_MOSQUITTO) but not installed")
         pytest.skip("mosquitto is not installed")
     port = free_port()
-    config = tmp_path / "mosquitto.conf"
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    config = folder / "mosquitto.conf"
+    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n{extra}\n")
     process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while True:
@@ -56,9 +58,18 @@ def mosquitto(tmp_path):
                 process.kill()
                 pytest.fail(f"mosquitto did not start on port {port}")
             time.sleep(0.02)
-    yield f"127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    """A mosquitto in its default configuration but for the loopback listener."""
+    with running_mosquitto(tmp_path) as address:
+        yield address
 
 
 @pytest.fixture(params=["memory", "embedded", "mosquitto"])

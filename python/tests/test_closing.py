@@ -4,7 +4,6 @@ does not hold up the next one, and neither interpreter exit nor a fork hangs or 
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,7 +13,7 @@ import time
 import pytest
 
 import fedreq
-from conftest import MOSQUITTO, free_port
+from conftest import running_mosquitto
 
 
 def run_python(code, **env):
@@ -85,40 +84,23 @@ def test_exit_with_a_request_waiting_in_a_daemon_thread_is_clean():
     assert "leaving" in output
 
 
-@pytest.mark.skipif(MOSQUITTO is None or shutil.which("mosquitto_sub") is None,
-                    reason="mosquitto is not installed")
+@pytest.mark.skipif(shutil.which("mosquitto_sub") is None, reason="mosquitto_sub is not installed")
 def test_processes_that_drop_or_exit_leave_no_session_on_the_broker(tmp_path):
-    port = free_port()
-    config = tmp_path / "mosquitto.conf"
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nsys_interval 1\n")
-    broker = subprocess.Popen([MOSQUITTO, "-c", str(config)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
-        address = f"127.0.0.1:{port}"
-        with fedreq.Federation(2, broker=address):
-            for ending in ["del r", "r.close()", "pass  # interpreter exit"]:
-                code, output = run_python(f"""
-                    import fedreq
-                    r = fedreq.Requests(broker="{address}", timeout=2)
-                    assert len(r.ping_nodes()) == 2
-                    {ending}
-                """)
-                assert code == 0, output
-            time.sleep(1.5)
-            kept = subprocess.run(
-                ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-C", "1", "-W", "10",
-                 "-t", "$SYS/broker/clients/disconnected"],
-                capture_output=True, text=True, timeout=20,
-            ).stdout.strip()
-            assert kept == "0", f"{kept} sessions left on the broker"
-    finally:
-        broker.terminate()
-        broker.wait(timeout=10)
+    with running_mosquitto(tmp_path, "sys_interval 1") as address, \
+            fedreq.Federation(2, broker=address):
+        for ending in ["del r", "r.close()", "pass  # interpreter exit"]:
+            code, output = run_python(f"""
+                import fedreq
+                r = fedreq.Requests(broker="{address}", timeout=2)
+                assert len(r.ping_nodes()) == 2
+                {ending}
+            """)
+            assert code == 0, output
+        time.sleep(1.5)
+        host, port = address.split(":")
+        kept = subprocess.run(
+            ["mosquitto_sub", "-h", host, "-p", port, "-C", "1", "-W", "10",
+             "-t", "$SYS/broker/clients/disconnected"],
+            capture_output=True, text=True, timeout=20,
+        ).stdout.strip()
+        assert kept == "0", f"{kept} sessions left on the broker"
