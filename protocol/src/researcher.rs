@@ -192,14 +192,24 @@ const KEPT_REMEMBERED: usize = 1024;
 /// The Sans-IO researcher core.
 ///
 /// - Getters: [`researcher_id`](Self::researcher_id), [`in_flight`](Self::in_flight),
-///   [`stats`](Self::stats).
-/// - Inputs: [`submit`](Self::submit) a request, [`handle_publish`](Self::handle_publish) for
-///   every MQTT publish received on the researcher's topics, [`handle_timeout`](Self::handle_timeout)
-///   when the clock reaches [`poll_timeout`](Self::poll_timeout),
-///   [`handle_connection`](Self::handle_connection) when the connection goes up or down.
-/// - Mutators: [`take_mail`](Self::take_mail) drains the mailbox of unmatched messages.
+///   [`stats`](Self::stats), [`roster`](Self::roster), [`heard`](Self::heard).
+/// - Inputs: [`submit`](Self::submit) a request, [`collect`](Self::collect) unmatched mail,
+///   [`handle_publish`](Self::handle_publish) for every MQTT publish received on the
+///   researcher's topics ([`handle_retained`](Self::handle_retained) for one the broker sent
+///   from its retained store), [`handle_timeout`](Self::handle_timeout) when the clock reaches
+///   [`poll_timeout`](Self::poll_timeout), [`handle_connection`](Self::handle_connection) when
+///   the connection goes up or down.
+/// - Mutators: [`take_mail`](Self::take_mail) drains the mailbox of unmatched messages;
+///   [`cancel`](Self::cancel) gives up on a request.
 /// - Outputs: [`poll_transmit`](Self::poll_transmit), [`poll_event`](Self::poll_event),
 ///   [`poll_timeout`](Self::poll_timeout).
+///
+/// Who a request waits for: its targets, or for a broadcast the nodes known (online by
+/// presence, heard without it, or [`ResearcherConfig::known`]); a search is fenced (a ping
+/// after it: a node's pong with no reply before it means no match) and, where it may reach
+/// nodes without presence, primed (a ping before it); nodes nobody knows are met by the
+/// first-contact rule ([`FirstContact`](crate::policy::FirstContact)). docs/presence.md has
+/// the whole story.
 ///
 /// The run loop's one rule: after every input, publish every transmit, handle every event,
 /// then sleep until `poll_timeout()` or the next input, whichever comes first. `now` is always

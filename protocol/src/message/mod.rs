@@ -1,6 +1,6 @@
 //! The wire messages of Fed-BioMed v4.4 (messaging protocol "1"), typed and strictly validated.
 //!
-//! A payload is checked in this order, each step with its own [`DecodeError`]: size cap,
+//! A payload is checked in this order, each step with its own [`DecodeError`](crate::DecodeError): size cap,
 //! JSON object (no duplicate keys), `command`, `protocol_version`, then every field: present,
 //! not extra, of its wire type, null only where the peer allows it.
 //!
