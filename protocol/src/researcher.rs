@@ -481,6 +481,29 @@ impl Researcher {
         };
         active.start(now);
         self.collects.insert(id);
+        // Collecting what a node may leave unanswered (a search's replies): a fence now still
+        // follows the request on each node's way, and tells who has no match.
+        let fenced = active.policy.early
+            && (active.by_presence() || !active.expected.is_empty())
+            && matches!(&active.kind, Kind::Collect(c) if c.iter().any(|c| c.may_go_unanswered()));
+        if fenced {
+            let sequence = self.next_sequence();
+            self.by_sequence.insert(sequence, id);
+            active.fence = Some(sequence);
+            let topics = match active.by_presence() {
+                true => Target::All.topics(),
+                false => Target::Nodes(active.expected.clone()).topics(),
+            };
+            let mut ping = Request::ping();
+            ping.set_researcher_id(&self.config.researcher_id);
+            if let Some(slot) = ping.sequence_mut() {
+                *slot = sequence;
+            }
+            let ping = ping.encode();
+            for topic in topics.unwrap_or_default() {
+                self.transmits.push_back(Transmit::new(topic, ping.clone()));
+            }
+        }
         let since = collect.since.map_or(0, |id| id.0 + 1);
         let (taken, kept): (VecDeque<Mail>, VecDeque<Mail>) = std::mem::take(&mut self.mailbox)
             .into_iter()
@@ -640,9 +663,6 @@ impl Researcher {
             None => *self.busy.get(&request_of(command))?,
         };
         let active = &self.requests[&id];
-        let Kind::Sent { request, .. } = &active.kind else {
-            return None;
-        };
         if command == Command::Pong && active.fence.is_some() {
             if active.fence == reply.sequence() {
                 return Some(Match::Fence(id));
@@ -651,6 +671,9 @@ impl Researcher {
                 return Some(Match::Primer(id));
             }
         }
+        let Kind::Sent { request, .. } = &active.kind else {
+            return None;
+        };
         let same_job = request
             .job_id()
             .is_none_or(|job| reply.job_id() == Some(job));

@@ -745,3 +745,46 @@ fn a_delay_every_fence_pong_shares_does_not_lengthen_the_first_contact_gap() {
     assert_eq!(outcome.elapsed, Duration::from_millis(100));
     assert_eq!(outcome.online(), ["even-1"]);
 }
+
+#[test]
+fn collecting_search_replies_after_a_broadcast_fences_it_then() {
+    let mut core = knowing(&[]);
+    for node in ["a", "b"] {
+        status(&mut core, ms(0.0), node, Status::Online, 1);
+    }
+    // As send_message sends: fire and forget, the replies left for a collect.
+    let forget = Policy {
+        early: false,
+        ..Policy::quiet(Duration::ZERO)
+    };
+    core.submit(
+        ms(1.0),
+        Submission::broadcast(search("x")).with_policy(forget),
+    )
+    .unwrap();
+    done_by(&mut core, ms(1.0));
+    sent(&mut core);
+    found(&mut core, ms(2.0), "a", "x");
+    let collect = fedreq_protocol::Collect {
+        commands: vec![fedreq_protocol::Command::Search],
+        policy: Policy::quiet(Duration::from_secs(5)),
+        since: None,
+        expect: None,
+        broadcast: true,
+    };
+    core.collect(ms(3.0), collect);
+    let fence = sent(&mut core);
+    assert_eq!(fence.len(), 1);
+    assert_eq!(fence[0].1["command"], "ping");
+    pong(
+        &mut core,
+        ms(4.0),
+        "b",
+        fence[0].1["sequence"].as_u64().unwrap(),
+    );
+    let outcome = only(&mut core, ms(4.0));
+    assert_eq!(
+        (outcome.completion, outcome.replies.len()),
+        (Completion::AllAnswered, 1)
+    );
+}

@@ -73,3 +73,12 @@ def test_get_messages_of_a_command_no_node_sends_waits_and_matches_nothing(memor
     assert len(messages) == 0
     assert took >= 0.2
     assert len(requests.get_messages(["pong"], time=0.2)) == 3, "the pongs are still there"
+
+
+def test_get_responses_after_a_broadcast_search_ends_once_every_node_spoke(memory):
+    requests = memory.requests(timeout=2)
+    requests.ping_nodes()
+    requests.send_message({"command": "search", "tags": ["nothing-here"]})
+    responses, took = timed(lambda: requests.get_responses(["search"]))
+    assert len(responses) == 0
+    assert took < 1.0, f"the collect's fence ends it: {took:.3f} s"

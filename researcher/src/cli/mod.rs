@@ -173,7 +173,11 @@ impl Global {
             min_replies: self.min_replies,
             grace: self.grace.0,
             deadline: self.deadline.map(|d| d.0),
-            roster: self.roster.clone().filter(|nodes| !nodes.is_empty()),
+            roster: self
+                .roster
+                .as_ref()
+                .map(|nodes| nodes.iter().filter(|n| !n.is_empty()).cloned().collect())
+                .filter(|nodes: &Vec<String>| !nodes.is_empty()),
         }
         .policy()
     }
