@@ -254,14 +254,19 @@ impl Active {
         }
         let sent = self.sent.unwrap_or(self.submitted);
         let timeout = self.policy.timeout;
+        // The window runs from the last answer: a node given up is no news.
+        let last = match answer {
+            Answer::Gone => self.last_reply.max(sent),
+            Answer::Reply | Answer::Error => now,
+        };
         let window = match self.met_unexpected || self.expected_set.is_empty() {
             true => {
-                let spread = now - self.first_probe.unwrap_or(sent);
+                let spread = last - self.first_probe.unwrap_or(sent);
                 self.policy.first_contact.gap(spread, timeout)
             }
-            false => settle_window(now - sent, timeout),
+            false => settle_window(last - sent, timeout),
         };
-        let end = now + window;
+        let end = (last + window).max(now);
         self.settle_at = Some(self.settle_at.map_or(end, |at| at.max(end)));
         None
     }

@@ -748,14 +748,18 @@ impl Researcher {
     }
 
     /// `node` answered the primer of request `id`: it is out there, and a broadcast awaits its
-    /// answer (a reply, or its fence passed) like any expected node's.
+    /// answer (a reply, or its fence passed) for the first-contact window's longest wait after
+    /// its pong (a search may take the node a while), so a forged pong costs no more than that.
     fn on_primer(&mut self, now: Timestamp, id: RequestId, node: &str) {
+        let capacity = self.config.mailbox_capacity;
         let active = self.active(id);
         if !active.targets(node) {
             return;
         }
         active.first_probe.get_or_insert(now);
-        let newcomer = active.by_presence() && !active.expected_set.contains(node);
+        let newcomer = active.by_presence()
+            && active.expected.len() < capacity
+            && !active.expected_set.contains(node);
         if !newcomer {
             return;
         }
@@ -763,6 +767,9 @@ impl Researcher {
         active.expected.push(node.to_owned());
         active.expected_set.insert(node.to_owned());
         let took = now - active.sent.unwrap_or(now);
+        let wait = (took + active.policy.first_contact.max).min(active.policy.timeout);
+        let at = active.unsure.partition_point(|&(_, w)| w <= wait);
+        active.unsure.insert(at, (node.to_owned(), wait));
         self.hear(node, took);
         self.reschedule(id);
     }

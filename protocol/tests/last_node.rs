@@ -201,7 +201,8 @@ fn the_primer_tells_a_first_contact_search_whom_to_wait_for() {
     pong(&mut core, ms(2.1), "even-1", fence);
     pong(&mut core, ms(2.2), "odd-1", fence);
     // odd-2's fence is slow: the search waits for it, past the first-contact gap.
-    assert!(done_by(&mut core, ms(200.0)).is_empty());
+    let early = done_by(&mut core, ms(200.0));
+    assert!(early.is_empty(), "{early:?}");
     pong(&mut core, ms(300.0), "odd-2", fence);
     let outcome = only(&mut core, ms(60_000.0));
     assert_eq!(outcome.online(), ["even-1"]);
@@ -786,5 +787,26 @@ fn collecting_search_replies_after_a_broadcast_fences_it_then() {
     assert_eq!(
         (outcome.completion, outcome.replies.len()),
         (Completion::AllAnswered, 1)
+    );
+}
+
+#[test]
+fn a_forged_pong_to_a_primer_costs_a_search_at_most_the_first_contact_window() {
+    let mut core = fresh();
+    core.submit(ms(0.0), Submission::broadcast(search("x")))
+        .unwrap();
+    let out = sent(&mut core);
+    let (primer, fence) = (primer_of(&out), fence_of(&out));
+    pong(&mut core, ms(1.0), "real", primer);
+    // Anyone reading general/nodes sees the primer's sequence.
+    pong(&mut core, ms(1.5), "forged", primer);
+    pong(&mut core, ms(2.0), "real", fence);
+    let outcome = only(&mut core, ms(60_000.0));
+    assert_eq!(outcome.missing, nodes(&["forged"]));
+    // Awaited a second after its pong, then the settle window: not the 5 s timeout.
+    assert!(
+        outcome.elapsed < Duration::from_millis(1_100),
+        "{:?}",
+        outcome.elapsed
     );
 }
