@@ -68,6 +68,21 @@ pub enum ResearcherOp {
         micros: u32,
     },
     TakeMail,
+    /// A well-formed status of one of the nodes, live or from the broker's retained store.
+    Status {
+        node: u8,
+        status: u8,
+        incarnation: u8,
+        retained: bool,
+    },
+    /// The caller gives up on one of the requests submitted.
+    Cancel {
+        index: u8,
+    },
+    /// Our own connection goes down or comes back.
+    Connection {
+        up: bool,
+    },
 }
 
 /// The researcher core under arbitrary steps; panics when an invariant breaks.
@@ -79,6 +94,7 @@ pub fn researcher(ops: Vec<ResearcherOp>) {
     });
     let mut now = Timestamp::ZERO;
     let mut submitted = 0u64;
+    let mut ids = Vec::new();
     let mut completed: BTreeMap<u64, usize> = BTreeMap::new();
     let mut check = |core: &mut Researcher| {
         while core.poll_transmit().is_some() {}
@@ -128,7 +144,8 @@ pub fn researcher(ops: Vec<ResearcherOp>) {
                     Some(nodes) => Submission::to_nodes(request, nodes),
                     None => Submission::broadcast(request),
                 };
-                if core.submit(now, submission.with_policy(policy)).is_ok() {
+                if let Ok(id) = core.submit(now, submission.with_policy(policy)) {
+                    ids.push(id);
                     submitted += 1;
                 }
             }
@@ -158,9 +175,43 @@ pub fn researcher(ops: Vec<ResearcherOp>) {
                 core.handle_publish(now, "general/researcher", reply.to_string().as_bytes());
             }
             ResearcherOp::Raw { topic, bytes } => {
-                let topic = ["general/researcher", "general/logger", "general/monitoring"]
-                    [usize::from(topic) % 3];
+                let topic = [
+                    "general/researcher",
+                    "general/logger",
+                    "general/monitoring",
+                    "fedreq/presence/a",
+                    "fedreq/presence/b",
+                ][usize::from(topic) % 5];
                 core.handle_publish(now, topic, &bytes);
+            }
+            ResearcherOp::Status {
+                node,
+                status,
+                incarnation,
+                retained,
+            } => {
+                use fedreq_protocol::presence::{self, Presence, Status};
+                let node = NODES[usize::from(node) % 4];
+                let status =
+                    [Status::Online, Status::Offline, Status::Stopped][usize::from(status) % 3];
+                let payload = Presence::new(node, status, u64::from(incarnation)).encode();
+                let topic = presence::topic(node);
+                match retained {
+                    true => core.handle_retained(now, &topic, &payload),
+                    false => core.handle_publish(now, &topic, &payload),
+                }
+            }
+            ResearcherOp::Cancel { index } => {
+                if let Some(&id) = ids.get(usize::from(index) % ids.len().max(1)) {
+                    core.cancel(now, id);
+                }
+            }
+            ResearcherOp::Connection { up } => {
+                let state = match up {
+                    true => fedreq_protocol::ConnectionState::Connected,
+                    false => fedreq_protocol::ConnectionState::Disconnected("cut".into()),
+                };
+                core.handle_connection(now, state);
             }
             ResearcherOp::Tick { micros } => {
                 now = now + Duration::from_micros(u64::from(micros));
