@@ -96,8 +96,8 @@ pub(crate) struct Active {
     pub(crate) went_offline: NodeSet,
     /// When the settle (or first-contact) window ends, once every expected node answered.
     pub(crate) settle_at: Option<Timestamp>,
-    /// When the first answer that tells who is out there came: a fence's pong for a fenced
-    /// request (every node sends one), else a reply. The first-contact gap grows with the
+    /// When the first answer that tells who is out there came: a primer's or fence's pong for
+    /// a fenced request (every node sends them), else a reply. The first-contact gap grows with the
     /// spread of the answers since, not with a delay they all share.
     pub(crate) first_probe: Option<Timestamp>,
     pub(crate) replies: Vec<NodeMessage>,
