@@ -487,19 +487,13 @@ impl Researcher {
             && (active.by_presence() || !active.expected.is_empty())
             && matches!(&active.kind, Kind::Collect(c) if c.iter().any(|c| c.may_go_unanswered()));
         if fenced {
-            let sequence = self.next_sequence();
-            self.by_sequence.insert(sequence, id);
+            let sequence = self.probe(id);
             active.fence = Some(sequence);
             let topics = match active.by_presence() {
                 true => Target::All.topics(),
                 false => Target::Nodes(active.expected.clone()).topics(),
             };
-            let mut ping = Request::ping();
-            ping.set_researcher_id(&self.config.researcher_id);
-            if let Some(slot) = ping.sequence_mut() {
-                *slot = sequence;
-            }
-            let ping = ping.encode();
+            let ping = self.ping(sequence);
             for topic in topics.unwrap_or_default() {
                 self.transmits.push_back(Transmit::new(topic, ping.clone()));
             }
@@ -1127,12 +1121,8 @@ impl Researcher {
             let active = &self.requests[&id];
             active.policy.early && active.command().is_some_and(Command::may_go_unanswered)
         };
-        let fence = fenced.then(|| self.next_sequence());
-        let primer =
-            (fenced && self.may_meet_v44(&self.requests[&id])).then(|| self.next_sequence());
-        for sequence in fence.iter().chain(&primer) {
-            self.by_sequence.insert(*sequence, id);
-        }
+        let fence = fenced.then(|| self.probe(id));
+        let primer = (fenced && self.may_meet_v44(&self.requests[&id])).then(|| self.probe(id));
         let active = self.active(id);
         active.start(now);
         active.strays_at_send = strays;
@@ -1180,15 +1170,10 @@ impl Researcher {
         let Kind::Sent { payload, .. } = &active.kind else {
             return;
         };
-        let ping = |sequence: Sequence| {
-            let mut ping = Request::ping();
-            ping.set_researcher_id(&self.config.researcher_id);
-            if let Some(slot) = ping.sequence_mut() {
-                *slot = sequence;
-            }
-            ping.encode()
-        };
-        let (primer, fence) = (active.primer.map(ping), active.fence.map(ping));
+        let (primer, fence) = (
+            active.primer.map(|s| self.ping(s)),
+            active.fence.map(|s| self.ping(s)),
+        );
         for topic in topics {
             if let Some(primer) = &primer {
                 self.transmits
@@ -1201,6 +1186,24 @@ impl Researcher {
                     .push_back(Transmit::new(topic, fence.clone()));
             }
         }
+    }
+
+    /// A sequence of ours for a ping that request `id` sends (a fence, a primer): its pongs
+    /// are the request's.
+    fn probe(&mut self, id: RequestId) -> Sequence {
+        let sequence = self.next_sequence();
+        self.by_sequence.insert(sequence, id);
+        sequence
+    }
+
+    /// Our ping with `sequence`, as it travels.
+    fn ping(&self, sequence: Sequence) -> Vec<u8> {
+        let mut ping = Request::ping();
+        ping.set_researcher_id(&self.config.researcher_id);
+        if let Some(slot) = ping.sequence_mut() {
+            *slot = sequence;
+        }
+        ping.encode()
     }
 
     /// Records a new request in the indexes an error or a status looks it up by.

@@ -8,9 +8,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fedreq::{Requests, RequestsConfig};
-use fedreq_mqtt::{MqttConfig, NodeDriver, Runtime};
-use fedreq_protocol::NodeConfig;
-use fedreq_tests::{datasets, mosquitto_tools, plan_fetcher, Mosquitto};
+use fedreq_mqtt::{MqttConfig, Runtime};
+use fedreq_tests::{mosquitto_tools, start_nodes, Mosquitto};
 
 /// The broker's count of disconnected clients whose session it keeps: orphans.
 fn kept_sessions(port: u16) -> u64 {
@@ -40,13 +39,7 @@ fn a_closed_researcher_leaves_no_session_on_the_broker() {
     };
     let mqtt = MqttConfig::new("127.0.0.1", mosquitto.port());
     let runtime = Runtime::new().unwrap();
-    let _node = NodeDriver::start(
-        &runtime,
-        &mqtt,
-        NodeConfig::new("n1", datasets(1, 10)),
-        plan_fetcher(),
-    )
-    .unwrap();
+    let _node = start_nodes(&runtime, &mqtt, &["n1".to_owned()], (1, 10));
     for i in 0..3 {
         // Persistent sessions, as a notebook's: each must end when the researcher does.
         let requests =
@@ -98,13 +91,7 @@ fn an_ipv6_broker_goes_through_the_relay_without_a_stall() {
     };
     let mqtt = MqttConfig::parse(&format!("[::1]:{port}")).unwrap();
     let runtime = Runtime::new().unwrap();
-    let _node = NodeDriver::start(
-        &runtime,
-        &mqtt,
-        NodeConfig::new("v6", datasets(1, 10)),
-        plan_fetcher(),
-    )
-    .unwrap();
+    let _node = start_nodes(&runtime, &mqtt, &["v6".to_owned()], (1, 10));
     let requests = Requests::connect(mqtt, RequestsConfig::new("r6")).unwrap();
     let mut times: Vec<Duration> = (0..20)
         .map(|_| {

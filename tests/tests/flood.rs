@@ -6,9 +6,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fedreq_mqtt::{MqttConfig, NodeDriver, Runtime};
-use fedreq_protocol::{NodeConfig, Request, ResearcherConfig, Submission};
-use fedreq_tests::{datasets, mosquitto_tools, plan_fetcher, Mosquitto};
+use fedreq_mqtt::{MqttConfig, Runtime};
+use fedreq_protocol::{Request, ResearcherConfig, Submission};
+use fedreq_tests::{mosquitto_tools, start_nodes, Mosquitto};
 
 const NODES: [&str; 5] = ["f1", "f2", "f3", "f4", "f5"];
 const RATE: u64 = 10_000;
@@ -40,18 +40,7 @@ fn a_flood_of_forged_pongs_does_not_slow_broadcasts() {
     let port = mosquitto.port();
     let mqtt = MqttConfig::new("127.0.0.1", port);
     let runtime = Runtime::new().unwrap();
-    let _nodes: Vec<NodeDriver> = NODES
-        .iter()
-        .map(|id| {
-            NodeDriver::start(
-                &runtime,
-                &mqtt,
-                NodeConfig::new(*id, datasets(1, 10)),
-                plan_fetcher(),
-            )
-            .unwrap()
-        })
-        .collect();
+    let _nodes = start_nodes(&runtime, &mqtt, &NODES.map(str::to_owned), (1, 10));
     let researcher = fedreq_mqtt::connect_researcher(
         mqtt,
         ResearcherConfig {
