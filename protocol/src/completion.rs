@@ -14,7 +14,7 @@ use crate::outcome::Completion;
 use crate::policy::settle_window;
 use crate::time::Timestamp;
 
-use crate::inflight::{Active, Unknown};
+use crate::inflight::{Active, Answered, Unknown};
 
 /// The timers of a request. On a tie, the first in this order fires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -50,6 +50,23 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
+    /// When the earliest running timer fires.
+    #[inline]
+    pub(crate) fn earliest(&self) -> Option<Timestamp> {
+        [
+            self.deadline,
+            self.grace,
+            self.settle,
+            self.back,
+            self.unsure,
+            self.round,
+            self.quiet,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
     /// The earliest running timer.
     #[inline]
     pub(crate) fn next(&self) -> Option<(Timestamp, Timer)> {
@@ -168,7 +185,7 @@ impl Active {
 
     /// `reason`, unless an expected node went offline: then it is why the request ended.
     fn all_in(&self, reason: Completion) -> Completion {
-        match self.went_offline.is_empty() {
+        match self.went_offline == 0 {
             true => reason,
             false => Completion::Offline,
         }
@@ -177,21 +194,17 @@ impl Active {
     /// Keeps a message for a collect (errors apart), unless `only_successful` drops it; its
     /// node has answered either way.
     pub(crate) fn keep(&mut self, now: Timestamp, message: NodeMessage) {
-        if !self.has_answered(message.node_id()) {
-            self.mark_answered(message.node_id());
-        }
         match message {
             NodeMessage::Error(error) => {
-                self.errored.insert(error.node_id.clone());
+                self.record(&error.node_id, Answered::Errored);
                 self.errors.push(error);
+                self.note_activity(now);
             }
             message => {
-                self.replied.insert(message.node_id().to_owned());
+                self.record(message.node_id(), Answered::Replied);
                 self.keep_reply(now, message);
-                return;
             }
         }
-        self.note_activity(now);
     }
 
     /// Keeps `node`'s reply, or counts it as unsuccessful under `only_successful`.
@@ -230,21 +243,17 @@ impl Active {
         if matches!(answer, Answer::Error) && self.policy.stop_on_error {
             return Some(Completion::Error);
         }
-        if !self.policy.early || self.expected_answered < self.expected_set.len() {
+        if !self.policy.early || self.expected_answered < self.expected.len() {
             return None;
         }
-        let heard_any = !self.replied.is_empty()
-            || !self.errored.is_empty()
-            || !self.passed.is_empty()
-            || !self.replies.is_empty();
-        if self.expected_set.is_empty() && !heard_any {
+        let heard_any = self.answered > 0 || !self.replies.is_empty();
+        if self.expected.is_empty() && !heard_any {
             return None;
         }
         // A node nobody expected answered: the roster is not the whole federation after all.
         let settles = match self.unknown {
             Unknown::Ignored => {
-                return (!self.expected_set.is_empty())
-                    .then(|| self.all_in(Completion::AllAnswered))
+                return (!self.expected.is_empty()).then(|| self.all_in(Completion::AllAnswered))
             }
             Unknown::Announced => self.met_unexpected,
             Unknown::Settles => true,
@@ -259,7 +268,7 @@ impl Active {
             Answer::Gone => self.last_reply.max(sent),
             Answer::Reply | Answer::Error => now,
         };
-        let window = match self.met_unexpected || self.expected_set.is_empty() {
+        let window = match self.met_unexpected || self.expected.is_empty() {
             true => {
                 let spread = last - self.first_probe.unwrap_or(sent);
                 self.policy.first_contact.gap(spread, timeout)

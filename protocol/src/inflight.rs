@@ -1,8 +1,7 @@
 //! A request in flight: what it was sent as, and what it has received. The rules that
 //! complete it are in [`completion`](crate::completion).
 
-use std::collections::HashSet;
-use std::hash::{BuildHasher, DefaultHasher, Hasher};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::message::{Command, ErrorMessage, NodeMessage, Request, Sequence};
@@ -11,20 +10,19 @@ use crate::policy::Policy;
 use crate::time::Timestamp;
 use crate::topic::NodeId;
 
-/// A hasher keyed by the configured seed.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Keyed(pub(crate) u64);
+/// Hashes keyed by the configured seed. Node ids come from the network: aHash resists
+/// collision flooding, as SipHash does, at a fraction of its cost on short keys.
+pub(crate) type Keyed = ahash::RandomState;
 
-impl BuildHasher for Keyed {
-    type Hasher = DefaultHasher;
-    fn build_hasher(&self) -> DefaultHasher {
-        let mut hasher = DefaultHasher::new();
-        hasher.write_u64(self.0);
-        hasher
-    }
+/// The hasher of a core configured with `seed`.
+pub(crate) fn keyed(seed: u64) -> Keyed {
+    ahash::RandomState::with_seeds(
+        seed,
+        seed.rotate_left(32),
+        !seed,
+        seed ^ 0x9e37_79b9_7f4a_7c15,
+    )
 }
-
-pub(crate) type NodeSet = HashSet<NodeId, Keyed>;
 
 /// What an active request is.
 #[derive(Debug)]
@@ -65,9 +63,10 @@ pub(crate) struct Active {
     /// that lets request and fence travel together (see `Researcher`).
     pub(crate) primer: Option<Sequence>,
     pub(crate) targets: Option<Vec<NodeId>>,
-    pub(crate) targeted: Option<NodeSet>,
+    /// The nodes it expects, in the order they are reported missing.
     pub(crate) expected: Vec<NodeId>,
-    pub(crate) expected_set: NodeSet,
+    /// Where it stands with each node it expects or heard from.
+    pub(crate) nodes: HashMap<NodeId, Standing, Keyed>,
     /// Expected nodes without presence and how long after sending each is awaited: they may
     /// have left without a word.
     pub(crate) unsure: Vec<(NodeId, Duration)>,
@@ -82,18 +81,15 @@ pub(crate) struct Active {
     pub(crate) round_end: Timestamp,
     pub(crate) new_in_round: usize,
     pub(crate) min_reached: Option<Timestamp>,
-    pub(crate) replied: NodeSet,
-    pub(crate) errored: NodeSet,
-    /// Nodes that passed the fence without a reply.
-    pub(crate) passed: NodeSet,
+    /// Expected nodes that answered or were given up.
     pub(crate) expected_answered: usize,
+    /// Nodes that answered, expected or not.
+    pub(crate) answered: usize,
     /// Expected nodes that went offline before answering, and since when (`None` while our own
     /// connection is down): awaited `return_window` more.
     pub(crate) leaving: Vec<(NodeId, Option<Timestamp>)>,
-    /// Expected nodes awaited no more (offline, or unsure and waited out): reported missing.
-    pub(crate) gone: NodeSet,
-    /// Those of `gone` that went offline (rather than being waited out).
-    pub(crate) went_offline: NodeSet,
+    /// Expected nodes given up because they went offline (rather than being waited out).
+    pub(crate) went_offline: usize,
     /// When the settle (or first-contact) window ends, once every expected node answered.
     pub(crate) settle_at: Option<Timestamp>,
     /// When the first answer that tells who is out there came: a primer's or fence's pong for
@@ -112,16 +108,29 @@ pub(crate) struct Active {
 
 impl Active {
     /// A request submitted at `now`, not yet sent, expecting no one.
-    pub(crate) fn new(kind: Kind, policy: Policy, now: Timestamp, keyed: Keyed) -> Self {
+    pub(crate) fn new(
+        kind: Kind,
+        policy: Policy,
+        now: Timestamp,
+        expected: Vec<NodeId>,
+        keyed: Keyed,
+    ) -> Self {
+        let mut nodes = HashMap::with_capacity_and_hasher(expected.len(), keyed);
+        let standing = Standing {
+            expected: true,
+            ..Standing::default()
+        };
+        nodes.extend(expected.iter().map(|node| (node.clone(), standing)));
+        // Room for every expected reply: growing a vector of them copies them all.
+        let replies = Vec::with_capacity(expected.len());
         Active {
             kind,
             sequence: None,
             fence: None,
             primer: None,
             targets: None,
-            targeted: None,
-            expected: Vec::new(),
-            expected_set: NodeSet::with_hasher(keyed),
+            expected,
+            nodes,
             unsure: Vec::new(),
             unknown: Unknown::Ignored,
             met_unexpected: false,
@@ -132,16 +141,13 @@ impl Active {
             round_end: now,
             new_in_round: 0,
             min_reached: None,
-            replied: NodeSet::with_hasher(keyed),
-            errored: NodeSet::with_hasher(keyed),
-            passed: NodeSet::with_hasher(keyed),
             expected_answered: 0,
+            answered: 0,
             leaving: Vec::new(),
-            gone: NodeSet::with_hasher(keyed),
-            went_offline: NodeSet::with_hasher(keyed),
+            went_offline: 0,
             settle_at: None,
             first_probe: None,
-            replies: Vec::new(),
+            replies,
             errors: Vec::new(),
             counters: Counters::default(),
             strays_at_send: Counters::default(),
@@ -172,69 +178,130 @@ impl Active {
         !matches!(self.unknown, Unknown::Ignored)
     }
 
+    /// Whether it went to `node`: a targeted request expects exactly its targets.
     pub(crate) fn targets(&self, node: &str) -> bool {
-        self.targeted.as_ref().is_none_or(|t| t.contains(node))
+        self.targets.is_none() || self.standing(node).expected
+    }
+
+    /// Where it stands with `node` (nowhere, for a node it neither expects nor heard from).
+    pub(crate) fn standing(&self, node: &str) -> Standing {
+        self.nodes.get(node).copied().unwrap_or_default()
     }
 
     pub(crate) fn has_answered(&self, node: &str) -> bool {
-        self.replied.contains(node) || self.errored.contains(node) || self.passed.contains(node)
+        self.standing(node).answered()
     }
 
-    /// Marks `node` as having answered, for early completion: a node counted as gone that
-    /// answers after all is counted once. A node it did not expect is first contact. Returns
-    /// whether it was expected.
+    /// Expects `node` too, told of it after sending (a primer's pong), unless it does already.
+    pub(crate) fn expect(&mut self, node: &str) {
+        let standing = self.nodes.entry(node.to_owned()).or_default();
+        if standing.expected {
+            return;
+        }
+        standing.expected = true;
+        // Its answer overtook the news of it (a broker that reordered).
+        self.expected_answered += usize::from(standing.answered());
+        self.expected.push(node.to_owned());
+    }
+
+    /// Records how `node` answered. A node given up that answers after all is counted once;
+    /// one it did not expect is first contact. Returns its standing before, or `None` for
+    /// a second reply (a duplicate), which changes nothing.
     #[inline]
-    pub(crate) fn mark_answered(&mut self, node: &str) -> bool {
-        // Both are empty but for nodes that went offline: no hashing on the hot path.
-        if !self.leaving.is_empty() {
-            self.leaving.retain(|(n, _)| n != node);
+    pub(crate) fn record(&mut self, node: &str, answer: Answered) -> Option<Standing> {
+        let standing = match self.nodes.get_mut(node) {
+            Some(standing) => standing,
+            None => self.nodes.entry(node.to_owned()).or_default(),
+        };
+        let before = *standing;
+        match answer {
+            Answered::Replied if before.replied => return None,
+            // A reply after its node passed the fence (a broker that reordered, a redelivery).
+            Answered::Replied => (standing.replied, standing.passed) = (true, false),
+            Answered::Errored => standing.errored = true,
+            Answered::Passed => standing.passed = true,
         }
-        let was_gone = !self.gone.is_empty() && self.gone.remove(node);
-        if was_gone {
-            self.went_offline.remove(node);
-            return true;
+        if before.answered() {
+            return Some(before);
         }
-        let expected = self.expected_set.contains(node);
-        match expected {
-            true => self.expected_answered += 1,
-            false => self.met_unexpected = true,
+        self.answered += 1;
+        match before.gone {
+            Some(offline) => {
+                standing.gone = None;
+                self.went_offline -= usize::from(offline);
+            }
+            None if before.expected => self.expected_answered += 1,
+            None => self.met_unexpected = true,
         }
-        expected
+        Some(before)
     }
 
     /// Awaits `node` no more: it will be reported missing. `offline` when it went offline,
     /// rather than being waited out.
     pub(crate) fn give_up(&mut self, node: &str, offline: bool) {
-        self.leaving.retain(|(n, _)| n != node);
-        if self.has_answered(node) || !self.expected_set.contains(node) {
+        if !self.leaving.is_empty() {
+            self.leaving.retain(|(n, _)| n != node);
+        }
+        let Some(standing) = self.nodes.get_mut(node) else {
+            return;
+        };
+        if !standing.expected || standing.answered() || standing.gone.is_some() {
             return;
         }
-        if self.gone.insert(node.to_owned()) {
-            self.expected_answered += 1;
-            if offline {
-                self.went_offline.insert(node.to_owned());
-            }
-        }
+        standing.gone = Some(offline);
+        self.expected_answered += 1;
+        self.went_offline += usize::from(offline);
     }
 
     /// Awaits `node` again, given up too soon (it is back): the reverse of [`give_up`](Self::give_up).
     pub(crate) fn await_again(&mut self, node: &str) {
-        if self.gone.remove(node) {
-            self.went_offline.remove(node);
+        let Some(standing) = self.nodes.get_mut(node) else {
+            return;
+        };
+        if let Some(offline) = standing.gone.take() {
+            self.went_offline -= usize::from(offline);
             self.expected_answered -= 1;
         }
     }
 
     /// Whether it still awaits an answer from `node`.
     pub(crate) fn awaits(&self, node: &str) -> bool {
-        self.sent.is_some()
-            && self.expected_set.contains(node)
-            && !self.has_answered(node)
-            && !self.gone.contains(node)
+        let standing = self.standing(node);
+        self.sent.is_some() && standing.expected && !standing.answered() && standing.gone.is_none()
     }
 
     /// Whether it awaits `node`, which just went offline, and does not know it yet.
     pub(crate) fn awaits_unwarned(&self, node: &str) -> bool {
         self.awaits(node) && !self.leaving.iter().any(|(n, _)| n == node)
+    }
+}
+
+/// How a node answered a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Answered {
+    /// With a reply of the request's command.
+    Replied,
+    /// With an error.
+    Errored,
+    /// By passing the fence without a reply: it has none.
+    Passed,
+}
+
+/// Where a request stands with one node.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Standing {
+    pub(crate) expected: bool,
+    pub(crate) replied: bool,
+    pub(crate) errored: bool,
+    /// It passed the fence without a reply.
+    pub(crate) passed: bool,
+    /// Awaited no more, it will be reported missing: `Some(true)` when it went offline,
+    /// `Some(false)` when it was waited out.
+    pub(crate) gone: Option<bool>,
+}
+
+impl Standing {
+    pub(crate) fn answered(&self) -> bool {
+        self.replied || self.errored || self.passed
     }
 }

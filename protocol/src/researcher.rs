@@ -1,14 +1,13 @@
 //! The researcher core: requests out, replies in, outcomes and events out.
 
 use std::collections::btree_map::Entry as Slot;
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use crate::completion::Answer;
 use crate::error::SubmitError;
 use crate::event::{ConnectionState, Event, Mail, Unmatched};
-use crate::inflight::{Active, Keyed, Kind, NodeSet, Unknown};
+use crate::inflight::{keyed, Active, Answered, Keyed, Kind, Unknown};
 use crate::message::{Command, ErrorMessage, Limits, NodeMessage, Request, Sequence};
 use crate::outcome::{Completion, Counters, Outcome, RequestId};
 use crate::policy::Policy;
@@ -271,6 +270,8 @@ pub struct Researcher {
     /// Nodes without presence that answered a broadcast lately, and how long they took:
     /// expected by the next ones.
     heard: HashMap<NodeId, Duration, Keyed>,
+    /// The hasher of every map keyed by what the network sends.
+    keyed: Keyed,
     /// When our connection broke, while it is down.
     disconnected_at: Option<Timestamp>,
     /// Whether a node without presence may be out there: one was heard, or nothing is known
@@ -281,22 +282,23 @@ pub struct Researcher {
 impl Researcher {
     /// A core with nothing in flight.
     pub fn new(config: ResearcherConfig) -> Self {
-        let keyed = Keyed(config.hash_seed);
+        let keyed = keyed(config.hash_seed);
         let known = config.known.clone();
-        let mut heard = HashMap::with_hasher(keyed);
+        let mut heard = HashMap::with_hasher(keyed.clone());
         let known_nodes = known.iter().flatten().take(config.mailbox_capacity);
         heard.extend(known_nodes.cloned());
         Researcher {
             next_id: 0,
             next_sequence: config.first_sequence,
             requests: BTreeMap::new(),
-            by_sequence: HashMap::with_hasher(keyed),
+            by_sequence: HashMap::with_hasher(keyed.clone()),
             busy: BTreeMap::new(),
             waiting: BTreeMap::new(),
             finished: BTreeSet::new(),
             kept_finished: VecDeque::new(),
             recent: VecDeque::new(),
-            by_node: HashMap::with_hasher(keyed),
+            by_node: HashMap::with_hasher(keyed.clone()),
+            keyed,
             broadcasts: BTreeSet::new(),
             collects: BTreeSet::new(),
             strays: BTreeMap::new(),
@@ -422,7 +424,6 @@ impl Researcher {
             });
         }
 
-        let keyed = Keyed(self.config.hash_seed);
         let targets = target.nodes().map(dedup);
         // A targeted request expects its targets; a broadcast, the caller's roster, else the
         // nodes known (online by presence, heard without it), and settles for the others.
@@ -436,13 +437,10 @@ impl Researcher {
         };
         let active = Active {
             sequence,
-            targeted: targets.as_ref().map(|t| set_of(t, keyed)),
             targets,
-            expected_set: set_of(&expected, keyed),
-            expected,
             unsure,
             unknown,
-            ..Active::new(kind, policy, now, keyed)
+            ..Active::new(kind, policy, now, expected, self.keyed.clone())
         };
         self.index(id, &active);
         self.requests.insert(id, active);
@@ -464,7 +462,6 @@ impl Researcher {
     /// the mailbox, then those that arrive. Completes like any request, with no target.
     pub fn collect(&mut self, now: Timestamp, collect: Collect) -> RequestId {
         self.handle_timeout(now);
-        let keyed = Keyed(self.config.hash_seed);
         let id = RequestId(self.next_id);
         self.next_id += 1;
         let targets = collect.expect.as_deref().map(dedup);
@@ -472,12 +469,11 @@ impl Researcher {
             (None, true) => self.expectations(None, &collect.policy),
             (targets, _) => (targets.unwrap_or_default(), Vec::new(), Unknown::Ignored),
         };
+        let kind = Kind::Collect(collect.commands);
         let mut active = Active {
-            expected_set: set_of(&expected, keyed),
-            expected,
             unsure,
             unknown,
-            ..Active::new(Kind::Collect(collect.commands), collect.policy, now, keyed)
+            ..Active::new(kind, collect.policy, now, expected, self.keyed.clone())
         };
         active.start(now);
         self.collects.insert(id);
@@ -688,26 +684,20 @@ impl Researcher {
             active.counters.not_targeted += 1;
             return self.post(now, Unmatched::NotTargeted, reply);
         }
-        if !active.replied.insert(node.to_owned()) {
+        // A reply after its node passed the fence (a broker that reordered, a redelivery)
+        // is kept: the node has answered already.
+        let Some(before) = active.record(node, Answered::Replied) else {
             active.counters.duplicates += 1;
             return;
-        }
-        // A reply after its node passed the fence (a broker that reordered, a redelivery):
-        // the node has answered already, and its reply is kept.
-        let answered = active.errored.contains(node) || active.passed.remove(node);
-        let expected = match answered {
-            false => active.mark_answered(node),
-            true => active.expected_set.contains(node),
         };
+        let expected = before.expected;
         // How long a node without presence took: a node expected is online or known already.
         if active.by_presence() {
             let took = now - active.sent.unwrap_or(now);
             if !expected {
                 self.hear(node, took);
-            } else if !self.heard.is_empty() {
-                if let Some(known) = self.heard.get_mut(node) {
-                    *known = took;
-                }
+            } else if let Some(known) = self.heard.get_mut(node) {
+                *known = took;
             }
         }
         let active = self.requests.get_mut(&id).expect("candidate is in flight");
@@ -726,8 +716,7 @@ impl Researcher {
             return;
         }
         active.first_probe.get_or_insert(now);
-        active.passed.insert(node.to_owned());
-        active.mark_answered(node);
+        active.record(node, Answered::Passed);
         active.last_reply = now;
         let learn = active
             .by_presence()
@@ -753,13 +742,12 @@ impl Researcher {
         active.first_probe.get_or_insert(now);
         let newcomer = active.by_presence()
             && active.expected.len() < capacity
-            && !active.expected_set.contains(node);
+            && !active.standing(node).expected;
         if !newcomer {
             return;
         }
         active.met_unexpected = true;
-        active.expected.push(node.to_owned());
-        active.expected_set.insert(node.to_owned());
+        active.expect(node);
         let took = now - active.sent.unwrap_or(now);
         let wait = (took + active.policy.first_contact.max).min(active.policy.timeout);
         let at = active.unsure.partition_point(|&(_, w)| w <= wait);
@@ -819,8 +807,7 @@ impl Researcher {
             return self.post(now, Unmatched::Unknown, NodeMessage::Error(error));
         };
         let active = self.active(id);
-        active.errored.insert(node.to_owned());
-        active.mark_answered(node);
+        active.record(node, Answered::Errored);
         active.errors.push(error);
         active.note_activity(now);
         match active.on_answer(now, Answer::Error) {
@@ -926,9 +913,8 @@ impl Researcher {
         let started = Timestamp::from_duration(Duration::from_nanos(incarnation));
         for id in self.concerning(node) {
             let active = self.active(id);
-            let unanswered = active.sent.is_some()
-                && active.expected_set.contains(node)
-                && !active.has_answered(node);
+            let standing = active.standing(node);
+            let unanswered = active.sent.is_some() && standing.expected && !standing.answered();
             if !unanswered {
                 continue;
             }
@@ -1027,13 +1013,10 @@ impl Researcher {
         if self.roster.get(node).is_some_and(Member::online) {
             return;
         }
-        let room = self.heard.len() < self.config.mailbox_capacity;
-        match self.heard.entry(node.to_owned()) {
-            Entry::Occupied(mut known) => *known.get_mut() = took,
-            Entry::Vacant(new) if room => {
-                new.insert(took);
-            }
-            Entry::Vacant(_) => {}
+        if let Some(known) = self.heard.get_mut(node) {
+            *known = took;
+        } else if self.heard.len() < self.config.mailbox_capacity {
+            self.heard.insert(node.to_owned(), took);
         }
         self.may_have_silent = true;
     }
@@ -1220,14 +1203,17 @@ impl Researcher {
         }
     }
 
+    /// Registers request `id`'s next wake. One that moved later stays where it was: it fires
+    /// early, finds nothing due and is registered again, where moving it would cost the timer
+    /// set a removal and an insertion on every reply (each one moves the quiet period).
     fn reschedule(&mut self, id: RequestId) {
         let active = self.active(id);
-        let old = active.wake.take();
-        let new = active.timers().next().map(|(at, _)| at);
-        active.wake = new;
-        if old == new {
+        let new = active.timers().earliest();
+        let old = active.wake;
+        if old.is_some_and(|old| new.is_none_or(|new| old <= new)) {
             return;
         }
+        active.wake = new;
         if let Some(at) = old {
             self.timers.remove(&(at, id));
         }
@@ -1388,10 +1374,4 @@ fn dedup(nodes: &[NodeId]) -> Vec<NodeId> {
         .filter(|n| seen.insert(n.as_str()))
         .cloned()
         .collect()
-}
-
-fn set_of(nodes: &[NodeId], keyed: Keyed) -> NodeSet {
-    let mut set = NodeSet::with_hasher(keyed);
-    set.extend(nodes.iter().cloned());
-    set
 }

@@ -202,7 +202,8 @@ fn quiet_period_runs_from_the_last_reply_with_sub_millisecond_precision() {
     )
     .unwrap();
     publish(&mut core, ms(1.0), &pong("a", 0));
-    assert_eq!(core.poll_timeout(), Some(ms(2.5)));
+    // A wake may come early (it finds nothing due), never late.
+    assert!(core.poll_timeout().is_some_and(|at| at <= ms(2.5)));
     assert!(completed(&run_until(&mut core, ms(2.4999))).is_empty());
     let outcome = only_outcome(&mut core, ms(2.5));
     assert_eq!(
