@@ -16,6 +16,7 @@ use crate::message::{
     NodeMessage, Object, PingReply, Request, SearchReply, SecaggDeleteReply, SecaggReply,
     TrainReply, TrainRequest, TrainingPlanStatusReply, TrainingPlanStatusRequest,
 };
+use crate::presence::{self, NoMatch};
 use crate::researcher::Transmit;
 use crate::time::Timestamp;
 use crate::topic::{self, NodeId};
@@ -51,6 +52,9 @@ pub struct NodeConfig {
     /// Checks a downloaded training plan as Python, as v4.4 does by minifying it, giving the
     /// normalised form plans are told apart by. Without one, plans compare byte for byte.
     pub plan_check: Option<PlanCheck>,
+    /// Say so on `fedreq/no-match` when a search finds nothing, so that a fedreq researcher
+    /// needs no fence behind it; off, the node stays silent as a v4.4 node does.
+    pub says_no_match: bool,
 }
 
 /// A training plan's check: its normalised form, or why it is not Python.
@@ -71,6 +75,7 @@ impl NodeConfig {
             simulate_training: false,
             limits: Limits::default(),
             plan_check: None,
+            says_no_match: true,
         }
     }
 }
@@ -296,7 +301,8 @@ impl Node {
                     })
                     .map(|d| public(d, &["path"]))
                     .collect();
-                // Fed-BioMed sends nothing at all when no dataset matches.
+                // Fed-BioMed sends nothing at all when no dataset matches; fedreq's researcher
+                // hears of it on a topic of its own.
                 if !databases.is_empty() {
                     self.reply(NodeMessage::Search(SearchReply {
                         researcher_id: search.researcher_id,
@@ -305,6 +311,16 @@ impl Node {
                         databases,
                         node_id,
                     }))
+                } else if self.config.says_no_match {
+                    let no_match = NoMatch {
+                        researcher_id: search.researcher_id,
+                        node_id,
+                        tags: search.tags,
+                    };
+                    self.transmits.push_back(Transmit {
+                        at_most_once: true,
+                        ..Transmit::new(presence::NO_MATCH, no_match.encode())
+                    });
                 }
             }
             Request::Approval(approval) => self.fetch(

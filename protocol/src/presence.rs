@@ -5,9 +5,13 @@
 //! and the broker publishes its last will (`offline`) when it dies. The incarnation tells runs
 //! apart, so a retained status of an earlier run never counts for a new one. A clean stop
 //! says `stopped`, so the researcher tells a node that left from one whose connection broke.
+//!
+//! A node that announces itself also says when a search found nothing, on `fedreq/no-match`:
+//! where a v4.4 node stays silent, so that the researcher needs no fence behind a search to
+//! nodes it knows announce themselves.
 
 use crate::error::DecodeError;
-use crate::message::{decode_body, encode_body, Command, Limits, PresenceMessage};
+use crate::message::{decode_body, encode_body, Command, Limits, NoMatchMessage, PresenceMessage};
 use crate::topic::NodeId;
 
 /// Where statuses travel: one topic per node below it.
@@ -15,6 +19,9 @@ pub const PREFIX: &str = "fedreq/presence/";
 
 /// What the researcher subscribes to.
 pub const SUBSCRIPTION: &str = "fedreq/presence/+";
+
+/// Where nodes that announce themselves say a search found nothing.
+pub const NO_MATCH: &str = "fedreq/no-match";
 
 /// A node's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,5 +106,37 @@ impl Presence {
             });
         }
         Ok(Presence::new(message.node_id, status, message.incarnation))
+    }
+}
+
+/// A node's word that a researcher's search found nothing on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoMatch {
+    /// The researcher that searched.
+    pub researcher_id: String,
+    /// The node.
+    pub node_id: NodeId,
+    /// The tags searched for, as the search carried them.
+    pub tags: Vec<String>,
+}
+
+impl NoMatch {
+    /// The payload, with `command` and `protocol_version`.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_body(&NoMatchMessage {
+            researcher_id: self.researcher_id.clone(),
+            node_id: self.node_id.clone(),
+            tags: self.tags.clone(),
+        })
+    }
+
+    /// Decodes one, as strictly as every other message.
+    pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
+        let message = decode_body::<NoMatchMessage>(bytes, limits)?.message;
+        Ok(NoMatch {
+            researcher_id: message.researcher_id,
+            node_id: message.node_id,
+            tags: message.tags,
+        })
     }
 }

@@ -11,7 +11,7 @@ use crate::inflight::{keyed, Active, Answered, Keyed, Kind, Unknown};
 use crate::message::{Command, ErrorMessage, Limits, NodeMessage, Request, Sequence};
 use crate::outcome::{Completion, Counters, Outcome, RequestId};
 use crate::policy::Policy;
-use crate::presence::{self, Presence, Status};
+use crate::presence::{self, NoMatch, Presence, Status};
 use crate::time::Timestamp;
 use crate::topic::{NodeId, Target};
 use crate::version::Compatibility;
@@ -538,6 +538,9 @@ impl Researcher {
         if topic.starts_with(presence::PREFIX) {
             return self.on_presence(now, topic, payload, retained);
         }
+        if topic == presence::NO_MATCH {
+            return self.on_no_match(now, topic, payload);
+        }
         self.arriving = payload.len();
         let decoded = match NodeMessage::decode(payload, &self.config.limits) {
             Ok(decoded) => decoded,
@@ -708,7 +711,8 @@ impl Researcher {
         }
     }
 
-    /// `node` passed the fence of request `id`: whatever it had for the request came before.
+    /// `node` passed the fence of request `id`, or said it has nothing for it: whatever it had
+    /// for the request came before.
     fn on_fence(&mut self, now: Timestamp, id: RequestId, node: &str) {
         let active = self.active(id);
         // Its reply came first: the fence tells nothing new.
@@ -727,6 +731,41 @@ impl Researcher {
         match self.active(id).on_answer(now, Answer::Reply) {
             Some(completion) => self.complete(id, now, completion),
             None => self.reschedule(id),
+        }
+    }
+
+    /// A node said our search found nothing on it: it answered, as one that passed the
+    /// fence. The word is for the search in flight with the same tags (searches carry no
+    /// sequence; any search of those tags has the same answer).
+    fn on_no_match(&mut self, now: Timestamp, topic: &str, payload: &[u8]) {
+        let no_match = match NoMatch::decode(payload, &self.config.limits) {
+            Ok(no_match) => no_match,
+            Err(error) => {
+                self.strays
+                    .entry(Some(Command::Search))
+                    .or_default()
+                    .malformed += 1;
+                let topic = topic.to_owned();
+                return self.events.push_back(Event::Rejected { topic, error });
+            }
+        };
+        if no_match.researcher_id != self.config.researcher_id {
+            return;
+        }
+        let searching = self.busy.get(&Command::Search).copied().filter(|id| {
+            let active = &self.requests[id];
+            let tags = match &active.kind {
+                Kind::Sent { request, .. } => match request.as_ref() {
+                    Request::Search(search) => Some(&search.tags),
+                    _ => None,
+                },
+                Kind::Collect(_) => None,
+            };
+            active.sent.is_some() && tags == Some(&no_match.tags)
+        });
+        match searching {
+            Some(id) => self.on_fence(now, id, &no_match.node_id),
+            None => self.strays.entry(Some(Command::Search)).or_default().late += 1,
         }
     }
 
@@ -1104,8 +1143,11 @@ impl Researcher {
             let active = &self.requests[&id];
             active.policy.early && active.command().is_some_and(Command::may_go_unanswered)
         };
+        // Nodes that announce themselves say when they have nothing: only nodes that may be
+        // v4.4's need the fence, and its primer.
+        let fenced = fenced && self.may_meet_v44(&self.requests[&id]);
         let fence = fenced.then(|| self.probe(id));
-        let primer = (fenced && self.may_meet_v44(&self.requests[&id])).then(|| self.probe(id));
+        let primer = fenced.then(|| self.probe(id));
         let active = self.active(id);
         active.start(now);
         active.strays_at_send = strays;

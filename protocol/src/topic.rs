@@ -21,12 +21,14 @@ pub fn node(node_id: &str) -> String {
     format!("{PREFIX}{node_id}")
 }
 
-/// Topics a researcher subscribes to: Fed-BioMed's three, and fedreq's node statuses.
-pub const RESEARCHER_SUBSCRIPTIONS: [&str; 4] = [
+/// Topics a researcher subscribes to: Fed-BioMed's three, fedreq's node statuses and
+/// searches that found nothing.
+pub const RESEARCHER_SUBSCRIPTIONS: [&str; 5] = [
     RESEARCHER,
     LOGGER,
     MONITORING,
     crate::presence::SUBSCRIPTION,
+    crate::presence::NO_MATCH,
 ];
 
 /// Topics a node subscribes to: `general/nodes` and its own.

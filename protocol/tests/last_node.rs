@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use fedreq_protocol::presence::{self, Presence, Status};
+use fedreq_protocol::presence::{self, NoMatch, Presence, Status};
 use fedreq_protocol::{
     Completion, Event, Outcome, Policy, Request, RequestId, Researcher, ResearcherConfig,
     Submission, Timestamp,
@@ -62,6 +62,16 @@ fn found(core: &mut Researcher, at: Timestamp, node: &str, tag: &str) {
                "databases": [{"name": "d", "tags": [tag]}],
                "command": "search", "protocol_version": "1"}),
     );
+}
+
+/// `node` says the search for `tag` found nothing on it, as a fedreq node with presence does.
+fn nothing(core: &mut Researcher, at: Timestamp, node: &str, tag: &str) {
+    let no_match = NoMatch {
+        researcher_id: ME.to_owned(),
+        node_id: node.to_owned(),
+        tags: vec![tag.to_owned()],
+    };
+    core.handle_publish(at, presence::NO_MATCH, &no_match.encode());
 }
 
 fn error(core: &mut Researcher, at: Timestamp, node: &str) {
@@ -129,12 +139,14 @@ fn search(tag: &str) -> Request {
 }
 
 #[test]
-fn a_search_is_followed_by_a_fence_ping_on_each_topic_it_went_to() {
-    // Every node announces itself: a fence alone.
+fn a_search_of_nodes_that_announce_themselves_goes_alone() {
+    // They say when they have nothing: no fence, no primer.
     let mut core = knowing(&[]);
     status(&mut core, ms(0.0), "a", Status::Online, 1);
     core.submit(ms(0.0), Submission::broadcast(search("x")))
         .unwrap();
+    ask(&mut core, 1.0, search("y"), &["a"]);
+    done_by(&mut core, ms(60_000.0));
     let out = sent(&mut core);
     let commands: Vec<_> = out
         .iter()
@@ -142,10 +154,8 @@ fn a_search_is_followed_by_a_fence_ping_on_each_topic_it_went_to() {
         .collect();
     assert_eq!(
         commands,
-        [("general/nodes", "search"), ("general/nodes", "ping")]
+        [("general/nodes", "search"), ("general/a", "search")]
     );
-    assert_eq!(out[1].1["researcher_id"], ME);
-    done_by(&mut core, ms(60_000.0));
 }
 
 #[test]
@@ -211,7 +221,7 @@ fn the_primer_tells_a_first_contact_search_whom_to_wait_for() {
 }
 
 #[test]
-fn a_partial_search_ends_once_every_node_online_replied_or_passed_the_fence() {
+fn a_partial_search_ends_once_every_node_online_replied_or_said_it_has_nothing() {
     // Every node announces itself, and none without presence was ever heard.
     let mut core = knowing(&[]);
     for node in ["a", "b", "c"] {
@@ -219,37 +229,80 @@ fn a_partial_search_ends_once_every_node_online_replied_or_passed_the_fence() {
     }
     core.submit(ms(10.0), Submission::broadcast(search("fbm")))
         .unwrap();
-    let fence = fence_of(&sent(&mut core));
     found(&mut core, ms(11.0), "a", "fbm");
-    pong(&mut core, ms(11.5), "a", fence);
-    pong(&mut core, ms(12.0), "b", fence);
+    nothing(&mut core, ms(12.0), "b", "fbm");
     assert!(done_by(&mut core, ms(12.0)).is_empty(), "c has not spoken");
-    pong(&mut core, ms(13.0), "c", fence);
+    nothing(&mut core, ms(13.0), "c", "fbm");
     let outcome = only(&mut core, ms(13.0));
     assert_eq!(outcome.completion, Completion::AllAnswered);
     assert_eq!(outcome.elapsed, Duration::from_millis(3));
     assert_eq!(outcome.datasets().keys().collect::<Vec<_>>(), ["a"]);
     assert!(
         outcome.missing.is_empty(),
-        "a fenced node is no missing node"
+        "a node with nothing is no missing node"
     );
 }
 
 #[test]
-fn an_empty_search_ends_on_the_fences_alone() {
+fn an_empty_search_ends_on_the_words_of_nodes_with_nothing() {
     let mut core = knowing(&[]);
     for node in ["a", "b"] {
         status(&mut core, ms(0.0), node, Status::Online, 1);
     }
     core.submit(ms(10.0), Submission::broadcast(search("nothing-here")))
         .unwrap();
-    let fence = fence_of(&sent(&mut core));
-    pong(&mut core, ms(11.0), "a", fence);
-    pong(&mut core, ms(11.2), "b", fence);
+    nothing(&mut core, ms(11.0), "a", "nothing-here");
+    nothing(&mut core, ms(11.2), "b", "nothing-here");
     let outcome = only(&mut core, ms(11.2));
     assert_eq!(
         (outcome.completion, outcome.replies.len()),
         (Completion::AllAnswered, 0)
+    );
+}
+
+#[test]
+fn a_word_of_nothing_counts_only_for_our_search_of_the_same_tags() {
+    let mut core = knowing(&[]);
+    status(&mut core, ms(0.0), "a", Status::Online, 1);
+    core.submit(ms(10.0), Submission::broadcast(search("fbm")))
+        .unwrap();
+    // For an earlier search of other tags, and for another researcher's search.
+    nothing(&mut core, ms(11.0), "a", "other");
+    let foreign = NoMatch {
+        researcher_id: "researcher_other".to_owned(),
+        node_id: "a".to_owned(),
+        tags: vec!["fbm".to_owned()],
+    };
+    core.handle_publish(ms(11.0), presence::NO_MATCH, &foreign.encode());
+    core.handle_publish(ms(11.0), presence::NO_MATCH, b"{not json");
+    assert!(
+        done_by(&mut core, ms(11.0)).is_empty(),
+        "a has not answered"
+    );
+    nothing(&mut core, ms(12.0), "a", "fbm");
+    let outcome = only(&mut core, ms(12.0));
+    assert_eq!(
+        (
+            outcome.completion,
+            outcome.counters.late,
+            outcome.counters.malformed
+        ),
+        (Completion::AllAnswered, 1, 1)
+    );
+}
+
+#[test]
+fn where_v44_nodes_may_be_a_word_of_nothing_still_counts_before_the_fence() {
+    let mut core = fresh();
+    status(&mut core, ms(0.0), "a", Status::Online, 1);
+    ask(&mut core, 0.0, search("fbm"), &["a", "v44"]);
+    let fence = fence_of(&sent(&mut core));
+    nothing(&mut core, ms(1.0), "a", "fbm");
+    pong(&mut core, ms(2.0), "v44", fence);
+    let outcome = only(&mut core, ms(2.0));
+    assert_eq!(
+        (outcome.completion, outcome.elapsed),
+        (Completion::AllAnswered, Duration::from_millis(2))
     );
 }
 
@@ -728,21 +781,33 @@ fn a_node_given_up_as_stopped_that_comes_back_is_awaited_again() {
 }
 
 #[test]
-fn a_delay_every_fence_pong_shares_does_not_lengthen_the_first_contact_gap() {
-    // Without a primer (every node announces itself, yet some do not), a broker without
-    // TCP_NODELAY holds each fence 40 ms for nodes without a match; the matching one's reply
-    // comes at once.
-    let mut core = knowing(&[]);
+fn a_delay_every_pong_shares_does_not_lengthen_the_first_contact_gap() {
+    // Every node's answers come 40 ms late (a slow link they all share): the gap grows with
+    // their spread, from the first primer pong, not from sending.
+    let mut core = fresh();
     core.submit(ms(0.0), Submission::broadcast(search("even")))
         .unwrap();
-    let fence = fence_of(&sent(&mut core));
-    found(&mut core, ms(5.0), "even-1", "even");
-    pong(&mut core, ms(6.0), "even-1", fence);
-    for (t, node) in [(44.0, "odd-1"), (46.0, "odd-2"), (50.0, "odd-3")] {
+    let out = sent(&mut core);
+    let (primer, fence) = (primer_of(&out), fence_of(&out));
+    for (t, node) in [
+        (40.0, "even-1"),
+        (41.0, "odd-1"),
+        (42.0, "odd-2"),
+        (43.0, "odd-3"),
+    ] {
+        pong(&mut core, ms(t), node, primer);
+    }
+    found(&mut core, ms(44.0), "even-1", "even");
+    for (t, node) in [
+        (45.0, "even-1"),
+        (46.0, "odd-1"),
+        (48.0, "odd-2"),
+        (50.0, "odd-3"),
+    ] {
         pong(&mut core, ms(t), node, fence);
     }
     let outcome = only(&mut core, ms(60_000.0));
-    // The fences passed from 44 ms to 50 ms: the gap after the last is the minimum, 50 ms.
+    // Spread 10 ms from the first pong: the gap after the last answer is the minimum, 50 ms.
     assert_eq!(outcome.elapsed, Duration::from_millis(100));
     assert_eq!(outcome.online(), ["even-1"]);
 }

@@ -85,7 +85,7 @@ fn list_sends_every_dataset_without_path_or_dtypes() {
 }
 
 #[test]
-fn search_needs_every_tag_and_stays_silent_without_a_match() {
+fn search_needs_every_tag_and_stays_silent_without_a_match_on_v44_topics() {
     let mut node = node();
     let search = |tags: Value| json!({"researcher_id": R, "tags": tags, "command": "search", "protocol_version": "1"});
     let out = send(&mut node, search(json!(["fbm", "even"])));
@@ -102,7 +102,22 @@ fn search_needs_every_tag_and_stays_silent_without_a_match() {
         replies(&send(&mut node, search(json!(["fbm"]))))[0]["count"],
         2
     );
-    assert!(send(&mut node, search(json!(["fbm", "nope"]))).is_empty());
+    let out = send(&mut node, search(json!(["fbm", "nope"])));
+    assert!(replies(&out).is_empty(), "v4.4 sends nothing: {out:?}");
+    // fedreq's researcher hears of it on its own topic, unless the node is silent as v4.4's.
+    assert_eq!(
+        out,
+        [(
+            "fedreq/no-match".to_owned(),
+            json!({"researcher_id": R, "node_id": "node_a", "tags": ["fbm", "nope"],
+                   "command": "no-match", "protocol_version": "1"})
+        )]
+    );
+    let mut silent = Node::new(NodeConfig {
+        says_no_match: false,
+        ..NodeConfig::new("node_a", datasets())
+    });
+    assert!(send(&mut silent, search(json!(["nope"]))).is_empty());
 }
 
 fn approval(sequence: u64, url: &str) -> Value {

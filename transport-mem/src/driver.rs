@@ -117,8 +117,10 @@ impl NodeDriver {
         let incarnation = incarnation();
         let nodes: Vec<(Node, Client)> = nodes
             .into_iter()
-            .map(|config| {
+            .map(|mut config| {
                 topic::validate_node_id(&config.node_id)?;
+                // A node without presence is silent as a v4.4 node is.
+                config.says_no_match &= presence;
                 let node = Node::new(config);
                 let client = broker.connect();
                 for filter in node.subscriptions() {

@@ -259,7 +259,14 @@ impl Simulation {
             }
         }
         for i in rng.sample(n, share(faults.silent, n)) {
-            nodes[i].announces = false;
+            let node = &mut nodes[i];
+            node.announces = false;
+            // Silent as a v4.4 node: nothing when a search finds nothing either.
+            let config = NodeConfig {
+                says_no_match: false,
+                ..NodeConfig::new(node_ids[i].clone(), Arc::clone(&variants[i % 10]))
+            };
+            node.core = Node::new(config);
         }
 
         let mut sim = Simulation {

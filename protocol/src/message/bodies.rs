@@ -261,6 +261,16 @@ messages! {
         /// Which run of the node: a later run has a greater one.
         incarnation: u64,
     }
+    /// `no-match`: fedreq's own, a node's word that a search found nothing, on
+    /// `fedreq/no-match` (a v4.4 node sends nothing then).
+    NoMatchMessage = NoMatch {
+        /// The researcher that searched.
+        researcher_id: String,
+        /// The node that has nothing.
+        node_id: String,
+        /// The tags searched for.
+        tags: Vec<String>,
+    }
     /// `add_scalar`: a training metric, on `general/monitoring`.
     AddScalarMessage = AddScalar {
         /// The researcher of the job.

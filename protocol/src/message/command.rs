@@ -31,11 +31,13 @@ pub enum Command {
     AddScalar,
     /// `presence`: fedreq's own, a node's retained status (no v4.4 component reads it).
     Presence,
+    /// `no-match`: fedreq's own, a node's word that a search found nothing.
+    NoMatch,
 }
 
 impl Command {
     /// Every command, requests first.
-    pub const ALL: [Command; 13] = [
+    pub const ALL: [Command; 14] = [
         Command::Ping,
         Command::List,
         Command::Search,
@@ -49,6 +51,7 @@ impl Command {
         Command::Error,
         Command::AddScalar,
         Command::Presence,
+        Command::NoMatch,
     ];
 
     /// The command as it travels.
@@ -67,6 +70,7 @@ impl Command {
             Command::Error => "error",
             Command::AddScalar => "add_scalar",
             Command::Presence => "presence",
+            Command::NoMatch => "no-match",
         }
     }
 
