@@ -183,11 +183,13 @@ impl Active {
         Some(completion)
     }
 
-    /// `reason`, unless an expected node went offline: then it is why the request ended.
+    /// `reason`, unless an expected node went offline or was waited out: then that is why
+    /// the request ended.
     fn all_in(&self, reason: Completion) -> Completion {
-        match self.went_offline == 0 {
-            true => reason,
-            false => Completion::Offline,
+        match (self.went_offline, self.waited_out) {
+            (0, 0) => reason,
+            (0, _) => Completion::WaitedOut,
+            _ => Completion::Offline,
         }
     }
 
@@ -255,7 +257,7 @@ impl Active {
             Unknown::Ignored => {
                 return (!self.expected.is_empty()).then(|| self.all_in(Completion::AllAnswered))
             }
-            Unknown::Announced => self.met_unexpected,
+            Unknown::Known => self.met_unexpected,
             Unknown::Settles => true,
         };
         if !settles {

@@ -43,10 +43,12 @@ pub(crate) enum Kind {
 pub(crate) enum Unknown {
     /// It does not: it expects exactly its targets or roster.
     Ignored,
-    /// Every node out there announces itself: it expects those online, and no one else.
-    Announced,
-    /// Nodes without presence may be out there: once every expected node answered, it
-    /// settles a moment, or waits the first-contact gap when it met a node it did not expect.
+    /// The core knows who is out there: it expects the nodes online and those heard without
+    /// presence, and waits the first-contact gap only when it met a node it did not expect.
+    Known,
+    /// The core knows nothing yet, and nodes without presence may be out there: once every
+    /// expected node answered, it settles a moment (the first-contact gap when it met a node
+    /// it did not expect, or expected nobody).
     Settles,
 }
 
@@ -88,8 +90,9 @@ pub(crate) struct Active {
     /// Expected nodes that went offline before answering, and since when (`None` while our own
     /// connection is down): awaited `return_window` more.
     pub(crate) leaving: Vec<(NodeId, Option<Timestamp>)>,
-    /// Expected nodes given up because they went offline (rather than being waited out).
+    /// Expected nodes given up because they went offline, and because they were waited out.
     pub(crate) went_offline: usize,
+    pub(crate) waited_out: usize,
     /// When the settle (or first-contact) window ends, once every expected node answered.
     pub(crate) settle_at: Option<Timestamp>,
     /// When the first answer that tells who is out there came: a primer's or fence's pong for
@@ -145,6 +148,7 @@ impl Active {
             answered: 0,
             leaving: Vec::new(),
             went_offline: 0,
+            waited_out: 0,
             settle_at: None,
             first_probe: None,
             replies,
@@ -228,7 +232,7 @@ impl Active {
         match before.gone {
             Some(offline) => {
                 standing.gone = None;
-                self.went_offline -= usize::from(offline);
+                self.count_gone(offline, false);
             }
             None if before.expected => self.expected_answered += 1,
             None => self.met_unexpected = true,
@@ -250,7 +254,19 @@ impl Active {
         }
         standing.gone = Some(offline);
         self.expected_answered += 1;
-        self.went_offline += usize::from(offline);
+        self.count_gone(offline, true);
+    }
+
+    /// Counts a node given up (`given`) or back, by why it was given up.
+    fn count_gone(&mut self, offline: bool, given: bool) {
+        let count = match offline {
+            true => &mut self.went_offline,
+            false => &mut self.waited_out,
+        };
+        match given {
+            true => *count += 1,
+            false => *count -= 1,
+        }
     }
 
     /// Awaits `node` again, given up too soon (it is back): the reverse of [`give_up`](Self::give_up).
@@ -259,8 +275,8 @@ impl Active {
             return;
         };
         if let Some(offline) = standing.gone.take() {
-            self.went_offline -= usize::from(offline);
             self.expected_answered -= 1;
+            self.count_gone(offline, false);
         }
     }
 

@@ -32,6 +32,9 @@ pub enum Completion {
     Settled,
     /// Every expected node answered or went offline: those that went offline are `missing`.
     Offline,
+    /// Every expected node answered but nodes without presence awaited as long as the
+    /// first-contact rule says, that did not: they are `missing`.
+    WaitedOut,
     /// No reply for a whole quiet period.
     QuietPeriod,
     /// Fed-BioMed rounds: a round brought nothing new (or only one round was asked for).

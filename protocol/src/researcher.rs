@@ -274,9 +274,10 @@ pub struct Researcher {
     keyed: Keyed,
     /// When our connection broke, while it is down.
     disconnected_at: Option<Timestamp>,
-    /// Whether a node without presence may be out there: one was heard, or nothing is known
-    /// yet. Only then do broadcasts settle, so a federation that all announces pays no window.
-    may_have_silent: bool,
+    /// Whether it knows who is out there: a broadcast made first contact, or an earlier
+    /// process's file says who answered. Until then broadcasts settle, as nodes without
+    /// presence nobody told it of may be out there; after, they expect the nodes known.
+    knows_federation: bool,
 }
 
 impl Researcher {
@@ -312,7 +313,7 @@ impl Researcher {
             roster: BTreeMap::new(),
             disconnected_at: None,
             // Known nodes without presence, or nothing known at all: broadcasts settle.
-            may_have_silent: known.is_none_or(|known| !known.is_empty()),
+            knows_federation: known.is_some(),
             heard,
             config,
         }
@@ -375,9 +376,9 @@ impl Researcher {
                     })
                     .collect();
                 unsure.sort_by_key(|&(_, wait)| wait);
-                let unknown = match self.may_have_silent {
-                    true => Unknown::Settles,
-                    false => Unknown::Announced,
+                let unknown = match self.knows_federation {
+                    true => Unknown::Known,
+                    false => Unknown::Settles,
                 };
                 (self.expected_by_broadcast(), unsure, unknown)
             }
@@ -1047,7 +1048,7 @@ impl Researcher {
     }
 
     /// Remembers a node without presence that answered a broadcast `took` after it was sent,
-    /// bounded like the mailbox: from now on broadcasts expect it, and settle for others like it.
+    /// bounded like the mailbox: from now on broadcasts expect it.
     fn hear(&mut self, node: &str, took: Duration) {
         if self.roster.get(node).is_some_and(Member::online) {
             return;
@@ -1057,7 +1058,6 @@ impl Researcher {
         } else if self.heard.len() < self.config.mailbox_capacity {
             self.heard.insert(node.to_owned(), took);
         }
-        self.may_have_silent = true;
     }
 
     /// Whether `sequence` was sent by this core on an earlier request: stamped by it, or one
@@ -1176,8 +1176,7 @@ impl Researcher {
         };
         match (&active.targets, active.unknown) {
             (Some(targets), _) => without_presence(targets),
-            (None, Unknown::Ignored) => without_presence(&active.expected),
-            (None, Unknown::Announced) => false,
+            (None, Unknown::Ignored | Unknown::Known) => without_presence(&active.expected),
             (None, Unknown::Settles) => true,
         }
     }
@@ -1335,9 +1334,9 @@ impl Researcher {
             for node in &missing {
                 self.heard.remove(node);
             }
-            // Settled, and nobody without presence heard so far: the next ones need not.
+            // First contact made: the next ones expect whom it found.
             if active.unknown == Unknown::Settles && completion != Completion::Cancelled {
-                self.may_have_silent = !self.heard.is_empty();
+                self.knows_federation = true;
             }
         }
         self.events.push_back(Event::Completed(Outcome {

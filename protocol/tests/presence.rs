@@ -272,7 +272,7 @@ fn a_broadcast_finds_nodes_with_and_without_presence() {
         pong(&mut core, ms(101.0), node, 1);
     }
     let second = outcome(&mut core, ms(60_000.0));
-    assert_eq!(second.completion, Completion::Settled);
+    assert_eq!(second.completion, Completion::AllAnswered);
     let mut found = second.online();
     found.sort();
     assert_eq!(found, ["quick", "slow", "with"]);
@@ -284,7 +284,7 @@ fn a_broadcast_finds_nodes_with_and_without_presence() {
 }
 
 #[test]
-fn broadcasts_settle_only_while_a_node_without_presence_may_be_out_there() {
+fn broadcasts_settle_only_until_first_contact_is_made() {
     let mut core = Researcher::new(ResearcherConfig::new(ME));
     status(&mut core, ms(0.0), "a", Status::Online, 1);
     let ping = |core: &mut Researcher, at: f64, sequence: u64, nodes: &[&str]| {
@@ -308,12 +308,12 @@ fn broadcasts_settle_only_while_a_node_without_presence_may_be_out_there() {
         "everyone announces: no window"
     );
     // A node without presence answers, after the last expected one: too late for this
-    // broadcast, it is expected by the next ones, and windows come back.
+    // broadcast, it is expected by the next ones, which end as soon as both answered.
     let third = ping(&mut core, 200.0, 2, &["a", "silent"]);
     assert_eq!(third.online(), ["a"]);
     let fourth = ping(&mut core, 300.0, 3, &["a", "silent"]);
     assert_eq!(
-        (fourth.online().len(), fourth.elapsed),
-        (2, Duration::from_millis(5))
+        (fourth.online().len(), fourth.elapsed, fourth.completion),
+        (2, Duration::from_millis(4), Completion::AllAnswered)
     );
 }
