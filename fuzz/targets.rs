@@ -158,7 +158,12 @@ pub fn researcher(ops: Vec<ResearcherOp>) {
             } => {
                 let researcher = if foreign { "other" } else { ME };
                 let node = NODES[usize::from(node) % 4];
-                let reply = match command % 4 {
+                let reply = match command % 5 {
+                    4 => {
+                        let no_match = serde_json::json!({"researcher_id": researcher, "node_id": node, "tags": ["t"], "command": "no-match", "protocol_version": "1"});
+                        core.handle_publish(now, "fedreq/no-match", no_match.to_string().as_bytes());
+                        continue;
+                    }
                     0 => {
                         serde_json::json!({"researcher_id": researcher, "node_id": node, "success": success, "sequence": sequence, "command": "pong", "protocol_version": "1"})
                     }
@@ -181,7 +186,8 @@ pub fn researcher(ops: Vec<ResearcherOp>) {
                     "general/monitoring",
                     "fedreq/presence/a",
                     "fedreq/presence/b",
-                ][usize::from(topic) % 5];
+                    "fedreq/no-match",
+                ][usize::from(topic) % 6];
                 core.handle_publish(now, topic, &bytes);
             }
             ResearcherOp::Status {
