@@ -161,7 +161,11 @@ pub fn researcher(ops: Vec<ResearcherOp>) {
                 let reply = match command % 5 {
                     4 => {
                         let no_match = serde_json::json!({"researcher_id": researcher, "node_id": node, "tags": ["t"], "command": "no-match", "protocol_version": "1"});
-                        core.handle_publish(now, "fedreq/no-match", no_match.to_string().as_bytes());
+                        core.handle_publish(
+                            now,
+                            "fedreq/no-match",
+                            no_match.to_string().as_bytes(),
+                        );
                         continue;
                     }
                     0 => {

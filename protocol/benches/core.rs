@@ -79,6 +79,15 @@ fn pinging(announced: usize) -> Researcher {
     core
 }
 
+/// `core` after taking these replies, one a nanosecond.
+fn absorb_all(mut core: Researcher, payloads: &[Vec<u8>]) -> Researcher {
+    for (i, payload) in payloads.iter().enumerate() {
+        let at = Timestamp::from_duration(Duration::from_nanos(i as u64));
+        core.handle_publish(at, "general/researcher", payload);
+    }
+    core
+}
+
 /// The researcher core taking 10,000 pongs, beside decoding the same pongs alone: the core's
 /// own work is the difference. Nodes known by presence are the steady state; nodes it meets
 /// for the first time must be remembered, which costs their ids' copies.
@@ -112,32 +121,14 @@ fn absorb(c: &mut Criterion) {
     group.bench_function("one_ping_10000_known_pongs", |b| {
         b.iter_batched(
             || pinging(NODES),
-            |mut core| {
-                for (i, payload) in pongs.iter().enumerate() {
-                    core.handle_publish(
-                        Timestamp::from_duration(Duration::from_nanos(i as u64)),
-                        "general/researcher",
-                        payload,
-                    );
-                }
-                core
-            },
+            |core| absorb_all(core, &pongs),
             BatchSize::LargeInput,
         )
     });
     group.bench_function("one_ping_10000_pongs", |b| {
         b.iter_batched(
             || pinging(0),
-            |mut core| {
-                for (i, payload) in pongs.iter().enumerate() {
-                    core.handle_publish(
-                        Timestamp::from_duration(Duration::from_nanos(i as u64)),
-                        "general/researcher",
-                        payload,
-                    );
-                }
-                core
-            },
+            |core| absorb_all(core, &pongs),
             BatchSize::LargeInput,
         )
     });
@@ -159,16 +150,7 @@ fn absorb(c: &mut Criterion) {
                 while core.poll_transmit().is_some() {}
                 core
             },
-            |mut core| {
-                for (i, payload) in spread.iter().enumerate() {
-                    core.handle_publish(
-                        Timestamp::from_duration(Duration::from_nanos(i as u64)),
-                        "general/researcher",
-                        payload,
-                    );
-                }
-                core
-            },
+            |core| absorb_all(core, &spread),
             BatchSize::LargeInput,
         )
     });
