@@ -166,6 +166,7 @@ pub fn researcher(ops: Vec<ResearcherOp>) {
                             "fedreq/no-match",
                             no_match.to_string().as_bytes(),
                         );
+                        check(&mut core);
                         continue;
                     }
                     0 => {
