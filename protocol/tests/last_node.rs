@@ -138,6 +138,14 @@ fn search(tag: &str) -> Request {
     Request::search(vec![tag.to_owned()])
 }
 
+/// A broadcast search for `tag` at 0 ms, primed and fenced: the primer's and fence's sequences.
+fn broadcast_search(core: &mut Researcher, tag: &str) -> (u64, u64) {
+    core.submit(ms(0.0), Submission::broadcast(search(tag)))
+        .unwrap();
+    let out = sent(core);
+    (primer_of(&out), fence_of(&out))
+}
+
 #[test]
 fn a_search_of_nodes_that_announce_themselves_goes_alone() {
     // They say when they have nothing: no fence, no primer.
@@ -200,10 +208,7 @@ fn a_search_that_may_reach_v44_nodes_is_primed_and_fenced_on_each_topic() {
 #[test]
 fn the_primer_tells_a_first_contact_search_whom_to_wait_for() {
     let mut core = fresh();
-    core.submit(ms(0.0), Submission::broadcast(search("even")))
-        .unwrap();
-    let out = sent(&mut core);
-    let (primer, fence) = (primer_of(&out), fence_of(&out));
+    let (primer, fence) = broadcast_search(&mut core, "even");
     for node in ["even-1", "odd-1", "odd-2"] {
         pong(&mut core, ms(1.0), node, primer);
     }
@@ -785,10 +790,7 @@ fn a_delay_every_pong_shares_does_not_lengthen_the_first_contact_gap() {
     // Every node's answers come 40 ms late (a slow link they all share): the gap grows with
     // their spread, from the first primer pong, not from sending.
     let mut core = fresh();
-    core.submit(ms(0.0), Submission::broadcast(search("even")))
-        .unwrap();
-    let out = sent(&mut core);
-    let (primer, fence) = (primer_of(&out), fence_of(&out));
+    let (primer, fence) = broadcast_search(&mut core, "even");
     for (t, node) in [
         (40.0, "even-1"),
         (41.0, "odd-1"),
@@ -858,10 +860,7 @@ fn collecting_search_replies_after_a_broadcast_fences_it_then() {
 #[test]
 fn a_forged_pong_to_a_primer_costs_a_search_at_most_the_first_contact_window() {
     let mut core = fresh();
-    core.submit(ms(0.0), Submission::broadcast(search("x")))
-        .unwrap();
-    let out = sent(&mut core);
-    let (primer, fence) = (primer_of(&out), fence_of(&out));
+    let (primer, fence) = broadcast_search(&mut core, "x");
     pong(&mut core, ms(1.0), "real", primer);
     // Anyone reading general/nodes sees the primer's sequence.
     pong(&mut core, ms(1.5), "forged", primer);
