@@ -1,8 +1,9 @@
 //! A request in flight: what it was sent as, and what it has received. The rules that
 //! complete it are in [`completion`](crate::completion).
 
-use std::collections::HashMap;
 use std::time::Duration;
+
+use hashbrown::HashMap;
 
 use crate::message::{Command, ErrorMessage, NodeMessage, Request, Sequence};
 use crate::outcome::Counters;
@@ -14,6 +15,10 @@ use crate::topic::NodeId;
 /// colliding ids cannot be chosen; foldhash's quality variant costs a fraction of SipHash on
 /// short keys.
 pub(crate) type Keyed = foldhash::quality::FixedState;
+
+/// A map keyed by node id: hashbrown's, whose `entry_ref` hashes an id once and copies it only
+/// when it is new.
+pub(crate) type NodeMap<V> = HashMap<NodeId, V, Keyed>;
 
 /// The hasher of a core configured with `seed`.
 pub(crate) fn keyed(seed: u64) -> Keyed {
@@ -64,7 +69,7 @@ pub(crate) struct Active {
     /// The nodes it expects, in the order they are reported missing.
     pub(crate) expected: Vec<NodeId>,
     /// Where it stands with each node it expects or heard from.
-    pub(crate) nodes: HashMap<NodeId, Standing, Keyed>,
+    pub(crate) nodes: NodeMap<Standing>,
     /// Expected nodes without presence and how long after sending each is awaited: they may
     /// have left without a word.
     pub(crate) unsure: Vec<(NodeId, Duration)>,
@@ -194,7 +199,7 @@ impl Active {
 
     /// Expects `node` too, told of it after sending (a primer's pong), unless it does already.
     pub(crate) fn expect(&mut self, node: &str) {
-        let standing = self.nodes.entry(node.to_owned()).or_default();
+        let standing = self.nodes.entry_ref(node).or_default();
         if standing.expected {
             return;
         }
@@ -209,10 +214,7 @@ impl Active {
     /// a second reply (a duplicate), which changes nothing.
     #[inline]
     pub(crate) fn record(&mut self, node: &str, answer: Answered) -> Option<Standing> {
-        let standing = match self.nodes.get_mut(node) {
-            Some(standing) => standing,
-            None => self.nodes.entry(node.to_owned()).or_default(),
-        };
+        let standing = self.nodes.entry_ref(node).or_default();
         let before = *standing;
         match answer {
             Answered::Replied if before.replied => return None,

@@ -4,10 +4,12 @@ use std::collections::btree_map::Entry as Slot;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
+use hashbrown::hash_map::EntryRef;
+
 use crate::completion::Answer;
 use crate::error::SubmitError;
 use crate::event::{ConnectionState, Event, Mail, Unmatched};
-use crate::inflight::{keyed, Active, Answered, Keyed, Kind, Unknown};
+use crate::inflight::{keyed, Active, Answered, Keyed, Kind, NodeMap, Unknown};
 use crate::message::{Command, ErrorMessage, Limits, NodeMessage, Request, Sequence};
 use crate::outcome::{Completion, Counters, Outcome, RequestId};
 use crate::policy::Policy;
@@ -248,7 +250,7 @@ pub struct Researcher {
     recent: VecDeque<Recent>,
     /// The requests in flight to each targeted node, the broadcasts and the collects: an error
     /// or a status finds the requests it concerns without scanning every one.
-    by_node: HashMap<NodeId, BTreeSet<RequestId>, Keyed>,
+    by_node: NodeMap<BTreeSet<RequestId>>,
     broadcasts: BTreeSet<RequestId>,
     collects: BTreeSet<RequestId>,
     /// Stray replies and refused payloads, counted per reply command (`None`: no command
@@ -269,7 +271,7 @@ pub struct Researcher {
     roster: BTreeMap<NodeId, Member>,
     /// Nodes without presence that answered a broadcast lately, and how long they took:
     /// expected by the next ones.
-    heard: HashMap<NodeId, Duration, Keyed>,
+    heard: NodeMap<Duration>,
     /// The hasher of every map keyed by what the network sends.
     keyed: Keyed,
     /// When our connection broke, while it is down.
@@ -285,7 +287,7 @@ impl Researcher {
     pub fn new(config: ResearcherConfig) -> Self {
         let keyed = keyed(config.hash_seed);
         let known = config.known.clone();
-        let mut heard = HashMap::with_hasher(keyed.clone());
+        let mut heard = NodeMap::with_hasher(keyed.clone());
         let known_nodes = known.iter().flatten().take(config.mailbox_capacity);
         heard.extend(known_nodes.cloned());
         Researcher {
@@ -298,7 +300,7 @@ impl Researcher {
             finished: BTreeSet::new(),
             kept_finished: VecDeque::new(),
             recent: VecDeque::new(),
-            by_node: HashMap::with_hasher(keyed.clone()),
+            by_node: NodeMap::with_hasher(keyed.clone()),
             keyed,
             broadcasts: BTreeSet::new(),
             collects: BTreeSet::new(),
@@ -1053,10 +1055,11 @@ impl Researcher {
         if self.roster.get(node).is_some_and(Member::online) {
             return;
         }
-        if let Some(known) = self.heard.get_mut(node) {
-            *known = took;
-        } else if self.heard.len() < self.config.mailbox_capacity {
-            self.heard.insert(node.to_owned(), took);
+        let room = self.heard.len() < self.config.mailbox_capacity;
+        match self.heard.entry_ref(node) {
+            EntryRef::Occupied(mut known) => *known.get_mut() = took,
+            EntryRef::Vacant(new) if room => _ = new.insert(took),
+            EntryRef::Vacant(_) => {}
         }
     }
 
