@@ -14,11 +14,12 @@ const PING: &str = "fedreq-bare/ping";
 const PONG: &str = "fedreq-bare/pong";
 
 /// `runs` round trips through the broker of `mqtt`, each a publish answered by `responders`
-/// clients: the time until the last reply arrived, per run.
+/// clients after `pause` of idleness: the time until the last reply arrived, per run.
 pub fn round_trips(
     mqtt: &MqttConfig,
     responders: usize,
     runs: usize,
+    pause: Duration,
 ) -> Result<Vec<Duration>, ConnectError> {
     let runtime = Runtime::new().map_err(|e| ConnectError::Runtime(e.to_string()))?;
     // Throwaway clients: they leave no session on the broker.
@@ -30,7 +31,7 @@ pub fn round_trips(
     // Through the relay as fedreq is: the floor is the broker's, not a stalled client's.
     let relay = runtime.relay().clone();
     runtime.handle().spawn(async move {
-        let _ = done.send(measure(mqtt, &relay, responders, runs).await);
+        let _ = done.send(measure(mqtt, &relay, responders, runs, pause).await);
     });
     result
         .recv()
@@ -42,6 +43,7 @@ async fn measure(
     relay: &Relay,
     responders: usize,
     runs: usize,
+    pause: Duration,
 ) -> Result<Vec<Duration>, ConnectError> {
     let qos = mqtt.qos.to_rumqttc();
     let (ready, readied) = flume::unbounded();
@@ -96,6 +98,9 @@ async fn measure(
         }
     }
     for _ in 0..runs {
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
         let started = Instant::now();
         let _ = client.try_publish(PING, qos, false, b"ping".to_vec());
         let mut replies = 0;

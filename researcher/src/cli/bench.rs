@@ -51,6 +51,17 @@ pub struct BenchArgs {
     /// Quiet period and round length of the quiet and compat modes, in seconds
     #[arg(long, default_value_t = 0.1)]
     period: f64,
+    /// Seconds of idleness before each run, bare round trips included: a request to a
+    /// federation that sat idle (as each `fedreq` command's does) wakes sleeping threads
+    #[arg(long, default_value_t = 0.0, value_parser = non_negative)]
+    pause: f64,
+}
+
+fn non_negative(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value >= 0.0 && value.is_finite() => Ok(value),
+        _ => Err(format!("`{text}` is not a non-negative number of seconds")),
+    }
 }
 
 const COMMANDS: [&str; 3] = ["ping", "list", "search"];
@@ -215,8 +226,12 @@ pub fn run(args: BenchArgs, broker: Option<MqttConfig>, json_output: bool) -> Re
     } else {
         for baseline in &baselines {
             eprintln!(
-                "bare MQTT  {:>7} round trip (no fedreq) p50 {} ms  p99 {} ms  on {}",
-                baseline["nodes"], baseline["p50_ms"], baseline["p99_ms"], baseline["transport"]
+                "bare MQTT  {:>7} round trip (no fedreq) p50 {} ms  p99 {} ms  first {} ms  on {}",
+                baseline["nodes"],
+                baseline["p50_ms"],
+                baseline["p99_ms"],
+                baseline["first_ms"],
+                baseline["transport"]
             );
         }
     }
@@ -268,6 +283,7 @@ fn fresh_researchers(
     mqtt: &MqttConfig,
     mode: &str,
     runs: usize,
+    pause: Duration,
     submission: impl Fn() -> Submission,
 ) -> Result<Vec<Outcome>, String> {
     let file = std::env::temp_dir().join(format!("fedreq-bench-known-{}.json", std::process::id()));
@@ -284,6 +300,7 @@ fn fresh_researchers(
     let outcomes = (0..runs)
         .map(|_| {
             let researcher = Requests::connect(mqtt.clone(), bench_config(remember()))?;
+            std::thread::sleep(pause);
             researcher.request(submission())
         })
         .collect::<Result<_, _>>()
@@ -302,16 +319,20 @@ fn mqtt_bench(
 ) -> Result<(), String> {
     mqtt.quick_ack = !args.direct;
     let mqtt = &mqtt;
+    let pause = Duration::from_secs_f64(args.pause);
     for &nodes in &args.mqtt_nodes {
         let ids: Vec<String> = (0..nodes).map(|i| format!("bench-{i}")).collect();
         // The floor first, on a broker the last figures left alone; worth having, not worth
         // losing the figures for.
-        match fedreq_mqtt::bare::round_trips(mqtt, nodes, args.runs) {
+        match fedreq_mqtt::bare::round_trips(mqtt, nodes, args.runs, pause) {
             Ok(bare) => {
                 let (p50, p99) = p50_p99(&bare);
-                baselines.push(
-                    json!({ "transport": transport, "nodes": nodes, "p50_ms": p50, "p99_ms": p99 }),
-                );
+                // The first round trip of a new connection: the floor of a new process's request.
+                let first = bare.first().map(|t| millis(*t));
+                baselines.push(json!({
+                    "transport": transport, "nodes": nodes,
+                    "p50_ms": p50, "p99_ms": p99, "first_ms": first,
+                }));
             }
             Err(error) => eprintln!("bare MQTT {nodes} on {transport}: not measured: {error}"),
         }
@@ -353,10 +374,13 @@ fn mqtt_bench(
                     let submission = || submission(command, mode, period, &ids);
                     let outcomes: Vec<Outcome> = match mode.as_str() {
                         "first-contact" | "remembered" => {
-                            fresh_researchers(mqtt, mode, runs, submission)?
+                            fresh_researchers(mqtt, mode, runs, pause, submission)?
                         }
                         _ => (0..runs)
-                            .map(|_| warm.request(submission()))
+                            .map(|_| {
+                                std::thread::sleep(pause);
+                                warm.request(submission())
+                            })
                             .collect::<Result<_, _>>()
                             .map_err(fail)?,
                     };
