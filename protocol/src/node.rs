@@ -16,7 +16,7 @@ use crate::message::{
     NodeMessage, Object, PingReply, Request, SearchReply, SecaggDeleteReply, SecaggReply,
     TrainReply, TrainRequest, TrainingPlanStatusReply, TrainingPlanStatusRequest,
 };
-use crate::presence::{self, NoMatch};
+use crate::presence::{self, NoMatch, Presence, Status};
 use crate::researcher::Transmit;
 use crate::time::Timestamp;
 use crate::topic::{self, NodeId};
@@ -55,6 +55,9 @@ pub struct NodeConfig {
     /// Say so on `fedreq/no-match` when a search finds nothing, so that a fedreq researcher
     /// needs no fence behind it; off, the node stays silent as a v4.4 node does.
     pub says_no_match: bool,
+    /// The run it announces itself as (its presence incarnation), answering researchers'
+    /// probes with its status; `None` for a node that announces nothing, as v4.4's.
+    pub announces_as: Option<u64>,
 }
 
 /// A training plan's check: its normalised form, or why it is not Python.
@@ -76,6 +79,7 @@ impl NodeConfig {
             limits: Limits::default(),
             plan_check: None,
             says_no_match: true,
+            announces_as: None,
         }
     }
 }
@@ -243,13 +247,29 @@ impl Node {
     }
 
     /// The topics to subscribe to.
-    pub fn subscriptions(&self) -> [String; 2] {
+    pub fn subscriptions(&self) -> [String; 3] {
         topic::node_subscriptions(&self.config.node_id)
     }
 
     /// Training plans sent for approval, in arrival order.
     pub fn plans(&self) -> &[Plan] {
         &self.plans
+    }
+
+    /// A researcher asks who is out there: says it is online again, live, so that the status
+    /// reaches it where the broker's retained one does not (a wildcard subscription on
+    /// RabbitMQ, another member of a cluster). Safe to lose: the researcher asks again when it
+    /// reconnects.
+    fn on_probe(&mut self) {
+        let Some(incarnation) = self.config.announces_as else {
+            return;
+        };
+        let node_id = &self.config.node_id;
+        let online = Presence::new(node_id.clone(), Status::Online, incarnation);
+        self.transmits.push_back(Transmit {
+            at_most_once: true,
+            ..Transmit::new(presence::topic(node_id), online.encode())
+        });
     }
 
     /// The operator's decision on plan `index` of [`plans`](Self::plans).
@@ -260,9 +280,17 @@ impl Node {
             .is_some()
     }
 
-    /// Takes one publish received on `general/nodes` or `general/<node_id>`. `now` is read as
-    /// time since the Unix epoch, for the `asctime` of the logs it sends.
-    pub fn handle_publish(&mut self, now: Timestamp, _topic: &str, payload: &[u8]) {
+    /// Announces itself as run `incarnation` from now on (a restarted run), or no more.
+    pub fn announce_as(&mut self, incarnation: Option<u64>) {
+        self.config.announces_as = incarnation;
+    }
+
+    /// Takes one publish received on one of its [`subscriptions`](Self::subscriptions). `now`
+    /// is read as time since the Unix epoch, for the `asctime` of the logs it sends.
+    pub fn handle_publish(&mut self, now: Timestamp, topic: &str, payload: &[u8]) {
+        if topic == presence::PROBE {
+            return self.on_probe();
+        }
         let request = match Request::decode(payload, &self.config.limits) {
             Ok(decoded) => decoded.message,
             Err(error) => return self.refuse(now, payload, &error),

@@ -6,6 +6,12 @@
 //! apart, so a retained status of an earlier run never counts for a new one. A clean stop
 //! says `stopped`, so the researcher tells a node that left from one whose connection broke.
 //!
+//! A broker may keep retained statuses and still not deliver them on a wildcard subscription
+//! (RabbitMQ's MQTT plugin), or keep them on one member of a cluster only. So a researcher,
+//! each time it connects, publishes a **probe** on `fedreq/probe`, and every node that announces
+//! itself answers with its status again, live (not retained): live publishes reach wildcard
+//! subscriptions on every broker, across members.
+//!
 //! A node that announces itself also says when a search found nothing, on `fedreq/no-match`:
 //! where a v4.4 node stays silent, so that the researcher needs no fence behind a search to
 //! nodes it knows announce themselves.
@@ -19,6 +25,10 @@ pub const PREFIX: &str = "fedreq/presence/";
 
 /// What the researcher subscribes to.
 pub const SUBSCRIPTION: &str = "fedreq/presence/+";
+
+/// Where a researcher asks every node that announces itself to say its status again. The
+/// payload is not read: any publish there is a probe.
+pub const PROBE: &str = "fedreq/probe";
 
 /// Where nodes that announce themselves say a search found nothing.
 pub const NO_MATCH: &str = "fedreq/no-match";

@@ -585,8 +585,25 @@ impl Researcher {
     /// wait while the connection is down.
     pub fn handle_connection(&mut self, now: Timestamp, state: ConnectionState) {
         self.handle_timeout(now);
-        self.on_own_connection(now, state == ConnectionState::Connected);
+        let up = state == ConnectionState::Connected;
+        if up {
+            self.probe_presence();
+        }
+        self.on_own_connection(now, up);
         self.events.push_back(Event::Connection(state));
+    }
+
+    /// Asks every node that announces itself to say its status again, live: where the broker
+    /// does not deliver retained statuses on our wildcard subscription (RabbitMQ), or kept
+    /// them on another member of its cluster, the answers make the roster. Call it once
+    /// subscribed, as [`handle_connection`](Self::handle_connection) does on each connection.
+    pub fn probe_presence(&mut self) {
+        // Who asked, for whoever watches the broker; nodes do not read it.
+        let probe = serde_json::json!({ "researcher_id": self.config.researcher_id });
+        self.transmits.push_back(Transmit {
+            at_most_once: true,
+            ..Transmit::new(presence::PROBE, probe.to_string().into_bytes())
+        });
     }
 
     /// Fires every timer due at `now`. Call it when the clock reaches [`poll_timeout`](Self::poll_timeout);

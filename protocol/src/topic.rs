@@ -31,9 +31,14 @@ pub const RESEARCHER_SUBSCRIPTIONS: [&str; 5] = [
     crate::presence::NO_MATCH,
 ];
 
-/// Topics a node subscribes to: `general/nodes` and its own.
-pub fn node_subscriptions(node_id: &str) -> [String; 2] {
-    [NODES.to_owned(), node(node_id)]
+/// Topics a node subscribes to: `general/nodes`, its own, and the researchers' presence probes
+/// (a node that announces nothing ignores them).
+pub fn node_subscriptions(node_id: &str) -> [String; 3] {
+    [
+        NODES.to_owned(),
+        node(node_id),
+        crate::presence::PROBE.to_owned(),
+    ]
 }
 
 /// Who a request is for.

@@ -317,3 +317,43 @@ fn broadcasts_settle_only_until_first_contact_is_made() {
         (2, Duration::from_millis(4), Completion::AllAnswered)
     );
 }
+
+#[test]
+fn each_connection_probes_and_a_node_that_announces_itself_answers_live() {
+    use fedreq_protocol::{Node, NodeConfig};
+    let mut core = Researcher::new(ResearcherConfig::new(ME));
+    core.handle_connection(ms(0.0), ConnectionState::Connected);
+    let probe = core.poll_transmit().expect("a probe on connecting");
+    assert_eq!(probe.topic, presence::PROBE);
+    assert!(
+        probe.at_most_once,
+        "a lost probe is asked again on reconnecting"
+    );
+
+    let announcing = |announces_as| NodeConfig {
+        announces_as,
+        ..NodeConfig::new("n1", Vec::new().into())
+    };
+    let mut silent = Node::new(announcing(None));
+    silent.handle_publish(ms(1.0), presence::PROBE, &probe.payload);
+    assert!(silent.poll_transmit().is_none(), "v4.4's nodes say nothing");
+
+    let mut node = Node::new(announcing(Some(7)));
+    assert!(node.subscriptions().iter().any(|t| t == presence::PROBE));
+    // Any publish there is a probe: its payload is not read.
+    node.handle_publish(ms(1.0), presence::PROBE, b"\xff not json");
+    let answer = node.poll_transmit().expect("its status, again");
+    assert!(node.poll_transmit().is_none());
+    assert_eq!(answer.topic, presence::topic("n1"));
+    let decoded = Presence::decode(&answer.topic, &answer.payload, &Default::default()).unwrap();
+    assert_eq!(decoded, Presence::new("n1", Status::Online, 7));
+
+    // Delivered live (no retained status reached us): the node is online, and expected.
+    core.handle_publish(ms(2.0), &answer.topic, &answer.payload);
+    assert_eq!(online(&core), ["n1"]);
+    node.announce_as(Some(8));
+    node.handle_publish(ms(3.0), presence::PROBE, b"");
+    let restarted = node.poll_transmit().unwrap();
+    let decoded = Presence::decode(&restarted.topic, &restarted.payload, &Default::default());
+    assert_eq!(decoded.unwrap().incarnation, 8);
+}

@@ -27,6 +27,8 @@ struct State {
     retained: BTreeMap<Arc<str>, Arc<[u8]>>,
     /// Each client's last will, published (retained) if it crashes.
     wills: HashMap<u64, Publish>,
+    /// Retained publishes go only to subscriptions without wildcards, as RabbitMQ's.
+    retained_exact_only: bool,
 }
 
 impl State {
@@ -64,6 +66,14 @@ impl Broker {
         Broker::default()
     }
 
+    /// A broker that keeps retained publishes but delivers them only on subscriptions without
+    /// wildcards, as RabbitMQ's MQTT plugin does.
+    pub fn retained_exact_only() -> Self {
+        let broker = Broker::default();
+        lock(&broker.state).retained_exact_only = true;
+        broker
+    }
+
     /// A new client, with an empty inbox and no subscription.
     pub fn connect(&self) -> Client {
         let (sender, inbox) = flume::unbounded();
@@ -92,7 +102,9 @@ impl Client {
     pub fn subscribe(&self, filter: &str) -> Result<(), FilterError> {
         let mut state = lock(&self.state);
         state.router.subscribe(self.id, filter)?;
-        if let Some(inbox) = state.inboxes.get(&self.id) {
+        let wildcard = filter.contains(['+', '#']);
+        let inbox = state.inboxes.get(&self.id);
+        if let Some(inbox) = inbox.filter(|_| !(wildcard && state.retained_exact_only)) {
             for (topic, payload) in state.retained.iter().filter(|(t, _)| matches(filter, t)) {
                 let _ = inbox.send(Publish {
                     topic: Arc::clone(topic),

@@ -4,6 +4,7 @@
 use std::thread::JoinHandle;
 
 use fedreq_driver::{Clock, Order, ResearcherDriver, ResearcherHandle};
+use fedreq_protocol::event::ConnectionState;
 use fedreq_protocol::node::FetchResult;
 use fedreq_protocol::presence::{self, Presence, Status};
 use fedreq_protocol::topic::TargetError;
@@ -23,6 +24,8 @@ pub fn connect_researcher(broker: &Broker, config: ResearcherConfig) -> Research
     while let Ok(publish) = client.inbox().try_recv() {
         receive(&mut driver, &publish);
     }
+    // Subscribed: the core probes for the statuses a broker did not deliver.
+    driver.handle_connection(ConnectionState::Connected);
     let thread = std::thread::Builder::new()
         .name("fedreq-mem-researcher".into())
         .spawn(move || run_researcher(driver, client))
@@ -50,6 +53,9 @@ enum Step {
 
 fn run_researcher(mut driver: ResearcherDriver, client: Client) {
     loop {
+        driver.drain(|transmit| {
+            let _ = client.publish(&transmit.topic, transmit.payload);
+        });
         let selector = flume::Selector::new()
             .recv(client.inbox(), |m| m.map_or(Step::Stop, Step::Publish))
             .recv(driver.orders(), |o| o.map_or(Step::Stop, Step::Order));
@@ -63,9 +69,6 @@ fn run_researcher(mut driver: ResearcherDriver, client: Client) {
             Step::Timer => driver.handle_timeout(),
             Step::Stop => return,
         }
-        driver.drain(|transmit| {
-            let _ = client.publish(&transmit.topic, transmit.payload);
-        });
     }
 }
 
@@ -121,6 +124,7 @@ impl NodeDriver {
                 topic::validate_node_id(&config.node_id)?;
                 // A node without presence is silent as a v4.4 node is.
                 config.says_no_match &= presence;
+                config.announces_as = presence.then_some(incarnation);
                 let node = Node::new(config);
                 let client = broker.connect();
                 for filter in node.subscriptions() {

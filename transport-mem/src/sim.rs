@@ -232,7 +232,10 @@ impl Simulation {
             .iter()
             .enumerate()
             .map(|(i, id)| SimNode {
-                core: Node::new(NodeConfig::new(id.clone(), Arc::clone(&variants[i % 10]))),
+                core: Node::new(NodeConfig {
+                    announces_as: Some(1),
+                    ..NodeConfig::new(id.clone(), Arc::clone(&variants[i % 10]))
+                }),
                 up: true,
                 slow: Duration::ZERO,
                 incarnation: 1,
@@ -478,6 +481,8 @@ impl Simulation {
                 let node_state = &mut self.nodes[node as usize];
                 node_state.up = true;
                 node_state.incarnation = started.max(node_state.incarnation + 1);
+                let announces_as = node_state.announces.then_some(node_state.incarnation);
+                node_state.core.announce_as(announces_as);
                 self.subscribe_node(node as usize);
                 self.announce(node, Status::Online);
             }

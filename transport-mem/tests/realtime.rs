@@ -136,3 +136,37 @@ fn a_broadcast_finds_nodes_with_presence_and_nodes_without() {
     assert_eq!(second, everyone);
     assert_eq!(completion, Completion::AllAnswered);
 }
+
+#[test]
+fn a_broker_that_keeps_retained_statuses_from_wildcards_still_gives_the_roster() {
+    // RabbitMQ's MQTT plugin: the researcher's `fedreq/presence/+` gets no retained status.
+    let broker = Broker::retained_exact_only();
+    let configs = (0..3)
+        .map(|i| NodeConfig::new(format!("n{i}"), simulated_datasets(i)))
+        .collect();
+    let _nodes = NodeDriver::start(&broker, configs, |_| FetchResult::Status(404)).unwrap();
+    let researcher = fedreq_mem::connect_researcher(&broker, ResearcherConfig::new("r"));
+    // The nodes answer the researcher's probe with their statuses, live.
+    let mut announced = Vec::new();
+    while announced.len() < 3 {
+        match researcher.events().recv_timeout(Duration::from_secs(5)) {
+            Ok(fedreq_protocol::Event::Presence(p)) => announced.push(p.node_id),
+            Ok(_) => {}
+            Err(error) => panic!("only {announced:?} announced: {error}"),
+        }
+    }
+    let roster = researcher.roster().recv().unwrap();
+    assert!(
+        roster.len() == 3 && roster.values().all(|m| m.online()),
+        "{roster:?}"
+    );
+    let ping = researcher
+        .submit(Submission::broadcast(Request::ping()))
+        .recv()
+        .unwrap()
+        .unwrap();
+    // A first broadcast, from a core that knows of no node without presence: it settles.
+    assert_eq!(ping.completion, Completion::Settled);
+    assert_eq!(ping.online().len(), 3);
+    assert!(ping.elapsed < Duration::from_secs(1), "{:?}", ping.elapsed);
+}

@@ -97,6 +97,7 @@ fn spawn(
         let filters = subscriptions(&node.node_id, qos);
         let incarnation = Clock::start().now().since_epoch().as_nanos() as u64;
         let offline = status(&node.node_id, Status::Offline, incarnation);
+        node.announces_as = mqtt.presence.then_some(incarnation);
         let extras = Extras {
             will: mqtt.presence.then_some((offline.topic, offline.payload)),
             sync: None,
