@@ -28,14 +28,14 @@ enum OrderKind {
     Cancel(Ticket),
     TakeMail(Vec<Command>, flume::Sender<Vec<Mail>>),
     Roster(flume::Sender<Roster>),
-    Heard(flume::Sender<Heard>),
+    Known(flume::Sender<Known>),
 }
 
 /// Names a caller's wait, so that dropping it can cancel its request.
 type Ticket = u64;
 
 /// The nodes without presence heard lately, with how long each took to answer.
-pub type Heard = BTreeMap<NodeId, Duration>;
+pub type Known = BTreeMap<NodeId, Duration>;
 
 /// Every node known by its presence, online or not.
 pub type Roster = BTreeMap<NodeId, Member>;
@@ -92,10 +92,10 @@ impl ResearcherHandle {
         }
     }
 
-    /// The nodes without presence heard lately, with how long each took to answer: what the
-    /// next process may start knowing ([`ResearcherConfig::known`]).
-    pub fn heard(&self) -> flume::Receiver<Heard> {
-        self.ask(OrderKind::Heard)
+    /// What the next process may start knowing ([`ResearcherConfig::known`], see
+    /// [`Researcher::known`](fedreq_protocol::Researcher::known)).
+    pub fn known(&self) -> flume::Receiver<Known> {
+        self.ask(OrderKind::Known)
     }
 
     /// Takes the mailbox's messages of these commands (all when empty).
@@ -295,8 +295,8 @@ impl ResearcherDriver {
                     self.core.cancel(now, id);
                 }
             }
-            OrderKind::Heard(answer) => {
-                let _ = answer.send(self.core.heard().clone());
+            OrderKind::Known(answer) => {
+                let _ = answer.send(self.core.known());
             }
             OrderKind::TakeMail(commands, answer) => {
                 let _ = answer.send(self.core.take_mail(&commands));
@@ -327,6 +327,13 @@ impl ResearcherDriver {
     /// Takes a change of the connection.
     pub fn handle_connection(&mut self, state: ConnectionState) {
         self.core.handle_connection(self.clock.now(), state);
+    }
+
+    /// Asks the nodes that announce themselves for their statuses (see
+    /// [`Researcher::probe_presence`]): once subscribed on the first session; the core asks
+    /// again on each reconnection.
+    pub fn probe_presence(&mut self) {
+        self.core.probe_presence();
     }
 
     /// The clock reached [`next_wake`](Self::next_wake).

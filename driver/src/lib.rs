@@ -24,6 +24,6 @@ mod handle;
 
 pub use clock::Clock;
 pub use handle::{
-    drain, Heard, Order, Pending, ResearcherDriver, ResearcherHandle, Roster, Stopped,
+    drain, Known, Order, Pending, ResearcherDriver, ResearcherHandle, Roster, Stopped,
     EVENT_CAPACITY,
 };

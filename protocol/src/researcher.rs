@@ -341,10 +341,19 @@ impl Researcher {
         &self.roster
     }
 
-    /// The nodes without presence heard lately, with how long each took to answer: what an
-    /// adapter keeps for the next process ([`ResearcherConfig::known`]).
+    /// The nodes without presence heard lately, with how long each took to answer.
     pub fn heard(&self) -> BTreeMap<NodeId, Duration> {
         self.heard.iter().map(|(n, t)| (n.clone(), *t)).collect()
+    }
+
+    /// What an adapter keeps for the next process ([`ResearcherConfig::known`]): the nodes
+    /// heard without presence, with how long each took, and those online by presence (no
+    /// time: a broker may not give the next process their statuses, as RabbitMQ's does not
+    /// on a wildcard subscription; where it does, each status takes over).
+    pub fn known(&self) -> BTreeMap<NodeId, Duration> {
+        let online = self.roster.iter().filter(|(_, m)| m.online());
+        let online = online.map(|(node, _)| (node.clone(), Duration::ZERO));
+        online.chain(self.heard()).collect()
     }
 
     /// The nodes a broadcast by presence expects: those online, then those without presence

@@ -1,5 +1,7 @@
-//! The nodes without presence heard on a broker, kept across processes: a new process
-//! expects them from its first broadcast instead of meeting them anew (first contact).
+//! The nodes known on a broker, kept across processes: a new process expects them from its
+//! first broadcast instead of meeting them anew (first contact). Nodes heard without
+//! presence, with how long they took; and nodes online by presence, for a broker that does
+//! not give a new connection their retained statuses (RabbitMQ, on a wildcard subscription).
 //!
 //! One small JSON file per broker, in `FEDREQ_STATE_DIR`, else `$XDG_STATE_HOME/fedreq`,
 //! else `~/.local/state/fedreq`. A node not heard for [`MAX_AGE`] is dropped; a file not
@@ -87,7 +89,7 @@ impl KnownNodes {
         Some(nodes)
     }
 
-    /// Writes what this process heard: `heard` replaces the nodes of the file (a node it
+    /// Writes what this process knows: `heard` replaces the nodes of the file (a node it
     /// forgot missed a broadcast). Written whole to a temporary file, then renamed, so a
     /// reader never sees half of it.
     pub fn save(&self, heard: &BTreeMap<NodeId, Duration>) -> std::io::Result<()> {

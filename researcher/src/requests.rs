@@ -251,7 +251,7 @@ impl Requests {
         self
     }
 
-    /// Keeps the nodes heard for the next process (as dropping it does). Only after a
+    /// Keeps the nodes known for the next process (as dropping it does). Only after a
     /// broadcast: without one, this process learnt nothing about who is out there.
     pub fn save_known(&self) -> Result<(), Error> {
         let Some(known) = &self.known else {
@@ -260,12 +260,12 @@ impl Requests {
         if !self.broadcast_done.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let heard = self
+        let nodes = self
             .handle
-            .heard()
+            .known()
             .recv_timeout(Duration::from_secs(1))
             .map_err(|_| Error::Stopped)?;
-        known.save(&heard).map_err(|error| Error::Known {
+        known.save(&nodes).map_err(|error| Error::Known {
             path: known.path().display().to_string(),
             error: error.to_string(),
         })
@@ -689,7 +689,7 @@ impl Requests {
 }
 
 impl Drop for Requests {
-    /// Keeps the nodes heard for the next process; a failure is only logged.
+    /// Keeps the nodes known for the next process; a failure is only logged.
     fn drop(&mut self) {
         if let Err(error) = self.save_known() {
             log::warn!("{error}");

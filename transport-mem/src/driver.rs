@@ -4,7 +4,6 @@
 use std::thread::JoinHandle;
 
 use fedreq_driver::{Clock, Order, ResearcherDriver, ResearcherHandle};
-use fedreq_protocol::event::ConnectionState;
 use fedreq_protocol::node::FetchResult;
 use fedreq_protocol::presence::{self, Presence, Status};
 use fedreq_protocol::topic::TargetError;
@@ -24,8 +23,8 @@ pub fn connect_researcher(broker: &Broker, config: ResearcherConfig) -> Research
     while let Ok(publish) = client.inbox().try_recv() {
         receive(&mut driver, &publish);
     }
-    // Subscribed: the core probes for the statuses a broker did not deliver.
-    driver.handle_connection(ConnectionState::Connected);
+    // Subscribed: ask for the statuses a broker did not deliver.
+    driver.probe_presence();
     let thread = std::thread::Builder::new()
         .name("fedreq-mem-researcher".into())
         .spawn(move || run_researcher(driver, client))

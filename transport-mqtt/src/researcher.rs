@@ -91,6 +91,8 @@ fn start(
         for input in session.early {
             task.input(input);
         }
+        // Subscribed: ask for the statuses a broker did not deliver (RabbitMQ's wildcards).
+        task.driver.probe_presence();
         let _ = ready_tx.send(Ok(()));
         task.run(&session.inputs).await;
         // Every handle is gone: a clean stop.
@@ -144,6 +146,9 @@ impl Task {
     async fn run(mut self, inputs: &flume::Receiver<Input>) {
         let orders = self.driver.orders().clone();
         loop {
+            let outbox = &mut self.outbox;
+            self.driver.drain(|transmit| outbox.push(transmit));
+            self.outbox.flush(&self.client, self.qos);
             let wake = self.driver.next_wake().map(Instant::from_std);
             tokio::select! {
                 input = inputs.recv_async() => match input {
@@ -158,9 +163,6 @@ impl Task {
                 _ = sleep_until(wake), if wake.is_some() => self.driver.handle_timeout(),
                 _ = tokio::time::sleep(Duration::from_millis(1)), if self.outbox.is_pending() => {}
             }
-            let outbox = &mut self.outbox;
-            self.driver.drain(|transmit| outbox.push(transmit));
-            self.outbox.flush(&self.client, self.qos);
         }
     }
 }

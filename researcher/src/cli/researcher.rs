@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
+use fedreq::Requests;
 use fedreq::TrainingPlan;
+use fedreq_protocol::researcher::Member;
 use fedreq_protocol::{Command, DecodeError, NodeId, Request, Submission, Target};
 use serde_json::{json, Value};
 
@@ -307,7 +309,7 @@ pub fn listen(global: &Global, args: ListenArgs) -> Result<(), String> {
 
 pub fn roster(global: &Global) -> Result<(), String> {
     let requests = global.connect()?;
-    let roster = requests.roster().map_err(fail)?;
+    let roster = settled_roster(&requests)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -346,4 +348,29 @@ pub fn roster(global: &Global) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The roster once the answers to our presence probe are in: where the broker keeps retained
+/// statuses from wildcard subscriptions (RabbitMQ) or on another cluster member, they are the
+/// roster, and come a node's round trip after we connected. Still for 50 ms (first contact's
+/// shortest gap), at most a second.
+fn settled_roster(requests: &Requests) -> Result<fedreq_driver::Roster, String> {
+    const STILL: Duration = Duration::from_millis(50);
+    const LONGEST: Duration = Duration::from_secs(1);
+    let statuses = |roster: &fedreq_driver::Roster| -> Vec<(String, u64, bool)> {
+        let status = |(node, m): (&String, &Member)| (node.clone(), m.incarnation, m.online());
+        roster.iter().map(status).collect()
+    };
+    let started = Instant::now();
+    let mut roster = requests.roster().map_err(fail)?;
+    let mut still_since = Instant::now();
+    while still_since.elapsed() < STILL && started.elapsed() < LONGEST {
+        std::thread::sleep(Duration::from_millis(5));
+        let now = requests.roster().map_err(fail)?;
+        if statuses(&now) != statuses(&roster) {
+            still_since = Instant::now();
+        }
+        roster = now;
+    }
+    Ok(roster)
 }
