@@ -47,9 +47,11 @@ async fn measure(
 ) -> Result<Vec<Duration>, ConnectError> {
     let qos = mqtt.qos.to_rumqttc();
     let (ready, readied) = flume::unbounded();
-    for _ in 0..responders {
-        let (client, mut eventloop) =
-            connection::open(&mqtt, connection::client_id("bare"), 64, None, Some(relay));
+    for i in 0..responders {
+        // On a cluster, the responders on the other members: every reply crosses it.
+        let elsewhere = mqtt.elsewhere(i);
+        let id = connection::client_id("bare");
+        let (client, mut eventloop) = connection::open(&elsewhere, id, 64, None, Some(relay));
         let ready = ready.clone();
         tokio::spawn(async move {
             while let Ok(event) = eventloop.poll().await {

@@ -118,10 +118,14 @@ pub enum Session {
 /// How to reach the broker.
 #[derive(Clone, Debug)]
 pub struct MqttConfig {
-    /// Host name or address.
+    /// Host name or address (of the member tried first, for a clustered broker).
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// Other members of the same broker (a cluster, or bridged brokers that share the topics),
+    /// as host and port: a connection whose member fails moves to the next in turn, and a
+    /// failed member is tried again when its turn comes back.
+    pub fallbacks: Vec<(String, u16)>,
     /// QoS of publishes and subscriptions.
     pub qos: Qos,
     /// Largest MQTT packet sent, in bytes. Any packet is accepted (up to MQTT's 256 MiB): an
@@ -157,6 +161,7 @@ impl MqttConfig {
         MqttConfig {
             host: host.into(),
             port,
+            fallbacks: Vec::new(),
             qos: Qos::AtLeastOnce,
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             session: Session::Persistent,
@@ -173,33 +178,88 @@ impl MqttConfig {
         }
     }
 
-    /// Parses `HOST:PORT`, `mqtt://HOST:PORT` or `HOST` (port 1883).
+    /// Parses `HOST:PORT`, `mqtt://HOST:PORT` or `HOST` (port 1883), or several of them
+    /// separated by commas: the members of a clustered broker, tried in that order.
     pub fn parse(address: &str) -> Result<Self, AddressError> {
-        let rest = address.strip_prefix("mqtt://").unwrap_or(address);
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && !host.ends_with(':') => {
-                let port = port.parse().map_err(|_| AddressError(address.to_owned()))?;
-                (host.trim_start_matches('[').trim_end_matches(']'), port)
-            }
-            None if !rest.is_empty() => (rest, 1883),
-            _ => return Err(AddressError(address.to_owned())),
-        };
-        if host.is_empty() || host.contains(['/', ' ']) {
-            return Err(AddressError(address.to_owned()));
-        }
-        Ok(MqttConfig::new(host, port))
+        let mut members = address
+            .split(',')
+            .map(|member| parse_one(member.trim(), 1883));
+        let (host, port) = members
+            .next()
+            .ok_or_else(|| AddressError(address.to_owned()))??;
+        let fallbacks = members.collect::<Result<_, _>>()?;
+        Ok(MqttConfig {
+            fallbacks,
+            ..MqttConfig::new(host, port)
+        })
     }
 
-    /// `host:port`, for messages.
-    pub fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+    /// The same broker, member `member` first (the others in turn after it).
+    pub fn starting_at(&self, member: usize) -> MqttConfig {
+        let mut members: Vec<(String, u16)> =
+            self.members().map(|(h, p)| (h.to_owned(), p)).collect();
+        let first = member % members.len();
+        members.rotate_left(first);
+        let (host, port) = members.remove(0);
+        MqttConfig {
+            host,
+            port,
+            fallbacks: members,
+            ..self.clone()
+        }
     }
+
+    /// The same broker from a member other than the first, the `i`-th in turn (the first
+    /// when there is only one): where a benchmark puts its nodes, so that every message
+    /// between them and the researcher crosses the cluster.
+    pub fn elsewhere(&self, i: usize) -> MqttConfig {
+        match self.fallbacks.len() {
+            0 => self.clone(),
+            others => self.starting_at(1 + i % others),
+        }
+    }
+
+    /// Every member's address, the first first.
+    pub fn members(&self) -> impl Iterator<Item = (&str, u16)> {
+        let first = std::iter::once((self.host.as_str(), self.port));
+        first.chain(
+            self.fallbacks
+                .iter()
+                .map(|(host, port)| (host.as_str(), *port)),
+        )
+    }
+
+    /// `host:port`, each member's, for messages.
+    pub fn address(&self) -> String {
+        let members: Vec<String> = self
+            .members()
+            .map(|(host, port)| format!("{}:{port}", crate::relay::bracketed(host)))
+            .collect();
+        members.join(",")
+    }
+}
+
+/// One member's `HOST:PORT`, `mqtt://HOST:PORT` or `HOST` (port `default_port`).
+pub fn parse_one(address: &str, default_port: u16) -> Result<(String, u16), AddressError> {
+    let rest = address.strip_prefix("mqtt://").unwrap_or(address);
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && !host.ends_with(':') => {
+            let port = port.parse().map_err(|_| AddressError(address.to_owned()))?;
+            (host.trim_start_matches('[').trim_end_matches(']'), port)
+        }
+        None if !rest.is_empty() => (rest, default_port),
+        _ => return Err(AddressError(address.to_owned())),
+    };
+    if host.is_empty() || host.contains(['/', ' ']) {
+        return Err(AddressError(address.to_owned()));
+    }
+    Ok((host.to_owned(), port))
 }
 
 /// A broker address that cannot be parsed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid broker address `{0}`: expected HOST:PORT or mqtt://HOST:PORT")]
+#[error("invalid broker address `{0}`: expected HOST:PORT or mqtt://HOST:PORT, several separated by commas")]
 pub struct AddressError(pub String);
 
 #[cfg(test)]
@@ -217,8 +277,31 @@ mod tests {
             let config = MqttConfig::parse(text).unwrap();
             assert_eq!((config.host.as_str(), config.port), (host, port), "{text}");
         }
-        for bad in ["", ":1883", "host:port", "host:70000", "a b:1", "mqtt://"] {
+        for bad in [
+            "",
+            ":1883",
+            "host:port",
+            "host:70000",
+            "a b:1",
+            "mqtt://",
+            "a:1,",
+            "a:1,b:x",
+        ] {
             assert!(MqttConfig::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn several_members_parse_in_order() {
+        let config = MqttConfig::parse("a:1, mqtt://b:2,[::1]:3,c").unwrap();
+        let members: Vec<(&str, u16)> = config.members().collect();
+        assert_eq!(members, [("a", 1), ("b", 2), ("::1", 3), ("c", 1883)]);
+        assert_eq!(config.address(), "a:1,b:2,[::1]:3,c:1883");
+        let first = |config: MqttConfig| (config.host, config.port);
+        assert_eq!(first(config.starting_at(2)), ("::1".to_owned(), 3));
+        assert_eq!(config.starting_at(2).address(), "[::1]:3,c:1883,a:1,b:2");
+        assert_eq!(first(config.elsewhere(0)), ("b".to_owned(), 2));
+        assert_eq!(first(config.elsewhere(2)), ("c".to_owned(), 1883));
+        assert_eq!(first(config.elsewhere(3)), ("b".to_owned(), 2));
     }
 }

@@ -2,7 +2,8 @@
 //! core's task, reconnecting with backoff. Polling alone in its own task means the event loop
 //! is never cancelled mid-packet and never waits on the core.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
@@ -81,7 +82,7 @@ pub(crate) struct Extras {
     pub sync: Option<String>,
 }
 
-/// Builds the rumqttc client and event loop for `config`.
+/// Builds the rumqttc client and event loop for `config`, on its first member.
 pub(crate) fn open(
     config: &MqttConfig,
     client_id: String,
@@ -89,20 +90,42 @@ pub(crate) fn open(
     will: Option<(String, Vec<u8>)>,
     relay: Option<&Relay>,
 ) -> (AsyncClient, EventLoop) {
+    let options = options(config, 0, client_id, will.as_ref(), relay);
+    let (client, mut eventloop) = AsyncClient::new(options, capacity);
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    network.set_connection_timeout(config.connect_timeout.as_secs().max(1));
+    eventloop.set_network_options(network);
+    (client, eventloop)
+}
+
+/// rumqttc's options to reach member `member` of `config`.
+fn options(
+    config: &MqttConfig,
+    member: usize,
+    client_id: String,
+    will: Option<&(String, Vec<u8>)>,
+    relay: Option<&Relay>,
+) -> MqttOptions {
+    let (host, port) = config
+        .members()
+        .nth(member)
+        .unwrap_or((&config.host, config.port));
     // Through the relay, an IPv6 literal goes in brackets, so its CONNECT line reads right;
     // with TLS the name must stay the certificate's: direct, then.
     let relayed =
-        relay.filter(|_| config.quick_ack && (config.tls.is_none() || !config.host.contains(':')));
-    let host = match relayed {
-        Some(_) => crate::relay::bracketed(&config.host),
-        None => config.host.clone(),
+        relay.filter(|_| config.quick_ack && (config.tls.is_none() || !host.contains(':')));
+    let address = match relayed {
+        Some(_) => crate::relay::bracketed(host),
+        None => host.to_owned(),
     };
-    let mut options = MqttOptions::new(client_id, host, config.port);
+    let mut options = MqttOptions::new(client_id, address, port);
     if let Some(relay) = relayed {
-        options.set_proxy(relay.proxy_for(&config.host, config.port));
+        options.set_proxy(relay.proxy_for(host, port));
     }
     if let Some((topic, payload)) = will {
-        options.set_last_will(LastWill::new(topic, payload, config.qos.to_rumqttc(), true));
+        let will = LastWill::new(topic, payload.clone(), config.qos.to_rumqttc(), true);
+        options.set_last_will(will);
     }
     options
         .set_keep_alive(config.keep_alive)
@@ -116,12 +139,46 @@ pub(crate) fn open(
             tls.config.clone(),
         )));
     }
-    let (client, mut eventloop) = AsyncClient::new(options, capacity);
-    let mut network = eventloop.network_options();
-    network.set_tcp_nodelay(true);
-    network.set_connection_timeout(config.connect_timeout.as_secs().max(1));
-    eventloop.set_network_options(network);
-    (client, eventloop)
+    options
+}
+
+/// Where a connection stands among the members of a clustered broker: when its member fails,
+/// it moves to the next in turn.
+#[derive(Clone)]
+pub(crate) struct Members {
+    config: MqttConfig,
+    client_id: String,
+    will: Option<(String, Vec<u8>)>,
+    relay: Relay,
+    /// The member it is on (or trying), shared with whoever ends its session.
+    current: Arc<AtomicUsize>,
+}
+
+impl Members {
+    /// The next member's options, when there is another member.
+    fn next(&self) -> Option<MqttOptions> {
+        let count = self.config.fallbacks.len() + 1;
+        if count == 1 {
+            return None;
+        }
+        let member = (self.current.load(Ordering::Relaxed) + 1) % count;
+        self.current.store(member, Ordering::Relaxed);
+        let id = self.client_id.clone();
+        let options = options(
+            &self.config,
+            member,
+            id,
+            self.will.as_ref(),
+            Some(&self.relay),
+        );
+        Some(options)
+    }
+
+    /// The configuration as seen from the member it is on: that member first.
+    pub(crate) fn here(&self) -> MqttConfig {
+        self.config
+            .starting_at(self.current.load(Ordering::Relaxed))
+    }
 }
 
 /// A first session, up and subscribed.
@@ -138,6 +195,8 @@ pub(crate) struct Session {
     pub client_id: String,
     /// Whether the broker still had the session when the connection started.
     pub resumed: bool,
+    /// The members of its broker, and the one it is on: where its session lives.
+    pub members: Members,
 }
 
 /// Opens a connection as `client_id`, starts the task that polls it, and runs the first
@@ -154,11 +213,24 @@ pub(crate) async fn start(
     if let Some(sync) = &sync {
         filters.push(SubscribeFilter::new(sync.clone(), rumqttc::QoS::AtMostOnce));
     }
+    let members = Members {
+        config: mqtt.clone(),
+        client_id: client_id.clone(),
+        will: extras.will.clone(),
+        relay: relay.clone(),
+        current: Arc::default(),
+    };
     let (client, eventloop) = open(mqtt, client_id.clone(), capacity, extras.will, Some(relay));
     let (inputs_tx, inputs) = flume::unbounded();
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    let persistent = (mqtt.session == SessionKind::Persistent).then(|| mqtt.address());
-    tokio::spawn(run(eventloop, inputs_tx, stopped, mqtt.backoff, persistent));
+    let persistent = mqtt.session == SessionKind::Persistent;
+    tokio::spawn(run(
+        eventloop,
+        inputs_tx,
+        stopped,
+        persistent,
+        members.clone(),
+    ));
     let (early, resumed) = handshake(
         &inputs,
         &client,
@@ -175,6 +247,7 @@ pub(crate) async fn start(
         stop,
         client_id,
         resumed,
+        members,
     })
 }
 
@@ -212,15 +285,17 @@ pub(crate) async fn end(mqtt: &MqttConfig, relay: &Relay, client_id: String) {
     let _ = tokio::time::timeout(Duration::from_secs(1), ended).await;
 }
 
-/// Polls the event loop until `stop` fires or the core's task is gone. `persistent` names the
-/// broker of a persistent session, to warn when it comes back without it.
-pub(crate) async fn run(
+/// Polls the event loop until `stop` fires or the core's task is gone; when the connection
+/// fails, tries the next member of a clustered broker. `persistent` for a persistent session,
+/// to warn when the broker comes back without it.
+async fn run(
     mut eventloop: EventLoop,
     inputs: flume::Sender<Input>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
-    backoff: crate::config::Backoff,
-    persistent: Option<String>,
+    persistent: bool,
+    members: Members,
 ) {
+    let backoff = members.config.backoff;
     let mut delay = backoff.min;
     let mut sessions = 0;
     loop {
@@ -238,11 +313,10 @@ pub(crate) async fn run(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 delay = backoff.min;
                 sessions += 1;
-                if let (Some(broker), false, true) =
-                    (&persistent, ack.session_present, sessions > 1)
-                {
+                if persistent && !ack.session_present && sessions > 1 {
+                    let (broker, port) = eventloop.mqtt_options.broker_address();
                     log::warn!(
-                        "the MQTT broker at {broker} had lost our session (restarted without persistence?): what was in flight may be lost"
+                        "the MQTT broker at {broker}:{port} had lost our session (restarted without persistence, or another member of its cluster): what was in flight may be lost"
                     );
                 }
                 Input::Connected {
@@ -257,10 +331,15 @@ pub(crate) async fn run(
             Ok(_) => continue,
             Err(ConnectionError::RequestsDone) => return,
             Err(error) => {
+                // Another member may answer where this one failed.
+                let elsewhere = members.next();
                 let lost = Input::Disconnected {
                     reason: describe(&error),
-                    transient: transient(&error),
+                    transient: transient(&error) || elsewhere.is_some(),
                 };
+                if let Some(options) = elsewhere {
+                    eventloop.mqtt_options = options;
+                }
                 if inputs.send(lost).is_err() {
                     return;
                 }

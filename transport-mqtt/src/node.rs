@@ -62,9 +62,19 @@ impl NodeDriver {
         nodes: Vec<NodeConfig>,
         fetcher: Arc<dyn Fetcher>,
     ) -> Result<Vec<Self>, ConnectError> {
+        let nodes = nodes.into_iter().map(|node| (mqtt.clone(), node)).collect();
+        Self::start_each(runtime, nodes, fetcher)
+    }
+
+    /// The same, each node with a broker configuration of its own (a cluster's member first).
+    pub fn start_each(
+        runtime: &Runtime,
+        nodes: Vec<(MqttConfig, NodeConfig)>,
+        fetcher: Arc<dyn Fetcher>,
+    ) -> Result<Vec<Self>, ConnectError> {
         let started: Vec<(flume::Receiver<Result<(), ConnectError>>, NodeDriver)> = nodes
             .into_iter()
-            .map(|node| spawn(runtime, mqtt.clone(), node, Arc::clone(&fetcher)))
+            .map(|(mqtt, node)| spawn(runtime, mqtt, node, Arc::clone(&fetcher)))
             .collect();
         let mut drivers = Vec::with_capacity(started.len());
         for (ready, driver) in started {
@@ -124,7 +134,7 @@ fn spawn(
             Ok(stale) if stale.resumed => {
                 connection::disconnect(&stale.client, &stale.inputs).await;
                 drop(stale.stop);
-                connection::end(&mqtt, &relay, client_id.clone()).await;
+                connection::end(&stale.members.here(), &relay, client_id.clone()).await;
                 start().await
             }
             started => started,
@@ -155,8 +165,9 @@ fn spawn(
         task.flush();
         let _ = ready_tx.send(Ok(()));
         if task.run(&session.inputs, fetched, dropped).await {
+            let here = session.members.here();
             drop(session.stop);
-            connection::end(&mqtt, &relay, session.client_id).await;
+            connection::end(&here, &relay, session.client_id).await;
         }
     });
     let driver = NodeDriver {

@@ -97,8 +97,9 @@ fn start(
         task.run(&session.inputs).await;
         // Every handle is gone: a clean stop.
         connection::disconnect(&session.client, &session.inputs).await;
+        let here = session.members.here();
         drop(session.stop);
-        connection::end(&mqtt, &relay, session.client_id).await;
+        connection::end(&here, &relay, session.client_id).await;
     });
     (ready, handle.keeping(runtime.clone()))
 }

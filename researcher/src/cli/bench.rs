@@ -17,7 +17,8 @@ use super::{fail, millis};
 pub struct BenchArgs {
     /// Transports without --broker: sim, embedded, mosquitto (its default configuration),
     /// mosquitto-nodelay (`set_tcp_nodelay true`); mosquitto ones when installed. With
-    /// --broker, only that broker is measured (nodes and researcher connect there)
+    /// --broker, only that broker is measured (nodes and researcher connect there; on several
+    /// members of a cluster, the researcher on the first and the nodes on the others)
     #[arg(
         long,
         value_delimiter = ',',
@@ -346,22 +347,25 @@ fn mqtt_bench(
                 continue;
             }
             let runtime = Runtime::new().map_err(fail)?;
-            let configs = ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| NodeConfig::new(id.clone(), fedreq_mem::sim::simulated_datasets(i)))
-                .collect();
             let nodes_mqtt = MqttConfig {
                 presence: announce,
                 ..mqtt.clone()
             };
-            let drivers = NodeDriver::start_many(
-                &runtime,
-                &nodes_mqtt,
-                configs,
-                fedreq::repository::http_fetcher(),
-            )
-            .map_err(fail)?;
+            // On a cluster, the nodes on the members the researcher is not on.
+            let configs = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| {
+                    let datasets = fedreq_mem::sim::simulated_datasets(i);
+                    (
+                        nodes_mqtt.elsewhere(i),
+                        NodeConfig::new(id.clone(), datasets),
+                    )
+                })
+                .collect();
+            let drivers =
+                NodeDriver::start_each(&runtime, configs, fedreq::repository::http_fetcher())
+                    .map_err(fail)?;
             let warm =
                 Requests::connect(mqtt.clone(), bench_config(Remember::Nothing)).map_err(fail)?;
             for mode in modes {
