@@ -20,7 +20,7 @@ use crate::requests::{Options, Requests};
 /// Where the nodes run.
 enum Transport {
     Mqtt {
-        mqtt: MqttConfig,
+        mqtt: Box<MqttConfig>,
         /// The nodes' runtime.
         _runtime: Runtime,
         /// Kept running while the federation lives (rumqttd cannot be stopped).
@@ -130,7 +130,7 @@ impl Federation {
         let config = options.config(Some(uploads_url))?;
         let requests = match &self.transport {
             Transport::Mqtt { mqtt, .. } => {
-                let mqtt = mqtt.clone();
+                let mqtt = MqttConfig::clone(mqtt);
                 py.detach(|| fedreq::Requests::connect(mqtt, config))
                     .map_err(raise)?
             }
@@ -220,7 +220,7 @@ fn start(
                 .map(|node| Box::new(node) as Node)
                 .collect::<Vec<_>>();
             let transport = Transport::Mqtt {
-                mqtt,
+                mqtt: Box::new(mqtt),
                 _runtime: runtime,
                 _broker: embedded,
             };
