@@ -268,7 +268,7 @@ impl Node {
         let online = Presence::new(node_id.clone(), Status::Online, incarnation);
         self.transmits.push_back(Transmit {
             at_most_once: true,
-            ..Transmit::new(presence::topic(node_id), online.encode())
+            ..Transmit::new(presence::probed_topic(node_id), online.encode())
         });
     }
 

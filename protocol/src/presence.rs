@@ -9,8 +9,11 @@
 //! A broker may keep retained statuses and still not deliver them on a wildcard subscription
 //! (RabbitMQ's MQTT plugin), or keep them on one member of a cluster only. So a researcher,
 //! each time it connects, publishes a **probe** on `fedreq/probe`, and every node that announces
-//! itself answers with its status again, live (not retained): live publishes reach wildcard
-//! subscriptions on every broker, across members.
+//! itself answers with its status again, live (not retained), on `fedreq/probed/<node_id>`: live
+//! publishes reach wildcard subscriptions on every broker, across members. The answers have
+//! their own topic because a node's status on its presence topic also says that it has just
+//! (re)connected, perhaps with a new session on another member, having lost what was queued
+//! for it: the researcher then asks it again what is safe to repeat.
 //!
 //! A node that announces itself also says when a search found nothing, on `fedreq/no-match`:
 //! where a v4.4 node stays silent, so that the researcher needs no fence behind a search to
@@ -29,6 +32,12 @@ pub const SUBSCRIPTION: &str = "fedreq/presence/+";
 /// Where a researcher asks every node that announces itself to say its status again. The
 /// payload is not read: any publish there is a probe.
 pub const PROBE: &str = "fedreq/probe";
+
+/// Where nodes answer probes: one topic per node below it.
+pub const PROBED: &str = "fedreq/probed/";
+
+/// What the researcher subscribes to for the answers to probes.
+pub const PROBED_SUBSCRIPTION: &str = "fedreq/probed/+";
 
 /// Where nodes that announce themselves say a search found nothing.
 pub const NO_MATCH: &str = "fedreq/no-match";
@@ -67,6 +76,11 @@ pub fn topic(node_id: &str) -> String {
     format!("{PREFIX}{node_id}")
 }
 
+/// The topic of `node_id`'s answers to probes.
+pub fn probed_topic(node_id: &str) -> String {
+    format!("{PROBED}{node_id}")
+}
+
 impl Presence {
     /// `node_id` in `status`, run `incarnation`.
     pub fn new(node_id: impl Into<NodeId>, status: Status, incarnation: u64) -> Self {
@@ -92,7 +106,8 @@ impl Presence {
     }
 
     /// Decodes a status received on `topic`, as strictly as every other message: the schema,
-    /// then the status's value, then the topic, which must be the node's own.
+    /// then the status's value, then the topic, which must be the node's own (its status's or
+    /// its answers').
     pub fn decode(topic: &str, bytes: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
         let message = decode_body::<PresenceMessage>(bytes, limits)?.message;
         let status = match message.status.as_str() {
@@ -108,7 +123,10 @@ impl Presence {
                 })
             }
         };
-        if topic.strip_prefix(PREFIX) != Some(message.node_id.as_str()) {
+        let node = topic
+            .strip_prefix(PREFIX)
+            .or_else(|| topic.strip_prefix(PROBED));
+        if node != Some(message.node_id.as_str()) {
             return Err(DecodeError::WrongTopic {
                 command: Command::Presence,
                 node_id: message.node_id,

@@ -547,7 +547,7 @@ impl Researcher {
     fn receive(&mut self, now: Timestamp, topic: &str, payload: &[u8], retained: bool) {
         // A reply can only count for requests still in flight at its arrival.
         self.handle_timeout(now);
-        if topic.starts_with(presence::PREFIX) {
+        if topic.starts_with(presence::PREFIX) || topic.starts_with(presence::PROBED) {
             return self.on_presence(now, topic, payload, retained);
         }
         if topic == presence::NO_MATCH {
@@ -908,6 +908,12 @@ impl Researcher {
                 || (presence.incarnation == known.incarnation && known.status != presence.status)
         });
         if !newer {
+            // Said again as it was published, not to answer a probe: it connected again,
+            // perhaps on a new session (another member of a cluster) without what was queued.
+            let said_again = !retained && topic.starts_with(presence::PREFIX);
+            if said_again && presence.status.is_online() {
+                self.resend_to(now, node, now, false);
+            }
             return;
         }
         // Bounded: past the mailbox's capacity, offline members are forgotten first.
@@ -979,6 +985,14 @@ impl Researcher {
     /// is awaited, even if given up already (its status said `stopped` when the request left).
     fn on_restart(&mut self, now: Timestamp, node: &str, incarnation: u64) {
         let started = Timestamp::from_duration(Duration::from_nanos(incarnation));
+        self.resend_to(now, node, started, true);
+    }
+
+    /// `node` may have lost what it was sent before `since` (it restarted, or took a new
+    /// session): every request awaiting it from before asks it again what is safe to repeat;
+    /// the rest waits its timeout, unless `lost` (a new run: it never ran them), which reports
+    /// the node missing at once.
+    fn resend_to(&mut self, now: Timestamp, node: &str, since: Timestamp, lost: bool) {
         for id in self.concerning(node) {
             let active = self.active(id);
             let standing = active.standing(node);
@@ -987,13 +1001,13 @@ impl Researcher {
                 continue;
             }
             active.leaving.retain(|(n, _)| n != node);
-            if active.sent.is_some_and(|sent| sent > started) {
+            if active.sent.is_some_and(|sent| sent > since) {
                 active.await_again(node);
             } else if active.command().is_some_and(Command::is_safe_to_repeat) {
                 active.await_again(node);
                 let topics = Target::Nodes(vec![node.to_owned()]).topics();
                 self.transmit(id, topics.unwrap_or_default());
-            } else {
+            } else if lost {
                 active.give_up(node, true);
                 if let Some(completion) = active.on_answer(now, Answer::Gone) {
                     self.complete(id, now, completion);

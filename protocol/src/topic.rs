@@ -23,11 +23,12 @@ pub fn node(node_id: &str) -> String {
 
 /// Topics a researcher subscribes to: Fed-BioMed's three, fedreq's node statuses and
 /// searches that found nothing.
-pub const RESEARCHER_SUBSCRIPTIONS: [&str; 5] = [
+pub const RESEARCHER_SUBSCRIPTIONS: [&str; 6] = [
     RESEARCHER,
     LOGGER,
     MONITORING,
     crate::presence::SUBSCRIPTION,
+    crate::presence::PROBED_SUBSCRIPTION,
     crate::presence::NO_MATCH,
 ];
 

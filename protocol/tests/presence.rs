@@ -344,7 +344,7 @@ fn each_connection_probes_and_a_node_that_announces_itself_answers_live() {
     node.handle_publish(ms(1.0), presence::PROBE, b"\xff not json");
     let answer = node.poll_transmit().expect("its status, again");
     assert!(node.poll_transmit().is_none());
-    assert_eq!(answer.topic, presence::topic("n1"));
+    assert_eq!(answer.topic, presence::probed_topic("n1"));
     let decoded = Presence::decode(&answer.topic, &answer.payload, &Default::default()).unwrap();
     assert_eq!(decoded, Presence::new("n1", Status::Online, 7));
 
@@ -356,4 +356,45 @@ fn each_connection_probes_and_a_node_that_announces_itself_answers_live() {
     let restarted = node.poll_transmit().unwrap();
     let decoded = Presence::decode(&restarted.topic, &restarted.payload, &Default::default());
     assert_eq!(decoded.unwrap().incarnation, 8);
+}
+
+#[test]
+fn a_node_that_says_online_again_is_asked_again_what_is_safe_to_repeat() {
+    let mut core = Researcher::new(ResearcherConfig::new(ME));
+    status(&mut core, ms(0.0), "a", Status::Online, 7);
+    let to_a = |request| Submission::to_nodes(request, vec!["a".into()]);
+    core.submit(ms(1.0), to_a(Request::ping())).unwrap();
+    let approval = Request::approval("plan", "http://repo/plan.py");
+    core.submit(ms(1.0), to_a(approval)).unwrap();
+    while core.poll_transmit().is_some() {}
+    let commands = |core: &mut Researcher| {
+        let mut commands = Vec::new();
+        while let Some(t) = core.poll_transmit() {
+            let message: Value = serde_json::from_slice(&t.payload).unwrap();
+            commands.push((t.topic, message["command"].as_str().unwrap().to_owned()));
+        }
+        commands
+    };
+    // Its answer to someone's probe says nothing new.
+    let probed = Presence::new("a", Status::Online, 7);
+    core.handle_publish(ms(5.0), &presence::probed_topic("a"), &probed.encode());
+    assert!(commands(&mut core).is_empty());
+    // Its member died; it connected again, on a new session elsewhere, and says so: the
+    // ping may be lost and goes again, the approval must not run twice and waits its time.
+    status(&mut core, ms(900.0), "a", Status::Online, 7);
+    assert_eq!(
+        commands(&mut core),
+        [("general/a".to_owned(), "ping".to_owned())]
+    );
+    pong(&mut core, ms(901.0), "a", 0);
+    let ping = outcome(&mut core, ms(1_000.0));
+    assert_eq!(
+        (ping.completion, ping.online()),
+        (Completion::AllAnswered, vec!["a".to_owned()])
+    );
+    let approval = outcome(&mut core, ms(10_000.0));
+    assert_eq!(
+        (approval.completion, approval.missing),
+        (Completion::QuietPeriod, vec!["a".to_owned()])
+    );
 }

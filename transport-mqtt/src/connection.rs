@@ -2,8 +2,8 @@
 //! core's task, reconnecting with backoff. Polling alone in its own task means the event loop
 //! is never cancelled mid-packet and never waits on the core.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{
@@ -143,41 +143,130 @@ fn options(
 }
 
 /// Where a connection stands among the members of a clustered broker: when its member fails,
-/// it moves to the next in turn.
+/// it moves to the next in turn. Shared with whoever ends its sessions.
 #[derive(Clone)]
 pub(crate) struct Members {
     config: MqttConfig,
-    client_id: String,
     will: Option<(String, Vec<u8>)>,
     relay: Relay,
-    /// The member it is on (or trying), shared with whoever ends its session.
-    current: Arc<AtomicUsize>,
+    at: Arc<Mutex<Where>>,
+}
+
+/// The member a connection is on, and its sessions.
+struct Where {
+    /// The member it is on, or trying.
+    current: usize,
+    /// The member its session was started on.
+    home: usize,
+    /// Its client id, which names its session.
+    client_id: String,
+    /// Sessions left behind on a member that was down, by member and client id: ended with
+    /// the current one.
+    left: Vec<(usize, String)>,
 }
 
 impl Members {
-    /// The next member's options, when there is another member.
-    fn next(&self) -> Option<MqttOptions> {
-        let count = self.config.fallbacks.len() + 1;
-        if count == 1 {
-            return None;
+    fn new(
+        config: &MqttConfig,
+        client_id: String,
+        will: Option<(String, Vec<u8>)>,
+        relay: &Relay,
+    ) -> Self {
+        let at = Where {
+            current: 0,
+            home: 0,
+            client_id,
+            left: Vec::new(),
+        };
+        Members {
+            config: config.clone(),
+            will,
+            relay: relay.clone(),
+            at: Arc::new(Mutex::new(at)),
         }
-        let member = (self.current.load(Ordering::Relaxed) + 1) % count;
-        self.current.store(member, Ordering::Relaxed);
-        let id = self.client_id.clone();
-        let options = options(
+    }
+
+    fn at(&self) -> std::sync::MutexGuard<'_, Where> {
+        self.at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn options(&self, at: &Where) -> MqttOptions {
+        let id = at.client_id.clone();
+        options(
             &self.config,
-            member,
+            at.current,
             id,
             self.will.as_ref(),
             Some(&self.relay),
-        );
-        Some(options)
+        )
     }
 
-    /// The configuration as seen from the member it is on: that member first.
-    pub(crate) fn here(&self) -> MqttConfig {
-        self.config
-            .starting_at(self.current.load(Ordering::Relaxed))
+    /// The next member's options, when there is another member.
+    fn next(&self) -> Option<MqttOptions> {
+        let count = self.config.fallbacks.len() + 1;
+        let mut at = self.at();
+        if count == 1 {
+            return None;
+        }
+        at.current = (at.current + 1) % count;
+        Some(self.options(&at))
+    }
+
+    /// The broker took our subscriptions: the session lives where we are.
+    fn subscribed(&self) {
+        let mut at = self.at();
+        at.home = at.current;
+    }
+
+    /// A persistent session resumed on another member than its own was cut off at subscribing:
+    /// a broker whose sessions live on one member (RabbitMQ: "home node of durable queue is
+    /// down") cannot serve it while that member is down. The options of a new session, under a
+    /// new client id, on the same member; the old one is ended on closing.
+    fn renewed(&self) -> Option<MqttOptions> {
+        let mut at = self.at();
+        if at.current == at.home {
+            return None;
+        }
+        let old = (at.home, at.client_id.clone());
+        let base = old.1.split('~').next().unwrap_or_default().to_owned();
+        at.client_id = format!("{base}~{}", at.left.len() + 1);
+        at.left.push(old);
+        at.home = at.current;
+        Some(self.options(&at))
+    }
+
+    /// Ends every persistent session of the connection: the current one, then those left on
+    /// members that were down. Each bounded by a second.
+    pub(crate) async fn end(&self) {
+        let sessions: Vec<(usize, String)> = {
+            let mut at = self.at();
+            let current = (at.current, at.client_id.clone());
+            std::iter::once(current).chain(at.left.drain(..)).collect()
+        };
+        for (member, client_id) in sessions {
+            end(&self.config.starting_at(member), &self.relay, client_id).await;
+        }
+    }
+
+    /// Ends the sessions left behind as soon as their members are back, trying every
+    /// `backoff.max`: meanwhile the broker would queue for them what is published for us.
+    fn end_left_later(&self) {
+        let members = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(members.config.backoff.max).await;
+                let left = members.at().left.clone();
+                if left.is_empty() {
+                    return;
+                }
+                for (member, client_id) in left {
+                    let config = members.config.starting_at(member);
+                    if end(&config, &members.relay, client_id.clone()).await {
+                        members.at().left.retain(|(_, id)| *id != client_id);
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -191,11 +280,9 @@ pub(crate) struct Session {
     pub early: Vec<Input>,
     /// Dropping it stops the connection task.
     pub stop: tokio::sync::oneshot::Sender<()>,
-    /// Its client id, which names a persistent session.
-    pub client_id: String,
     /// Whether the broker still had the session when the connection started.
     pub resumed: bool,
-    /// The members of its broker, and the one it is on: where its session lives.
+    /// The members of its broker, and the one it is on: where its sessions live.
     pub members: Members,
 }
 
@@ -213,13 +300,7 @@ pub(crate) async fn start(
     if let Some(sync) = &sync {
         filters.push(SubscribeFilter::new(sync.clone(), rumqttc::QoS::AtMostOnce));
     }
-    let members = Members {
-        config: mqtt.clone(),
-        client_id: client_id.clone(),
-        will: extras.will.clone(),
-        relay: relay.clone(),
-        current: Arc::default(),
-    };
+    let members = Members::new(mqtt, client_id.clone(), extras.will.clone(), relay);
     let (client, eventloop) = open(mqtt, client_id.clone(), capacity, extras.will, Some(relay));
     let (inputs_tx, inputs) = flume::unbounded();
     let (stop, stopped) = tokio::sync::oneshot::channel();
@@ -245,7 +326,6 @@ pub(crate) async fn start(
         inputs,
         early,
         stop,
-        client_id,
         resumed,
         members,
     })
@@ -266,23 +346,27 @@ pub(crate) async fn disconnect(client: &AsyncClient, inputs: &flume::Receiver<In
 
 /// Ends a persistent session on the broker, as MQTT 3.1.1 does it: a clean connection under
 /// its client id, then a disconnection. Bounded by one second; nothing to do for a clean one.
-pub(crate) async fn end(mqtt: &MqttConfig, relay: &Relay, client_id: String) {
+/// Whether the broker took the clean connection.
+async fn end(mqtt: &MqttConfig, relay: &Relay, client_id: String) -> bool {
     if mqtt.session != SessionKind::Persistent {
-        return;
+        return true;
     }
     let clean = MqttConfig {
         session: SessionKind::Clean,
         ..mqtt.clone()
     };
     let (client, mut eventloop) = open(&clean, client_id, 4, None, Some(relay));
+    let mut accepted = false;
     let ended = async {
         while let Ok(event) = eventloop.poll().await {
             if let Event::Incoming(Packet::ConnAck(_)) = event {
+                accepted = true;
                 let _ = client.try_disconnect();
             }
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), ended).await;
+    accepted
 }
 
 /// Polls the event loop until `stop` fires or the core's task is gone; when the connection
@@ -298,6 +382,12 @@ async fn run(
     let backoff = members.config.backoff;
     let mut delay = backoff.min;
     let mut sessions = 0;
+    // Between a session's start and the broker's answer to our subscriptions.
+    let mut subscribing = false;
+    // Starting a new session in place of one a member that is down holds.
+    let mut renewing = false;
+    // The broker did not have our session when it took the connection.
+    let mut lost = false;
     loop {
         let polled = tokio::select! {
             biased;
@@ -311,28 +401,49 @@ async fn run(
                 retained: publish.retain,
             },
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                subscribing = true;
                 delay = backoff.min;
                 sessions += 1;
-                if persistent && !ack.session_present && sessions > 1 {
+                // Said once subscribed: a member that cannot resume it cuts us off first.
+                lost = persistent && !ack.session_present && sessions > 1;
+                lost &= !std::mem::take(&mut renewing);
+                Input::Connected {
+                    resumed: ack.session_present,
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                subscribing = false;
+                members.subscribed();
+                if std::mem::take(&mut lost) {
                     let (broker, port) = eventloop.mqtt_options.broker_address();
                     log::warn!(
                         "the MQTT broker at {broker}:{port} had lost our session (restarted without persistence, or another member of its cluster): what was in flight may be lost"
                     );
                 }
-                Input::Connected {
-                    resumed: ack.session_present,
-                }
+                Input::Subscribed(
+                    ack.return_codes
+                        .iter()
+                        .all(|code| *code != SubscribeReasonCode::Failure),
+                )
             }
-            Ok(Event::Incoming(Packet::SubAck(ack))) => Input::Subscribed(
-                ack.return_codes
-                    .iter()
-                    .all(|code| *code != SubscribeReasonCode::Failure),
-            ),
             Ok(_) => continue,
             Err(ConnectionError::RequestsDone) => return,
             Err(error) => {
-                // Another member may answer where this one failed.
-                let elsewhere = members.next();
+                // Cut off between its session's start and our subscriptions, on a member that
+                // cannot serve that session: a new one here; else another member may answer.
+                let renewed = (persistent && subscribing)
+                    .then(|| members.renewed())
+                    .flatten();
+                subscribing = false;
+                if renewed.is_some() {
+                    let (broker, port) = eventloop.mqtt_options.broker_address();
+                    log::warn!(
+                        "the MQTT broker at {broker}:{port} cannot resume our session (it lives on a member that is down): starting a new one, what was queued for us is lost"
+                    );
+                    renewing = true;
+                    members.end_left_later();
+                }
+                let elsewhere = renewed.or_else(|| members.next());
                 let lost = Input::Disconnected {
                     reason: describe(&error),
                     transient: transient(&error) || elsewhere.is_some(),

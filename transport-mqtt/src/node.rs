@@ -134,7 +134,7 @@ fn spawn(
             Ok(stale) if stale.resumed => {
                 connection::disconnect(&stale.client, &stale.inputs).await;
                 drop(stale.stop);
-                connection::end(&stale.members.here(), &relay, client_id.clone()).await;
+                stale.members.end().await;
                 start().await
             }
             started => started,
@@ -165,9 +165,8 @@ fn spawn(
         task.flush();
         let _ = ready_tx.send(Ok(()));
         if task.run(&session.inputs, fetched, dropped).await {
-            let here = session.members.here();
             drop(session.stop);
-            connection::end(&here, &relay, session.client_id).await;
+            session.members.end().await;
         }
     });
     let driver = NodeDriver {

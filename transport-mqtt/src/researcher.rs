@@ -97,9 +97,8 @@ fn start(
         task.run(&session.inputs).await;
         // Every handle is gone: a clean stop.
         connection::disconnect(&session.client, &session.inputs).await;
-        let here = session.members.here();
         drop(session.stop);
-        connection::end(&here, &relay, session.client_id).await;
+        session.members.end().await;
     });
     (ready, handle.keeping(runtime.clone()))
 }
@@ -192,16 +191,16 @@ fn extras() -> Extras {
 const SYNC: &str = "fedreq/sync";
 
 /// The researcher's topics. Statuses come at QoS 0: a broker queues at most so many QoS 1
-/// messages per client (mosquitto: 1,000), and a thousand retained statuses delivered on
-/// connection would crowd out the replies to the first broadcast.
+/// messages per client (mosquitto: 1,000), and a thousand statuses delivered on connection
+/// (retained, or answering our probe) would crowd out the replies to the first broadcast.
 fn filters(qos: rumqttc::QoS) -> Vec<rumqttc::SubscribeFilter> {
     topic::RESEARCHER_SUBSCRIPTIONS
         .iter()
         .map(|&t| {
-            let qos = if t == presence::SUBSCRIPTION {
-                rumqttc::QoS::AtMostOnce
-            } else {
-                qos
+            let statuses = [presence::SUBSCRIPTION, presence::PROBED_SUBSCRIPTION];
+            let qos = match statuses.contains(&t) {
+                true => rumqttc::QoS::AtMostOnce,
+                false => qos,
             };
             rumqttc::SubscribeFilter::new(t.to_owned(), qos)
         })
