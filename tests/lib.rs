@@ -327,3 +327,193 @@ pub fn plan_fetcher() -> Arc<dyn fedreq_mqtt::Fetcher> {
         }
     })
 }
+
+/// A fresh three-member RabbitMQ cluster (Debian's `rabbitmq-server` with its MQTT plugin) on
+/// loopback ports, with an epmd of its own; stopped (by PID) when dropped. Starting one takes
+/// about 20 s on two cores: start it once per test binary.
+pub struct RabbitCluster {
+    base: PathBuf,
+    epmd_port: u16,
+    members: Vec<RabbitMember>,
+}
+
+struct RabbitMember {
+    name: String,
+    dir: PathBuf,
+    node_port: u16,
+    dist_port: u16,
+    mqtt_port: u16,
+}
+
+const RABBITMQ_BIN: &str = "/usr/lib/rabbitmq/bin";
+
+impl RabbitCluster {
+    /// Starts one, or returns `None` when RabbitMQ is not installed. With
+    /// `FEDREQ_REQUIRE_RABBITMQ` set (as CI sets it), a missing RabbitMQ is a failure.
+    pub fn start() -> Option<RabbitCluster> {
+        let installed = std::path::Path::new(RABBITMQ_BIN)
+            .join("rabbitmq-server")
+            .exists();
+        if !installed {
+            assert!(
+                std::env::var_os("FEDREQ_REQUIRE_RABBITMQ").is_none(),
+                "FEDREQ_REQUIRE_RABBITMQ is set but rabbitmq-server is not installed"
+            );
+            eprintln!("rabbitmq-server is not installed: skipping the cluster test");
+            return None;
+        }
+        let base = std::env::temp_dir().join(format!("fedreq-rabbitmq-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("home")).expect("create the cluster's folder");
+        let cookie = base.join("home/.erlang.cookie");
+        std::fs::write(&cookie, format!("fedreq{}", free_port())).expect("write the cookie");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o400)).unwrap();
+        std::fs::write(base.join("plugins"), "[rabbitmq_mqtt].").unwrap();
+        let members = (1..=3)
+            .map(|i| {
+                let dir = base.join(format!("rabbit{i}"));
+                std::fs::create_dir_all(&dir).unwrap();
+                let member = RabbitMember {
+                    name: format!("rabbit{i}@localhost"),
+                    dir,
+                    node_port: free_port(),
+                    dist_port: free_port(),
+                    mqtt_port: free_port(),
+                };
+                let config = format!(
+                    "listeners.tcp.default = 127.0.0.1:{}\nmqtt.listeners.tcp.default = 127.0.0.1:{}\n\
+                     mqtt.allow_anonymous = true\nmqtt.default_user = guest\nmqtt.default_pass = guest\n\
+                     loopback_users = none\n",
+                    member.node_port, member.mqtt_port
+                );
+                std::fs::write(member.dir.join("rabbitmq.conf"), config).unwrap();
+                member
+            })
+            .collect();
+        let cluster = RabbitCluster {
+            base,
+            epmd_port: free_port(),
+            members,
+        };
+        for i in 0..3 {
+            cluster.launch(i);
+        }
+        for i in 0..3 {
+            cluster.wait(i);
+        }
+        for i in 1..3 {
+            let first = cluster.members[0].name.clone();
+            for step in [
+                vec!["stop_app"],
+                vec!["join_cluster", &first],
+                vec!["start_app"],
+            ] {
+                cluster.ctl(i, &step);
+            }
+        }
+        Some(cluster)
+    }
+
+    /// Member `i`'s MQTT address.
+    pub fn member(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.members[i].mqtt_port)
+    }
+
+    /// Every member's MQTT address, member `first` first and the others in turn after it: what
+    /// a client given this cluster connects to.
+    pub fn addresses(&self, first: usize) -> String {
+        let order = (0..3).map(|k| self.member((first + k) % 3));
+        order.collect::<Vec<_>>().join(",")
+    }
+
+    /// Kills member `i` (SIGKILL, by PID): its clients see their connections drop, and no will
+    /// of theirs is published.
+    pub fn kill(&self, i: usize) {
+        if let Some(pid) = self.pid(i) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let dead = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < dead && std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = std::fs::remove_file(self.members[i].dir.join("pid"));
+    }
+
+    /// Starts member `i` again on its data, and waits until it runs.
+    pub fn restart(&self, i: usize) {
+        self.launch(i);
+        self.wait(i);
+    }
+
+    fn pid(&self, i: usize) -> Option<u32> {
+        let text = std::fs::read_to_string(self.members[i].dir.join("pid")).ok()?;
+        text.trim().parse().ok()
+    }
+
+    fn command(&self, program: &str, i: usize) -> Command {
+        let member = &self.members[i];
+        let mut command = Command::new(format!("{RABBITMQ_BIN}/{program}"));
+        command
+            .env("HOME", self.base.join("home"))
+            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+            .env("ERL_EPMD_PORT", self.epmd_port.to_string())
+            .env("RABBITMQ_NODENAME", &member.name)
+            .env("RABBITMQ_NODE_PORT", member.node_port.to_string())
+            .env("RABBITMQ_DIST_PORT", member.dist_port.to_string())
+            .env("RABBITMQ_MNESIA_BASE", member.dir.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", member.dir.join("log"))
+            .env("RABBITMQ_CONFIG_FILE", member.dir.join("rabbitmq.conf"))
+            .env("RABBITMQ_PID_FILE", member.dir.join("pid"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", self.base.join("plugins"))
+            .env(
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
+                "-kernel inet_dist_use_interface {127,0,0,1}",
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    }
+
+    fn launch(&self, i: usize) {
+        self.command("rabbitmq-server", i)
+            .spawn()
+            .expect("start rabbitmq-server");
+    }
+
+    fn wait(&self, i: usize) {
+        let pid_file = self.members[i].dir.join("pid");
+        let pid_file = pid_file.to_string_lossy().into_owned();
+        self.ctl(i, &["wait", &pid_file, "--timeout", "180"]);
+        wait_for_port(self.members[i].mqtt_port);
+    }
+
+    fn ctl(&self, i: usize, args: &[&str]) {
+        let status = self
+            .command("rabbitmqctl", i)
+            .args(["-n", &self.members[i].name])
+            .args(args)
+            .status()
+            .expect("run rabbitmqctl");
+        assert!(
+            status.success(),
+            "rabbitmqctl {args:?} on member {i} failed"
+        );
+    }
+}
+
+impl Drop for RabbitCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+        let _ = Command::new("epmd")
+            .arg("-kill")
+            .env("ERL_EPMD_PORT", self.epmd_port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
