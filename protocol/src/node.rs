@@ -247,7 +247,7 @@ impl Node {
     }
 
     /// The topics to subscribe to.
-    pub fn subscriptions(&self) -> [String; 3] {
+    pub fn subscriptions(&self) -> [String; 4] {
         topic::node_subscriptions(&self.config.node_id)
     }
 
@@ -288,7 +288,11 @@ impl Node {
     /// Takes one publish received on one of its [`subscriptions`](Self::subscriptions). `now`
     /// is read as time since the Unix epoch, for the `asctime` of the logs it sends.
     pub fn handle_publish(&mut self, now: Timestamp, topic: &str, payload: &[u8]) {
-        if topic == presence::PROBE {
+        // A probe of every node, or of this one.
+        let probed = topic.strip_prefix(presence::PROBE).is_some_and(|rest| {
+            rest.is_empty() || rest.strip_prefix('/') == Some(self.config.node_id.as_str())
+        });
+        if probed {
             return self.on_probe();
         }
         let request = match Request::decode(payload, &self.config.limits) {

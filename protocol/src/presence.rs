@@ -76,6 +76,11 @@ pub fn topic(node_id: &str) -> String {
     format!("{PREFIX}{node_id}")
 }
 
+/// Where one node is probed (a node starting asks whether its id is taken), not every node.
+pub fn probe_topic(node_id: &str) -> String {
+    format!("{PROBE}/{node_id}")
+}
+
 /// The topic of `node_id`'s answers to probes.
 pub fn probed_topic(node_id: &str) -> String {
     format!("{PROBED}{node_id}")

@@ -32,13 +32,14 @@ pub const RESEARCHER_SUBSCRIPTIONS: [&str; 6] = [
     crate::presence::NO_MATCH,
 ];
 
-/// Topics a node subscribes to: `general/nodes`, its own, and the researchers' presence probes
-/// (a node that announces nothing ignores them).
-pub fn node_subscriptions(node_id: &str) -> [String; 3] {
+/// Topics a node subscribes to: `general/nodes`, its own, and the presence probes of every
+/// node and of its own (a node that announces nothing ignores them).
+pub fn node_subscriptions(node_id: &str) -> [String; 4] {
     [
         NODES.to_owned(),
         node(node_id),
         crate::presence::PROBE.to_owned(),
+        crate::presence::probe_topic(node_id),
     ]
 }
 

@@ -348,3 +348,30 @@ fn oversized_publishes_during_requests_cut_no_connection_and_lose_nothing() {
     );
     assert_eq!((dropped, nodes_lost), (0, 0), "no connection was cut");
 }
+
+#[test]
+fn a_second_node_with_a_taken_id_stops_with_a_clear_error_and_the_first_goes_on() {
+    let Some(mosquitto) = Mosquitto::start() else {
+        return;
+    };
+    let mqtt = MqttConfig::new("127.0.0.1", mosquitto.port());
+    let runtime = Runtime::new().unwrap();
+    let twin = || NodeConfig::new("twin", datasets(1, 10));
+    let _first = NodeDriver::start(&runtime, &mqtt, twin(), plan_fetcher()).unwrap();
+    let second = NodeDriver::start(&runtime, &mqtt, twin(), plan_fetcher());
+    match second {
+        Err(ConnectError::NodeIdTaken { node_id, .. }) => assert_eq!(node_id, "twin"),
+        other => panic!("the second run of `twin` started: {:?}", other.map(|_| ())),
+    }
+    let researcher =
+        fedreq_mqtt::connect_researcher(mqtt, ResearcherConfig::new("researcher-twins")).unwrap();
+    wait_for_online(&researcher, &["twin".to_owned()]);
+    let before = researcher.roster().recv().unwrap()["twin"].incarnation;
+    for _ in 0..5 {
+        let ping = Submission::to_nodes(Request::ping(), vec!["twin".into()]);
+        let outcome = researcher.submit(ping).recv().unwrap().unwrap();
+        assert_eq!(outcome.completion, Completion::AllAnswered);
+    }
+    let after = researcher.roster().recv().unwrap()["twin"].incarnation;
+    assert_eq!(before, after, "one run of `twin` all along");
+}

@@ -11,6 +11,8 @@ use rumqttc::{
     Packet, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
 };
 
+use fedreq_protocol::presence::{self, Presence};
+
 use crate::config::{MqttConfig, Session as SessionKind};
 use crate::relay::{self, Relay};
 
@@ -54,6 +56,15 @@ pub enum ConnectError {
     /// The driver thread could not be started.
     #[error("cannot start the MQTT driver thread: {0}")]
     Runtime(String),
+    /// Another node runs with this node's id on the broker: both would take one session and
+    /// knock each other off.
+    #[error("node id `{node_id}` is taken: a node with that id already answers on the broker at {address} (stop it, or choose another id)")]
+    NodeIdTaken {
+        /// The id.
+        node_id: String,
+        /// `host:port`.
+        address: String,
+    },
 }
 
 static CLIENTS: AtomicU64 = AtomicU64::new(0);
@@ -367,6 +378,64 @@ async fn end(mqtt: &MqttConfig, relay: &Relay, client_id: String) -> bool {
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), ended).await;
     accepted
+}
+
+/// How long a node starting waits for another run of its id to answer its probe: a live
+/// node answers within a round trip to the broker.
+const CLAIM_WAIT: Duration = Duration::from_millis(250);
+
+/// Whether node `node_id` (run `incarnation`) may take its session: before connecting under its
+/// own client id, which would knock off another node of the same id, it probes on a throwaway
+/// connection, and another run that answers (a node that announces itself) means the id is taken.
+pub(crate) async fn claim(
+    mqtt: &MqttConfig,
+    relay: &Relay,
+    node_id: &str,
+    incarnation: u64,
+) -> Result<(), ConnectError> {
+    let clean = MqttConfig {
+        session: SessionKind::Clean,
+        ..mqtt.clone()
+    };
+    let answers = presence::probed_topic(node_id);
+    let filters = vec![SubscribeFilter::new(
+        answers.clone(),
+        rumqttc::QoS::AtMostOnce,
+    )];
+    let session = start(
+        &clean,
+        relay,
+        client_id("claim"),
+        16,
+        filters,
+        Extras::default(),
+    )
+    .await?;
+    let probe = presence::probe_topic(node_id);
+    let _ = session
+        .client
+        .try_publish(probe, rumqttc::QoS::AtMostOnce, false, "");
+    let limits = fedreq_protocol::Limits::default();
+    let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
+    let mut taken = false;
+    while let Ok(Ok(input)) = tokio::time::timeout_at(deadline, session.inputs.recv_async()).await {
+        if let Input::Publish { topic, payload, .. } = input {
+            let other = Presence::decode(&topic, &payload, &limits)
+                .is_ok_and(|p| p.status.is_online() && p.incarnation != incarnation);
+            if other {
+                taken = true;
+                break;
+            }
+        }
+    }
+    disconnect(&session.client, &session.inputs).await;
+    match taken {
+        true => Err(ConnectError::NodeIdTaken {
+            node_id: node_id.to_owned(),
+            address: mqtt.address(),
+        }),
+        false => Ok(()),
+    }
 }
 
 /// Polls the event loop until `stop` fires or the core's task is gone; when the connection

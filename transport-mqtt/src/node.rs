@@ -128,6 +128,13 @@ fn spawn(
                 extras,
             )
         };
+        // One node id, one node: a second run of an id stops here, the first goes on.
+        if mqtt.presence {
+            if let Err(error) = connection::claim(&mqtt, &relay, &node.node_id, incarnation).await {
+                let _ = ready_tx.send(Err(error));
+                return;
+            }
+        }
         let started = match start().await {
             // A run that died left its session, with what was queued for it: asked of that run,
             // and nobody waits for its answers now. This run ends it and starts afresh.
