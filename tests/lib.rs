@@ -335,6 +335,8 @@ pub struct RabbitCluster {
     base: PathBuf,
     epmd_port: u16,
     members: Vec<RabbitMember>,
+    /// Each member's `rabbitmq-server`, reaped when it is killed.
+    launched: std::sync::Mutex<Vec<Option<Child>>>,
 }
 
 struct RabbitMember {
@@ -395,6 +397,7 @@ impl RabbitCluster {
             base,
             epmd_port: free_port(),
             members,
+            launched: std::sync::Mutex::new((0..3).map(|_| None).collect()),
         };
         for i in 0..3 {
             cluster.launch(i);
@@ -438,6 +441,10 @@ impl RabbitCluster {
             }
         }
         let _ = std::fs::remove_file(self.members[i].dir.join("pid"));
+        if let Some(mut launched) = self.launched.lock().unwrap()[i].take() {
+            let _ = launched.kill();
+            let _ = launched.wait();
+        }
     }
 
     /// Starts member `i` again on its data, and waits until it runs.
@@ -477,9 +484,11 @@ impl RabbitCluster {
     }
 
     fn launch(&self, i: usize) {
-        self.command("rabbitmq-server", i)
+        let launched = self
+            .command("rabbitmq-server", i)
             .spawn()
             .expect("start rabbitmq-server");
+        self.launched.lock().unwrap()[i] = Some(launched);
     }
 
     fn wait(&self, i: usize) {
