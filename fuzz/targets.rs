@@ -74,6 +74,8 @@ pub enum ResearcherOp {
         status: u8,
         incarnation: u8,
         retained: bool,
+        /// As an answer to a probe, on `fedreq/probed/<node>`.
+        probed: bool,
     },
     /// The caller gives up on one of the requests submitted.
     Cancel {
@@ -191,8 +193,10 @@ pub fn researcher(ops: Vec<ResearcherOp>) {
                     "general/monitoring",
                     "fedreq/presence/a",
                     "fedreq/presence/b",
+                    "fedreq/probed/a",
+                    "fedreq/probed/c",
                     "fedreq/no-match",
-                ][usize::from(topic) % 6];
+                ][usize::from(topic) % 8];
                 core.handle_publish(now, topic, &bytes);
             }
             ResearcherOp::Status {
@@ -200,13 +204,17 @@ pub fn researcher(ops: Vec<ResearcherOp>) {
                 status,
                 incarnation,
                 retained,
+                probed,
             } => {
                 use fedreq_protocol::presence::{self, Presence, Status};
                 let node = NODES[usize::from(node) % 4];
                 let status =
                     [Status::Online, Status::Offline, Status::Stopped][usize::from(status) % 3];
                 let payload = Presence::new(node, status, u64::from(incarnation)).encode();
-                let topic = presence::topic(node);
+                let topic = match probed {
+                    true => presence::probed_topic(node),
+                    false => presence::topic(node),
+                };
                 match retained {
                     true => core.handle_retained(now, &topic, &payload),
                     false => core.handle_publish(now, &topic, &payload),
@@ -253,7 +261,8 @@ pub fn researcher(ops: Vec<ResearcherOp>) {
 /// One step of the node target.
 #[derive(Arbitrary, Debug)]
 pub enum NodeOp {
-    Publish { direct: bool, bytes: Vec<u8> },
+    /// Bytes on one of the node's topics (the probes' too).
+    Publish { topic: u8, bytes: Vec<u8> },
     Fetched { body: Option<Vec<u8>>, status: u16 },
     Approve { index: u8 },
 }
@@ -267,15 +276,22 @@ pub fn node(ops: Vec<NodeOp>) {
         fedreq_protocol::node::datasets_from_json(datasets.to_string().as_bytes()).unwrap();
     let mut config = NodeConfig::new("n", Arc::clone(&datasets));
     config.simulate_training = true;
+    config.announces_as = Some(7);
     let mut node = Node::new(config);
     let mut fetches = Vec::new();
     for op in ops.into_iter().take(200) {
         match op {
-            NodeOp::Publish { direct, bytes } => node.handle_publish(
-                Timestamp::ZERO,
-                if direct { "general/n" } else { "general/nodes" },
-                &bytes,
-            ),
+            NodeOp::Publish { topic, bytes } => {
+                let topics = [
+                    "general/nodes",
+                    "general/n",
+                    "fedreq/probe",
+                    "fedreq/probe/n",
+                    "fedreq/probe/m",
+                ];
+                let topic = topics[usize::from(topic) % topics.len()];
+                node.handle_publish(Timestamp::ZERO, topic, &bytes)
+            }
             NodeOp::Fetched { body, status } => {
                 if let Some(fetch) = fetches.pop() {
                     let result = match body {
@@ -294,6 +310,16 @@ pub fn node(ops: Vec<NodeOp>) {
             fetches.push(fetch.id);
         }
         while let Some(transmit) = node.poll_transmit() {
+            if transmit.topic.starts_with(fedreq_protocol::presence::PROBED) {
+                let answer = fedreq_protocol::presence::Presence::decode(
+                    &transmit.topic,
+                    &transmit.payload,
+                    &Limits::default(),
+                )
+                .expect("the node answers probes with its status");
+                assert_eq!((answer.node_id.as_str(), answer.incarnation), ("n", 7));
+                continue;
+            }
             let message = NodeMessage::decode(
                 &transmit.payload,
                 &Limits {
