@@ -963,7 +963,10 @@ impl Researcher {
     /// more: its connection may only have broken.
     fn on_gone(&mut self, now: Timestamp, node: &str) {
         for id in self.concerning(node) {
-            let active = self.active(id);
+            // Completing one may send the next of its command, which may end at once.
+            let Some(active) = self.requests.get_mut(&id) else {
+                continue;
+            };
             if active.awaits_unwarned(node) {
                 active.leaving.push((node.to_owned(), Some(now)));
                 self.reschedule(id);
@@ -994,7 +997,10 @@ impl Researcher {
     /// the node missing at once.
     fn resend_to(&mut self, now: Timestamp, node: &str, since: Timestamp, lost: bool) {
         for id in self.concerning(node) {
-            let active = self.active(id);
+            // Completing one may send the next of its command, which may end at once.
+            let Some(active) = self.requests.get_mut(&id) else {
+                continue;
+            };
             let standing = active.standing(node);
             let unanswered = active.sent.is_some() && standing.expected && !standing.answered();
             if !unanswered {
@@ -1022,7 +1028,10 @@ impl Researcher {
     /// missing now.
     fn give_up_on(&mut self, now: Timestamp, node: &str) {
         for id in self.concerning(node) {
-            let active = self.active(id);
+            // Completing one may send the next of its command, which may end at once.
+            let Some(active) = self.requests.get_mut(&id) else {
+                continue;
+            };
             if !active.awaits(node) {
                 continue;
             }

@@ -398,3 +398,20 @@ fn a_node_that_says_online_again_is_asked_again_what_is_safe_to_repeat() {
         (Completion::QuietPeriod, vec!["a".to_owned()])
     );
 }
+
+#[test]
+fn a_node_that_stops_ends_the_request_awaiting_it_and_the_next_of_its_command_at_once() {
+    let mut core = Researcher::new(ResearcherConfig::new(ME));
+    status(&mut core, ms(0.0), "a", Status::Online, 7);
+    let to_a = || Submission::to_nodes(Request::list(), vec!["a".into()]);
+    core.submit(ms(1.0), to_a()).unwrap();
+    // Lists carry no sequence: the second waits for the first to end.
+    core.submit(ms(1.0), to_a()).unwrap();
+    // Anyone may publish this. Ending the first sends the second, to a node that stopped:
+    // it ends at once too, inside the same step.
+    status(&mut core, ms(5.0), "a", Status::Stopped, 7);
+    for _ in 0..2 {
+        let list = outcome(&mut core, ms(5.0));
+        assert_eq!((list.completion, list.missing), (Completion::Offline, vec!["a".to_owned()]));
+    }
+}
