@@ -262,9 +262,17 @@ pub fn researcher(ops: Vec<ResearcherOp>) {
 #[derive(Arbitrary, Debug)]
 pub enum NodeOp {
     /// Bytes on one of the node's topics (the probes' too).
-    Publish { topic: u8, bytes: Vec<u8> },
-    Fetched { body: Option<Vec<u8>>, status: u16 },
-    Approve { index: u8 },
+    Publish {
+        topic: u8,
+        bytes: Vec<u8>,
+    },
+    Fetched {
+        body: Option<Vec<u8>>,
+        status: u16,
+    },
+    Approve {
+        index: u8,
+    },
 }
 
 /// The node core under arbitrary steps; panics when an invariant breaks.
@@ -310,7 +318,10 @@ pub fn node(ops: Vec<NodeOp>) {
             fetches.push(fetch.id);
         }
         while let Some(transmit) = node.poll_transmit() {
-            if transmit.topic.starts_with(fedreq_protocol::presence::PROBED) {
+            if transmit
+                .topic
+                .starts_with(fedreq_protocol::presence::PROBED)
+            {
                 let answer = fedreq_protocol::presence::Presence::decode(
                     &transmit.topic,
                     &transmit.payload,

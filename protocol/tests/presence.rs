@@ -412,6 +412,9 @@ fn a_node_that_stops_ends_the_request_awaiting_it_and_the_next_of_its_command_at
     status(&mut core, ms(5.0), "a", Status::Stopped, 7);
     for _ in 0..2 {
         let list = outcome(&mut core, ms(5.0));
-        assert_eq!((list.completion, list.missing), (Completion::Offline, vec!["a".to_owned()]));
+        assert_eq!(
+            (list.completion, list.missing),
+            (Completion::Offline, vec!["a".to_owned()])
+        );
     }
 }

@@ -204,7 +204,9 @@ impl Requests {
     /// `UPLOADS_URL`) or fedreq's (`FEDREQ_TIMEOUT`, `MQTT_USERNAME`, `MQTT_PASSWORD`), else
     /// defaults: localhost:1883, a random researcher id, v4.4's upload URL, 5 seconds.
     ///
-    /// broker: "HOST:PORT" or "mqtt://HOST:PORT". timeout: seconds of quiet after the last
+    /// broker: "HOST:PORT" or "mqtt://HOST:PORT", or the members of a clustered broker
+    /// separated by commas ("mq1:1883,mq2:1883"): the connection moves to the next when its
+    /// member fails (`MQTT_BROKER` may list hosts so too). timeout: seconds of quiet after the last
     /// reply before a request completes (v4.4's TIMEOUT). compat: v4.4's rounds (at least two
     /// timeouts per request). min_replies, grace: complete once that many nodes answered, after
     /// grace seconds. deadline: complete at the latest that many seconds after sending.

@@ -140,3 +140,18 @@ def test_completion_options(federation):
     assert bounded.training_plan_approve(str(PLAN), nodes=["node-9"], timeout=None) == {"node-9": False}
     compat = federation.requests(timeout=0.2, compat=True)
     assert sorted(compat.ping_nodes()) == NODES
+
+
+def test_a_broker_given_as_several_members_is_reached_past_one_that_is_down(mosquitto, monkeypatch):
+    from conftest import free_port
+
+    with fedreq.Federation(3, broker=mosquitto):
+        down = f"127.0.0.1:{free_port()}"
+        with fedreq.Requests(broker=f"{down},{mosquitto}", timeout=TIMEOUT) as requests:
+            assert sorted(requests.ping_nodes()) == NODES
+        # Fed-BioMed's variables: hosts separated by commas, each with its port or the default.
+        host, port = mosquitto.rsplit(":", 1)
+        monkeypatch.setenv("MQTT_BROKER", f"{down},{host}")
+        monkeypatch.setenv("MQTT_BROKER_PORT", port)
+        with fedreq.Requests(timeout=TIMEOUT) as requests:
+            assert sorted(requests.ping_nodes()) == NODES

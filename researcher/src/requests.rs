@@ -74,8 +74,10 @@ pub enum Error {
 }
 
 /// Fed-BioMed v4.4's broker: `MQTT_BROKER` (else `localhost`) and `MQTT_BROKER_PORT` (else 1883).
+/// `MQTT_BROKER` may also list the members of a clustered broker, separated by commas, each
+/// `HOST` or `HOST:PORT` (`MQTT_BROKER_PORT` when it has none).
 pub fn broker_from_env() -> Result<MqttConfig, Error> {
-    let host = std::env::var("MQTT_BROKER").unwrap_or_else(|_| "localhost".into());
+    let hosts = std::env::var("MQTT_BROKER").unwrap_or_else(|_| "localhost".into());
     let port = match std::env::var("MQTT_BROKER_PORT") {
         Ok(port) => port.parse().map_err(|_| Error::Environment {
             variable: "MQTT_BROKER_PORT",
@@ -84,7 +86,24 @@ pub fn broker_from_env() -> Result<MqttConfig, Error> {
         })?,
         Err(_) => 1883,
     };
-    Ok(MqttConfig::new(host, port))
+    if !hosts.contains(',') {
+        // One host, as v4.4 reads it (an IPv6 literal included).
+        return Ok(MqttConfig::new(hosts, port));
+    }
+    let bad = || Error::Environment {
+        variable: "MQTT_BROKER",
+        value: hosts.clone(),
+        expected: "a host, or hosts separated by commas (each HOST or HOST:PORT)",
+    };
+    let members = hosts
+        .split(',')
+        .map(|member| fedreq_mqtt::config::parse_one(member.trim(), port).map_err(|_| bad()));
+    let mut members = members.collect::<Result<Vec<_>, _>>()?.into_iter();
+    let (host, port) = members.next().ok_or_else(bad)?;
+    Ok(MqttConfig {
+        fallbacks: members.collect(),
+        ..MqttConfig::new(host, port)
+    })
 }
 
 /// How requests complete, as the program's options and Python's arguments say it.
