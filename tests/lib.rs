@@ -445,6 +445,9 @@ impl RabbitCluster {
             let _ = launched.kill();
             let _ = launched.wait();
         }
+        let port = self.members[i].mqtt_port;
+        let down = TcpStream::connect(("127.0.0.1", port)).is_err();
+        assert!(down, "member {i} still takes MQTT connections on port {port}");
     }
 
     /// Starts member `i` again on its data, and waits until it runs.

@@ -63,9 +63,15 @@ fn a_researcher_on_the_central_broker_works_with_nodes_behind_a_bridge() {
     let search = ask(Submission::broadcast(Request::search(vec!["ds1".into()])));
     assert_eq!(search.datasets().len(), 4, "{:?}", search.missing);
     // The site's nodes say they have nothing across the bridge too: no quiet period.
-    let none = ask(Submission::broadcast(Request::search(vec!["nothing-here".into()])));
+    let none = ask(Submission::broadcast(Request::search(vec![
+        "nothing-here".into()
+    ])));
     assert!(none.replies.is_empty());
-    assert_eq!(none.completion, fedreq_protocol::Completion::AllAnswered, "{none:?}");
+    assert_eq!(
+        none.completion,
+        fedreq_protocol::Completion::AllAnswered,
+        "{none:?}"
+    );
     let approval = ask(Submission::broadcast(Request::approval(
         "plan",
         "http://repository.test/plan.py",

@@ -3,6 +3,7 @@
 //! delivers them on a wildcard subscription, keeps a persistent session on the member that
 //! started it, and publishes no will of the clients of a member that dies.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use fedreq::known::KnownNodes;
@@ -115,58 +116,103 @@ fn across_members_the_roster_is_known_and_requests_end_when_the_last_node_spoke(
     let _ = std::fs::remove_file(&file);
 }
 
+/// A stream of at least 1,000 pings, broadcast and targeted in turn, while members die and
+/// come back: the member holding half the nodes, then the researcher's own.
 fn a_member_that_dies_costs_its_nodes_a_failover_and_no_request_hangs(cluster: &RabbitCluster) {
     let runtime = Runtime::new().unwrap();
     let _nodes = nodes(&runtime, cluster);
     let requests = researcher(cluster, Remember::Nothing);
     fedreq_tests::wait_for_online(requests.handle(), &everyone());
     let timeout = Duration::from_secs(2);
-    let ask = |broadcast: bool| {
-        let submission = match broadcast {
-            true => Submission::broadcast(Request::ping()),
-            false => Submission::to_nodes(Request::ping(), ids(&["a-1", "c-1"])),
-        };
-        let outcome = requests
-            .request(submission.with_policy(Policy::quiet(timeout)))
-            .unwrap();
-        // Never past its timeout, whatever the cluster does.
-        assert!(
-            outcome.elapsed <= timeout + Duration::from_millis(100),
-            "{outcome:?}"
-        );
-        outcome
-    };
-    // Whether a broadcast and a targeted request each got every reply.
-    let whole = || {
-        sorted(ask(true).online()) == everyone() && sorted(ask(false).online()) == ["a-1", "c-1"]
-    };
-    // How long until the federation is whole again after a fault at `at`: within 10 s, and
-    // then every request gets every reply.
-    let until_whole = |what: &str, at: Instant| -> Duration {
-        while !whole() {
+    let asked = AtomicUsize::new(0);
+    let done = AtomicBool::new(false);
+    let started = Instant::now();
+    // Each request: when it was sent, since the start, whether it got every reply, and how
+    // long it took.
+    let stream = || {
+        let mut log = Vec::new();
+        while !done.load(Ordering::Relaxed) || log.len() < 1_000 {
+            let broadcast = log.len() % 2 == 0;
+            let (submission, expected) = match broadcast {
+                true => (Submission::broadcast(Request::ping()), everyone()),
+                false => (
+                    Submission::to_nodes(Request::ping(), ids(&["a-1", "c-1"])),
+                    ids(&["a-1", "c-1"]),
+                ),
+            };
+            let sent = started.elapsed();
+            let outcome = requests
+                .request(submission.with_policy(Policy::quiet(timeout)))
+                .unwrap();
+            // Never past its timeout, whatever the cluster does.
             assert!(
-                at.elapsed() < Duration::from_secs(10),
-                "{what}: not whole after 10 s"
+                outcome.elapsed <= timeout + Duration::from_millis(100),
+                "{outcome:?}"
             );
+            log.push((sent, sorted(outcome.online()) == expected, outcome.elapsed));
+            asked.fetch_add(1, Ordering::Relaxed);
         }
-        let back = at.elapsed();
-        for _ in 0..10 {
-            assert!(whole(), "{what}: a reply missing once whole again");
-        }
-        back
+        log
     };
+    let after = |count: usize| {
+        let until = asked.load(Ordering::Relaxed) + count;
+        while asked.load(Ordering::Relaxed) < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        started.elapsed()
+    };
+    let (log, faults) = std::thread::scope(|scope| {
+        let stream = scope.spawn(stream);
+        let mut faults = Vec::new();
+        after(100);
+        cluster.kill(0);
+        faults.push(("member 0 killed (half the nodes)", started.elapsed()));
+        after(200);
+        cluster.restart(0);
+        faults.push(("member 0 restarted", started.elapsed()));
+        after(200);
+        cluster.kill(1);
+        faults.push(("member 1 killed (the researcher's)", started.elapsed()));
+        after(200);
+        cluster.restart(1);
+        faults.push(("member 1 restarted", started.elapsed()));
+        after(100);
+        done.store(true, Ordering::Relaxed);
+        (stream.join().unwrap(), faults)
+    });
 
-    until_whole("before any fault", Instant::now());
-    // The member holding half the nodes dies: they move to another, with new sessions.
-    cluster.kill(0);
-    let back = until_whole("the nodes of the dead member", Instant::now());
-    eprintln!("nodes of the dead member whole again after {back:?}");
-    cluster.restart(0);
-    until_whole("the member restarted", Instant::now());
-    // The researcher's own member dies: it moves on, and asks again what was in flight.
-    cluster.kill(1);
-    let back = until_whole("the researcher's member", Instant::now());
-    eprintln!("the researcher whole again after {back:?}");
-    cluster.restart(1);
-    until_whole("its member restarted", Instant::now());
+    // Each fault: the requests that lost a reply, all before the federation was whole again,
+    // within 10 s; from then on, until the next fault, every request got every reply.
+    eprintln!("{} requests in {:?}", log.len(), started.elapsed());
+    let bounds = faults.iter().map(|(_, at)| *at).chain([Duration::MAX]);
+    for ((what, at), next) in faults.iter().zip(bounds.skip(1)) {
+        let window: Vec<&(Duration, bool, Duration)> = log
+            .iter()
+            .filter(|(sent, ..)| sent >= at && *sent < next)
+            .collect();
+        let lost = window.iter().filter(|(_, whole, _)| !whole).count();
+        let last_lost = window.iter().rposition(|(_, whole, _)| !whole);
+        let whole_at = match last_lost {
+            Some(i) => window.get(i + 1).map(|(sent, ..)| *sent - *at),
+            None => Some(Duration::ZERO),
+        };
+        let longest = window
+            .iter()
+            .map(|(.., took)| *took)
+            .max()
+            .unwrap_or_default();
+        eprintln!(
+            "{what} at {at:?}: {} requests, {lost} with a reply lost, whole again after \
+             {whole_at:?}, the longest {longest:?}",
+            window.len()
+        );
+        let whole_at = whole_at.expect("whole again before the next fault");
+        assert!(
+            whole_at < Duration::from_secs(10),
+            "{what}: whole again after {whole_at:?}"
+        );
+    }
+    let before = |(sent, ..): &&(Duration, bool, Duration)| *sent < faults[0].1;
+    let whole = log.iter().filter(before).all(|(_, whole, _)| *whole);
+    assert!(whole, "a reply lost before any fault");
 }
