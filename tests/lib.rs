@@ -464,7 +464,9 @@ impl RabbitCluster {
     fn command(&self, program: &str, i: usize) -> Command {
         let member = &self.members[i];
         let mut command = Command::new(format!("{RABBITMQ_BIN}/{program}"));
+        // An Erlang crash dump lands in the working folder: the cluster's, not the checkout.
         command
+            .current_dir(&self.base)
             .env("HOME", self.base.join("home"))
             .env("ERL_EPMD_ADDRESS", "127.0.0.1")
             .env("ERL_EPMD_PORT", self.epmd_port.to_string())
