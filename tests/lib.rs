@@ -447,7 +447,10 @@ impl RabbitCluster {
         }
         let port = self.members[i].mqtt_port;
         let down = TcpStream::connect(("127.0.0.1", port)).is_err();
-        assert!(down, "member {i} still takes MQTT connections on port {port}");
+        assert!(
+            down,
+            "member {i} still takes MQTT connections on port {port}"
+        );
     }
 
     /// Starts member `i` again on its data, and waits until it runs.

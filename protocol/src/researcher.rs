@@ -269,6 +269,8 @@ pub struct Researcher {
     stats: Stats,
     /// Nodes by presence, online or not (an offline one's incarnation refuses old statuses).
     roster: BTreeMap<NodeId, Member>,
+    /// When each member last said `online` again, of the run we know: it connected again.
+    reconnected: NodeMap<Timestamp>,
     /// Nodes without presence that answered a broadcast lately, and how long they took:
     /// expected by the next ones.
     heard: NodeMap<Duration>,
@@ -301,6 +303,7 @@ impl Researcher {
             kept_finished: VecDeque::new(),
             recent: VecDeque::new(),
             by_node: NodeMap::with_hasher(keyed.clone()),
+            reconnected: NodeMap::with_hasher(keyed.clone()),
             keyed,
             broadcasts: BTreeSet::new(),
             collects: BTreeSet::new(),
@@ -912,7 +915,10 @@ impl Researcher {
             // perhaps on a new session (another member of a cluster) without what was queued.
             let said_again = !retained && topic.starts_with(presence::PREFIX);
             if said_again && presence.status.is_online() {
-                self.resend_to(now, node, now, false);
+                // What was sent since it last said so: a status repeated (anyone may publish
+                // one) asks each request again once at most.
+                let last = self.reconnected.insert(node.to_owned(), now);
+                self.resend_to(now, node, last, now, false);
             }
             return;
         }
@@ -926,6 +932,7 @@ impl Researcher {
             match offline {
                 Some(node) => {
                     self.roster.remove(&node);
+                    self.reconnected.remove(&node);
                 }
                 None => return,
             }
@@ -988,14 +995,22 @@ impl Researcher {
     /// is awaited, even if given up already (its status said `stopped` when the request left).
     fn on_restart(&mut self, now: Timestamp, node: &str, incarnation: u64) {
         let started = Timestamp::from_duration(Duration::from_nanos(incarnation));
-        self.resend_to(now, node, started, true);
+        self.reconnected.remove(node);
+        self.resend_to(now, node, None, started, true);
     }
 
     /// `node` may have lost what it was sent before `since` (it restarted, or took a new
-    /// session): every request awaiting it from before asks it again what is safe to repeat;
-    /// the rest waits its timeout, unless `lost` (a new run: it never ran them), which reports
-    /// the node missing at once.
-    fn resend_to(&mut self, now: Timestamp, node: &str, since: Timestamp, lost: bool) {
+    /// session): every request awaiting it from before (and after `after`, when given) asks
+    /// it again what is safe to repeat; the rest waits its timeout, unless `lost` (a new run:
+    /// it never ran them), which reports the node missing at once.
+    fn resend_to(
+        &mut self,
+        now: Timestamp,
+        node: &str,
+        after: Option<Timestamp>,
+        since: Timestamp,
+        lost: bool,
+    ) {
         for id in self.concerning(node) {
             // Completing one may send the next of its command, which may end at once.
             let Some(active) = self.requests.get_mut(&id) else {
@@ -1003,7 +1018,11 @@ impl Researcher {
             };
             let standing = active.standing(node);
             let unanswered = active.sent.is_some() && standing.expected && !standing.answered();
-            if !unanswered {
+            let asked_again = active
+                .sent
+                .zip(after)
+                .is_some_and(|(sent, after)| sent <= after);
+            if !unanswered || asked_again {
                 continue;
             }
             active.leaving.retain(|(n, _)| n != node);

@@ -386,6 +386,9 @@ fn a_node_that_says_online_again_is_asked_again_what_is_safe_to_repeat() {
         commands(&mut core),
         [("general/a".to_owned(), "ping".to_owned())]
     );
+    // Said again (anyone may publish it): each request is asked again once at most.
+    status(&mut core, ms(900.5), "a", Status::Online, 7);
+    assert!(commands(&mut core).is_empty());
     pong(&mut core, ms(901.0), "a", 0);
     let ping = outcome(&mut core, ms(1_000.0));
     assert_eq!(
