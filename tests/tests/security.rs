@@ -20,13 +20,18 @@ const NODES: [&str; 2] = ["node-1", "node-2"];
 /// The ACL of docs/deployment.md: node accounts are named after their node id.
 const ACL: &str = "\
 # Nodes: read the broadcast topic and their own, write replies, logs and scalars, and
-# their status (its retained will included).
+# their status (its retained will included); answer presence probes, and say when a search
+# finds nothing (a node starting probes its own id, so it reads its answers too).
 pattern read general/nodes
 pattern read general/%u
 pattern write general/researcher
 pattern write general/logger
 pattern write general/monitoring
 pattern write fedreq/presence/%u
+pattern read fedreq/probe
+pattern readwrite fedreq/probe/%u
+pattern readwrite fedreq/probed/%u
+pattern write fedreq/no-match
 
 # The researcher: the reverse.
 user researcher
@@ -37,6 +42,9 @@ topic read general/researcher
 topic read general/logger
 topic read general/monitoring
 topic read fedreq/presence/+
+topic write fedreq/probe
+topic read fedreq/probed/+
+topic read fedreq/no-match
 topic readwrite fedreq/sync/#
 ";
 
@@ -174,9 +182,18 @@ fn only_the_right_accounts_speak_on_the_right_topics() {
     );
     let spied = spy.roster().recv().unwrap();
     assert!(
-        spied.is_empty(),
-        "a node account reads no statuses: {spied:?}"
+        spied.keys().all(|node| node == "node-1"),
+        "a node account reads no status but its own: {spied:?}"
     );
+    // The nodes' word that they hold no match passes the ACL: once a broadcast made first
+    // contact, a search of nodes that announce themselves relies on it, and waits no quiet
+    // period.
+    let broadcast = Submission::broadcast(Request::ping());
+    researcher.submit(broadcast).recv().unwrap().unwrap();
+    let search = Submission::broadcast(Request::search(vec!["nothing-here".into()]));
+    let none = researcher.submit(search).recv().unwrap().unwrap();
+    let waited = none.completion == fedreq_protocol::Completion::QuietPeriod;
+    assert!(!waited && none.missing.is_empty(), "{none:?}");
 
     // A wrong password is refused, clearly.
     let error = fedreq_mqtt::connect_researcher(
