@@ -496,3 +496,34 @@ fn list_and_search_log_what_they_found_as_v44_on_stderr() {
         "{none}"
     );
 }
+
+/// Runs `fedreq args` with its output read by nobody (`fedreq ... | true`).
+fn unread(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fedreq"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_program_quietly() {
+    let broker = federation().broker.as_str();
+    let lines: String = (0..10_000)
+        .map(|_| "general/nodes {\"command\": \"ping\"}\n")
+        .collect();
+    let capture = temp_file("unread.txt", &lines);
+    for args in [
+        &["--broker", broker, "list"][..],
+        &["--broker", broker, "ping"],
+        &["decode", capture.to_str().unwrap()],
+    ] {
+        let out = unread(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}

@@ -223,7 +223,7 @@ pub fn run(args: BenchArgs, broker: Option<MqttConfig>, json_output: bool) -> Re
         }
     }
     if json_output {
-        println!("{}", json!({ "rows": rows, "bare_mqtt": baselines }));
+        outln!("{}", json!({ "rows": rows, "bare_mqtt": baselines }));
     } else {
         for baseline in &baselines {
             eprintln!(

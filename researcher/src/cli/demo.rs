@@ -41,7 +41,7 @@ pub fn run(global: &Global, args: DemoArgs) -> Result<(), String> {
     let mqtt = MqttConfig::new("127.0.0.1", broker.address().port());
     let runtime = Runtime::new().map_err(fail)?;
     let _nodes = NodeDriver::start_many(&runtime, &mqtt, configs, http_fetcher()).map_err(fail)?;
-    println!(
+    outln!(
         "embedded MQTT broker on {}, file repository on {}, {} nodes",
         broker.address(),
         repository.address(),
@@ -56,9 +56,8 @@ pub fn run(global: &Global, args: DemoArgs) -> Result<(), String> {
         ..RequestsConfig::new("researcher-demo")
     };
     let requests = Requests::connect(mqtt, config).map_err(fail)?;
-    requests.set_log_handler(|log| {
-        println!("node log  {:<5} {}: {}", log.level, log.node_id, log.text)
-    });
+    requests
+        .set_log_handler(|log| outln!("node log  {:<5} {}: {}", log.level, log.node_id, log.text));
     let (scalar_tx, scalars) = flume::unbounded();
     requests.add_monitor_callback(move |scalar| {
         let _ = scalar_tx.send(scalar.clone());
@@ -66,7 +65,7 @@ pub fn run(global: &Global, args: DemoArgs) -> Result<(), String> {
 
     let step = Instant::now();
     let online = requests.ping_nodes().map_err(fail)?;
-    println!(
+    outln!(
         "\n$ fedreq ping\n{} node(s) online ({} ms): {}",
         online.len(),
         millis(step.elapsed()),
@@ -75,9 +74,9 @@ pub fn run(global: &Global, args: DemoArgs) -> Result<(), String> {
 
     let step = Instant::now();
     let datasets = requests.list(None, false).map_err(fail)?;
-    println!("\n$ fedreq list --verbose  ({} ms)", millis(step.elapsed()));
+    outln!("\n$ fedreq list --verbose  ({} ms)", millis(step.elapsed()));
     for (node, list) in &datasets {
-        println!("{}", fedreq::table::datasets(node, list));
+        outln!("{}", fedreq::table::datasets(node, list));
     }
 
     let step = Instant::now();
@@ -89,7 +88,7 @@ pub fn run(global: &Global, args: DemoArgs) -> Result<(), String> {
         .request(Submission::broadcast(Request::search(tags.clone())).with_policy(quiet))
         .map_err(fail)?
         .datasets();
-    println!(
+    outln!(
         "\n$ fedreq search fbm images\n{} node(s) hold such data ({} ms): {}",
         found.len(),
         millis(step.elapsed()),
@@ -102,7 +101,7 @@ pub fn run(global: &Global, args: DemoArgs) -> Result<(), String> {
         .training_plan_approve(&plan, "fedreq demo plan", None, None)
         .map_err(fail)?;
     let acknowledged = approvals.values().filter(|ok| **ok).count();
-    println!(
+    outln!(
         "\n$ fedreq approve example_plan.py\n{acknowledged} of {} node(s) acknowledged ({} ms)",
         approvals.len(),
         millis(step.elapsed())
@@ -135,7 +134,7 @@ pub fn run(global: &Global, args: DemoArgs) -> Result<(), String> {
     let scalar = scalars
         .recv_timeout(std::time::Duration::from_secs(5))
         .map_err(|_| "no monitoring scalar arrived".to_owned())?;
-    println!(
+    outln!(
         "\n$ train one round on {}\nreply: success={}; monitoring: {} job {} {}",
         ids[0],
         trained
@@ -147,6 +146,6 @@ pub fn run(global: &Global, args: DemoArgs) -> Result<(), String> {
         scalar.job_id,
         serde_json::Value::Object(scalar.metric)
     );
-    println!("\ndemo done in {} ms", millis(started.elapsed()));
+    outln!("\ndemo done in {} ms", millis(started.elapsed()));
     Ok(())
 }

@@ -12,6 +12,13 @@ use fedreq_mqtt::{MqttConfig, Qos, Session, Tls};
 use fedreq_protocol::Policy;
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// `println!` for the program's output: a reader that went away ends the program quietly.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::out(format_args!($($arg)*))
+    };
+}
+
 mod bench;
 mod demo;
 mod mosquitto;
@@ -272,4 +279,21 @@ fn memory_mb(field: &str) -> f64 {
 /// Milliseconds, for `elapsed_ms`.
 fn millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Writes one line of output. A reader that went away (`fedreq list | head -1`) ends the
+/// program quietly, with success: nothing more would be read. Another failure to write ends
+/// it with one line on stderr.
+pub(crate) fn out(line: std::fmt::Arguments) {
+    use std::io::Write;
+    if let Err(error) = writeln!(std::io::stdout().lock(), "{line}") {
+        if error.kind() != std::io::ErrorKind::BrokenPipe {
+            let _ = writeln!(
+                std::io::stderr(),
+                "fedreq: cannot write the output: {error}"
+            );
+            std::process::exit(1);
+        }
+        std::process::exit(0);
+    }
 }

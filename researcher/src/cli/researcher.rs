@@ -94,18 +94,18 @@ pub fn ping(global: &Global, args: Nodes) -> Result<(), String> {
     let (nodes, missing) = (outcome.online(), outcome.missing);
     let elapsed = millis(started.elapsed());
     if global.json {
-        println!(
+        outln!(
             "{}",
             json!({ "nodes": nodes, "missing": missing, "elapsed_ms": elapsed,
                     "completion": outcome.completion })
         );
     } else {
-        println!("{} node(s) online ({elapsed} ms)", nodes.len());
+        outln!("{} node(s) online ({elapsed} ms)", nodes.len());
         for node in nodes {
-            println!("  {node}");
+            outln!("  {node}");
         }
         for node in missing {
-            println!("  {node}: no answer");
+            outln!("  {node}: no answer");
         }
     }
     Ok(())
@@ -132,7 +132,7 @@ pub fn search(global: &Global, args: SearchArgs) -> Result<(), String> {
             .map_err(fail)?
     };
     if datasets.is_empty() && !global.json {
-        println!("No dataset found with tags {:?}", args.tags);
+        outln!("No dataset found with tags {:?}", args.tags);
     }
     print_datasets(global, &datasets, true, started);
     Ok(())
@@ -146,18 +146,18 @@ fn print_datasets(
 ) {
     let elapsed = millis(started.elapsed());
     if global.json {
-        println!("{}", json!({ "nodes": datasets, "elapsed_ms": elapsed }));
+        outln!("{}", json!({ "nodes": datasets, "elapsed_ms": elapsed }));
         return;
     }
     for (node, list) in datasets {
         if verbose {
-            println!("\n{}", fedreq::table::datasets(node, list));
+            outln!("\n{}", fedreq::table::datasets(node, list));
         } else {
             let names: Vec<&str> = list
                 .iter()
                 .filter_map(|d| d.get("name")?.as_str())
                 .collect();
-            println!("{node}: {} dataset(s) {}", list.len(), names.join(", "));
+            outln!("{node}: {} dataset(s) {}", list.len(), names.join(", "));
         }
     }
 }
@@ -178,14 +178,14 @@ pub fn approve(global: &Global, args: ApproveArgs) -> Result<(), String> {
     };
     let elapsed = millis(started.elapsed());
     if global.json {
-        println!("{}", json!({ "nodes": approvals, "elapsed_ms": elapsed }));
+        outln!("{}", json!({ "nodes": approvals, "elapsed_ms": elapsed }));
     } else {
-        println!(
+        outln!(
             "training plan {} sent for approval ({elapsed} ms)",
             args.file.display()
         );
         for (node, ok) in &approvals {
-            println!(
+            outln!(
                 "  {node}: {}",
                 if *ok {
                     "acknowledged"
@@ -234,17 +234,17 @@ pub fn send(global: &Global, args: SendArgs) -> Result<(), String> {
     };
     let elapsed = millis(started.elapsed());
     if global.json {
-        println!(
+        outln!(
             "{}",
             json!({ "sequence": sequence, "responses": responses, "elapsed_ms": elapsed })
         );
     } else {
         if let Some(sequence) = sequence {
-            println!("sent with sequence {sequence}");
+            outln!("sent with sequence {sequence}");
         }
-        println!("{} response(s) ({elapsed} ms)", responses.len());
+        outln!("{} response(s) ({elapsed} ms)", responses.len());
         for response in responses {
-            println!("  {response}");
+            outln!("  {response}");
         }
     }
     Ok(())
@@ -257,9 +257,9 @@ pub fn listen(global: &Global, args: ListenArgs) -> Result<(), String> {
     if args.logs || all {
         requests.set_log_handler(move |log| {
             if json {
-                println!("{}", json!({ "log": { "node_id": log.node_id, "level": log.level, "text": log.text } }));
+                outln!("{}", json!({ "log": { "node_id": log.node_id, "level": log.level, "text": log.text } }));
             } else {
-                println!("{:<7} {}: {}", log.level, log.node_id, log.text);
+                outln!("{:<7} {}: {}", log.level, log.node_id, log.text);
             }
         });
     } else {
@@ -269,9 +269,9 @@ pub fn listen(global: &Global, args: ListenArgs) -> Result<(), String> {
         requests.add_monitor_callback(move |scalar| {
             let value = fedreq_protocol::NodeMessage::AddScalar(scalar.clone()).to_value();
             if json {
-                println!("{}", json!({ "monitoring": value }));
+                outln!("{}", json!({ "monitoring": value }));
             } else {
-                println!(
+                outln!(
                     "monitoring {} job {}: {}",
                     scalar.node_id,
                     scalar.job_id,
@@ -283,15 +283,17 @@ pub fn listen(global: &Global, args: ListenArgs) -> Result<(), String> {
     if args.errors || all {
         requests.set_error_handler(move |error| {
             if json {
-                println!(
+                outln!(
                     "{}",
                     json!({ "error": { "node_id": error.node_id, "errnum": error.errnum,
                     "extra_msg": error.extra_msg, "researcher_id": error.researcher_id } })
                 );
             } else {
-                println!(
+                outln!(
                     "ERROR   {}: {} {}",
-                    error.node_id, error.errnum, error.extra_msg
+                    error.node_id,
+                    error.errnum,
+                    error.extra_msg
                 );
             }
         });
@@ -322,11 +324,11 @@ pub fn roster(global: &Global) -> Result<(), String> {
                         "since_unix_ms": since })
             })
             .collect();
-        println!("{}", json!({ "nodes": nodes }));
+        outln!("{}", json!({ "nodes": nodes }));
         return Ok(());
     }
     let online = roster.values().filter(|m| m.online()).count();
-    println!("{online} node(s) online, {} offline", roster.len() - online);
+    outln!("{online} node(s) online, {} offline", roster.len() - online);
     for (node, member) in &roster {
         // Online since the run started (its incarnation is its start); offline since the
         // status changed, when it changed while we listened.
@@ -342,9 +344,9 @@ pub fn roster(global: &Global) -> Result<(), String> {
         match since {
             Some(since) => {
                 let ago = now.saturating_sub(since);
-                println!("  {state} {node}  for {} s", ago.as_secs());
+                outln!("  {state} {node}  for {} s", ago.as_secs());
             }
-            None => println!("  {state} {node}  since before we connected"),
+            None => outln!("  {state} {node}  since before we connected"),
         }
     }
     Ok(())

@@ -162,17 +162,17 @@ pub fn run(args: SimArgs, json: bool, timeout: Duration) -> Result<(), String> {
             "virtual_ms": virtual_ms,
             "wall_ms": wall.as_secs_f64() * 1000.0,
         });
-        println!("{report}");
+        outln!("{report}");
         return Ok(());
     }
 
-    println!(
+    outln!(
         "{} nodes, seed {}, {} offline",
         args.nodes,
         args.seed,
         sim.offline_nodes().len()
     );
-    println!(
+    outln!(
         "{:<3} {:<10} {:>8} {:>8} {:>6} {:>10} {:>5} {:>8} {:>9}  {:<13} {:>12}",
         "#",
         "command",
@@ -188,7 +188,7 @@ pub fn run(args: SimArgs, json: bool, timeout: Duration) -> Result<(), String> {
     );
     for (i, o) in outcomes.iter().enumerate() {
         let completion = serde_json::to_value(o.completion).unwrap_or_default();
-        println!(
+        outln!(
             "{:<3} {:<10} {:>8} {:>8} {:>6} {:>10} {:>5} {:>8} {:>9}  {:<13} {:>9.3} ms",
             i + 1,
             o.command.map(|c| c.as_str()).unwrap_or("collect"),
@@ -203,11 +203,11 @@ pub fn run(args: SimArgs, json: bool, timeout: Duration) -> Result<(), String> {
             o.elapsed.as_secs_f64() * 1000.0
         );
     }
-    println!(
+    outln!(
         "trace hash    {trace_hash} ({} deliveries)",
         sim.trace_len()
     );
-    println!("virtual time  {virtual_ms:.3} ms");
-    println!("wall time     {:.1} ms", wall.as_secs_f64() * 1000.0);
+    outln!("virtual time  {virtual_ms:.3} ms");
+    outln!("wall time     {:.1} ms", wall.as_secs_f64() * 1000.0);
     Ok(())
 }

@@ -195,9 +195,9 @@ pub fn run(args: SoakArgs, json_output: bool) -> Result<(), String> {
         "rss_mb": rss.iter().map(|(at, mb)| json!({"at": at, "mb": mb})).collect::<Vec<_>>(),
     });
     if json_output {
-        println!("{report}");
+        outln!("{report}");
     } else {
-        println!(
+        outln!(
             "{} requests to {} nodes in {:.1} s: {} completed, {once} exactly once; {replies} of {expected} replies from nodes up, {lost} lost ({lost_by:?}); {crashes} node process crashes, {restarts} broker restarts; resident memory {}",
             args.requests,
             args.nodes,

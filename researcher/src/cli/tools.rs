@@ -25,7 +25,7 @@ pub struct DecodeArgs {
 
 pub fn check(args: CheckArgs) -> Result<(), String> {
     TrainingPlan::from_file(&args.file).map_err(fail)?;
-    println!("{}: valid Python", args.file.display());
+    outln!("{}: valid Python", args.file.display());
     Ok(())
 }
 
@@ -54,18 +54,18 @@ pub fn decode(global: &Global, args: DecodeArgs) -> Result<(), String> {
         };
         match decoded {
             Ok(message) if global.json => {
-                println!("{}", json!({ "topic": topic, "message": message }))
+                outln!("{}", json!({ "topic": topic, "message": message }))
             }
-            Ok(message) => println!("{topic} {message}"),
+            Ok(message) => outln!("{topic} {message}"),
             Err(error) => {
                 refused += 1;
                 if global.json {
-                    println!(
+                    outln!(
                         "{}",
                         json!({ "topic": topic, "line": number + 1, "refused": error.to_string() })
                     );
                 } else {
-                    println!("{topic} refused (line {}): {error}", number + 1);
+                    outln!("{topic} refused (line {}): {error}", number + 1);
                 }
             }
         }
