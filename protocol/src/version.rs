@@ -37,10 +37,16 @@ pub enum VersionError {
         /// Ours.
         ours: ProtocolVersion,
     },
+    /// No `protocol_version` field: a message from before versioned messaging.
+    #[error("missing: the sender predates versioned messaging (ours is {ours})")]
+    Missing {
+        /// Ours.
+        ours: ProtocolVersion,
+    },
     /// Another major version, or a newer minor or micro one.
     #[error("version {theirs} is incompatible with ours, {ours}")]
     Incompatible {
-        /// The version received (0 when the field was missing).
+        /// The version received.
         theirs: ProtocolVersion,
         /// Ours.
         ours: ProtocolVersion,
@@ -79,7 +85,7 @@ impl ProtocolVersion {
     /// another major, or a newer minor or micro, is refused; an older one is accepted.
     pub fn judge(self, theirs: Option<&str>) -> Result<Compatibility, VersionError> {
         let theirs = match theirs {
-            None => ProtocolVersion::ZERO,
+            None => return Err(VersionError::Missing { ours: self }),
             Some(text) => ProtocolVersion::parse(text).ok_or_else(|| VersionError::Invalid {
                 theirs: text.to_owned(),
                 ours: self,
@@ -122,18 +128,20 @@ mod tests {
     #[test]
     fn other_major_newer_minor_or_missing_is_refused() {
         for (text, theirs) in [
-            (Some("0"), ProtocolVersion::ZERO),
-            (Some("2"), ProtocolVersion::new(2, 0, 0)),
-            (Some("1.9"), ProtocolVersion::new(1, 9, 0)),
-            (Some("1.0.1"), ProtocolVersion::new(1, 0, 1)),
-            (None, ProtocolVersion::ZERO),
+            ("0", ProtocolVersion::ZERO),
+            ("2", ProtocolVersion::new(2, 0, 0)),
+            ("1.9", ProtocolVersion::new(1, 9, 0)),
+            ("1.0.1", ProtocolVersion::new(1, 0, 1)),
         ] {
             assert_eq!(
-                OURS.judge(text),
+                OURS.judge(Some(text)),
                 Err(VersionError::Incompatible { theirs, ours: OURS }),
                 "{text:?}"
             );
         }
+        let missing = OURS.judge(None).unwrap_err();
+        assert_eq!(missing, VersionError::Missing { ours: OURS });
+        assert!(missing.to_string().starts_with("missing"), "{missing}");
     }
 
     #[test]

@@ -527,3 +527,54 @@ fn a_reader_that_goes_away_ends_the_program_quietly() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn decode_reads_what_fedreq_itself_publishes() {
+    use fedreq_protocol::presence::{self, NoMatch, Presence, Status};
+    let status = Presence::new("n1", Status::Online, 7).encode();
+    let no_match = NoMatch {
+        researcher_id: "r".into(),
+        node_id: "n1".into(),
+        tags: vec!["t".into()],
+    };
+    let lines = [
+        format!(
+            "{} {}",
+            presence::topic("n1"),
+            String::from_utf8(status.clone()).unwrap()
+        ),
+        format!(
+            "{} {}",
+            presence::probed_topic("n1"),
+            String::from_utf8(status).unwrap()
+        ),
+        format!(
+            "{} {}",
+            presence::NO_MATCH,
+            String::from_utf8(no_match.encode()).unwrap()
+        ),
+        format!("{} {{\"researcher_id\": \"r\"}}", presence::PROBE),
+        format!("{} ", presence::probe_topic("n1")),
+        "fedreq/sync/fedreq-researcher-r-1 ".to_owned(),
+    ];
+    let file = temp_file("own.txt", &(lines.join("\n") + "\n"));
+    let out = fedreq(&["decode", file.to_str().unwrap(), "--json"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let decoded: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(decoded.len(), 6);
+    assert_eq!(decoded[0]["message"]["status"], "online");
+    assert_eq!(decoded[1]["message"]["incarnation"], 7);
+    assert_eq!(decoded[2]["message"]["command"], "no-match");
+
+    // A message without protocol_version says so, not "version 0.0.0".
+    let pong = r#"general/researcher {"researcher_id": "r", "node_id": "n1", "success": true, "sequence": 1, "command": "pong"}"#;
+    let file = temp_file("unversioned.txt", &format!("{pong}\n"));
+    let out = fedreq(&["decode", file.to_str().unwrap()]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout.contains("protocol_version: missing"), "{stdout}");
+}

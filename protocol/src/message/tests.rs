@@ -155,7 +155,7 @@ fn version_is_judged_after_the_command_is_known() {
     let err = decode_reply(missing).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "`pong`: protocol_version: version 0.0.0 is incompatible with ours, 1.0.0"
+        "`pong`: protocol_version: missing: the sender predates versioned messaging (ours is 1.0.0)"
     );
 }
 

@@ -4,8 +4,9 @@ use std::io::BufRead;
 
 use clap::Args;
 use fedreq::TrainingPlan;
-use fedreq_protocol::{topic, Limits, NodeMessage, Request};
-use serde_json::json;
+use fedreq_protocol::presence::{self, NoMatch, Presence};
+use fedreq_protocol::{topic, DecodeError, Limits, NodeMessage, Request};
+use serde_json::{json, Value};
 
 use super::{fail, Global};
 
@@ -46,12 +47,7 @@ pub fn decode(global: &Global, args: DecodeArgs) -> Result<(), String> {
             continue;
         }
         let (topic, payload) = line.split_once(' ').unwrap_or((line.as_str(), ""));
-        let decoded = if topic == topic::NODES || !topic::RESEARCHER_SUBSCRIPTIONS.contains(&topic)
-        {
-            Request::decode(payload.as_bytes(), &limits).map(|d| d.message.to_value())
-        } else {
-            NodeMessage::decode(payload.as_bytes(), &limits).map(|d| d.message.to_value())
-        };
+        let decoded = decode_one(topic, payload.as_bytes(), &limits);
         match decoded {
             Ok(message) if global.json => {
                 outln!("{}", json!({ "topic": topic, "message": message }))
@@ -74,4 +70,28 @@ pub fn decode(global: &Global, args: DecodeArgs) -> Result<(), String> {
         return Err(format!("{refused} message(s) refused"));
     }
     Ok(())
+}
+
+/// The message `payload` is, as its topic says: a node's reply, log or scalar on the
+/// researcher's topics; fedreq's own statuses, probes and no-match words; else a request.
+fn decode_one(topic: &str, payload: &[u8], limits: &Limits) -> Result<Value, DecodeError> {
+    let encoded = |bytes: Vec<u8>| serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if topic.starts_with(presence::PREFIX) || topic.starts_with(presence::PROBED) {
+        return Presence::decode(topic, payload, limits).map(|p| encoded(p.encode()));
+    }
+    if topic == presence::NO_MATCH {
+        return NoMatch::decode(payload, limits).map(|n| encoded(n.encode()));
+    }
+    // A probe's payload is not read; a researcher connection's echo is empty.
+    let probe = topic.strip_prefix(presence::PROBE);
+    if probe.is_some_and(|rest| rest.is_empty() || rest.starts_with('/')) {
+        return Ok(json!({ "probe": String::from_utf8_lossy(payload) }));
+    }
+    if topic.starts_with("fedreq/sync/") {
+        return Ok(json!({ "sync": String::from_utf8_lossy(payload) }));
+    }
+    if [topic::RESEARCHER, topic::LOGGER, topic::MONITORING].contains(&topic) {
+        return NodeMessage::decode(payload, limits).map(|d| d.message.to_value());
+    }
+    Request::decode(payload, limits).map(|d| d.message.to_value())
 }
