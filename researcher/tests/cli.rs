@@ -414,7 +414,10 @@ fn send_without_a_sequence_says_how_to_add_one() {
         stderr.contains("missing field `sequence`") && stderr.contains("--sequence"),
         "{stderr}"
     );
-    let stderr = failure(&["ping", "--timeout", "0", "--broker", &federation.broker]);
+    // A usage error (status 2) that names the option.
+    let out = fedreq(&["ping", "--timeout", "0", "--broker", &federation.broker]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("--timeout"), "{stderr}");
 }
 
@@ -425,6 +428,13 @@ fn usage_errors_exit_2() {
         &["ping", "--timeout", "soon"],
         &["search"],
         &["--qos", "3", "ping"],
+        &["--timeout", "0", "ping"],
+        &["--timeout=-1", "ping"],
+        &["--deadline", "0", "ping"],
+        &["--min-replies", "0", "ping"],
+        &["--broker", "127.0.0.1:99999", "ping"],
+        &["--broker", "foo:bar", "ping"],
+        &["node", "--id", "x", "--datasets", "d.json", "--count", "0"],
     ] {
         assert_eq!(fedreq(args).status.code(), Some(2), "{args:?}");
     }

@@ -42,15 +42,16 @@ pub struct Cli {
 /// Options of every command, accepted before or after the subcommand.
 #[derive(Debug, Args)]
 struct Global {
-    /// MQTT broker, HOST:PORT or mqtt://HOST:PORT [default: MQTT_BROKER:MQTT_BROKER_PORT, else localhost:1883]
-    #[arg(long, global = true)]
-    broker: Option<String>,
+    /// MQTT broker, HOST:PORT or mqtt://HOST:PORT; the members of a cluster separated by
+    /// commas [default: MQTT_BROKER:MQTT_BROKER_PORT, else localhost:1883]
+    #[arg(long, global = true, value_parser = broker)]
+    broker: Option<MqttConfig>,
     /// Our researcher id [default: RESEARCHER_ID, else a random one]
     #[arg(long, global = true, env = "RESEARCHER_ID")]
     researcher_id: Option<String>,
     /// Seconds of quiet after the last reply before a request completes (Fed-BioMed's TIMEOUT,
     /// fixed at 5 in v4.4)
-    #[arg(long, global = true, env = "FEDREQ_TIMEOUT", default_value = "5")]
+    #[arg(long, global = true, env = "FEDREQ_TIMEOUT", default_value = "5", value_parser = positive)]
     timeout: Seconds,
     /// Upload URL of the file repository (Fed-BioMed's UPLOADS_URL, and its default)
     #[arg(long, global = true, env = "UPLOADS_URL", default_value = fedreq::requests::DEFAULT_UPLOADS_URL)]
@@ -63,12 +64,12 @@ struct Global {
     compat: bool,
     /// Complete once this many nodes have answered, after --grace
     #[arg(long, global = true)]
-    min_replies: Option<usize>,
+    min_replies: Option<std::num::NonZeroUsize>,
     /// Seconds to wait for stragglers once --min-replies is reached
     #[arg(long, global = true, default_value = "0")]
     grace: Seconds,
     /// Complete at the latest this many seconds after submission
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = positive)]
     deadline: Option<Seconds>,
     /// The nodes of the federation, NODE,NODE,...: a broadcast completes once they answered
     /// [default: the nodes online by presence, and those heard before on this broker]
@@ -171,13 +172,28 @@ impl FromStr for Seconds {
     }
 }
 
+/// A number of seconds that must be more than zero.
+fn positive(text: &str) -> Result<Seconds, String> {
+    match text.parse::<Seconds>()? {
+        Seconds(duration) if duration.is_zero() => {
+            Err(format!("`{text}` is not a positive number of seconds"))
+        }
+        seconds => Ok(seconds),
+    }
+}
+
+/// A broker's address, or its members'.
+fn broker(text: &str) -> Result<MqttConfig, String> {
+    MqttConfig::parse(text).map_err(|e| e.to_string())
+}
+
 impl Global {
     /// The collection policy the options describe.
     fn policy(&self) -> Policy {
         fedreq::requests::Completion {
             timeout: self.timeout.0,
             compat: self.compat,
-            min_replies: self.min_replies,
+            min_replies: self.min_replies.map(std::num::NonZeroUsize::get),
             grace: self.grace.0,
             deadline: self.deadline.map(|d| d.0),
             roster: self
@@ -192,7 +208,7 @@ impl Global {
     /// The broker: `--broker`, else Fed-BioMed's `MQTT_BROKER` and `MQTT_BROKER_PORT`.
     fn mqtt(&self) -> Result<MqttConfig, String> {
         let mut mqtt = match &self.broker {
-            Some(address) => MqttConfig::parse(address).map_err(fail)?,
+            Some(config) => config.clone(),
             None => fedreq::requests::broker_from_env().map_err(fail)?,
         };
         mqtt.qos = [Qos::AtMostOnce, Qos::AtLeastOnce, Qos::ExactlyOnce][usize::from(self.qos)];

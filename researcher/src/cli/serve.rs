@@ -21,7 +21,7 @@ pub struct NodeArgs {
     datasets: std::path::PathBuf,
     /// Run this many nodes, ID-1..ID-N, sharing the datasets
     #[arg(long)]
-    count: Option<usize>,
+    count: Option<std::num::NonZeroUsize>,
     /// Answer `train` with a simulated round and a monitoring scalar
     #[arg(long)]
     simulate_training: bool,
@@ -48,7 +48,7 @@ pub fn node(global: &Global, args: NodeArgs) -> Result<(), String> {
         datasets_from_json(&bytes).map_err(|e| format!("{}: {e}", args.datasets.display()))?;
     let ids: Vec<String> = match args.count {
         None => vec![args.id.clone()],
-        Some(n) => (1..=n).map(|i| format!("{}-{i}", args.id)).collect(),
+        Some(n) => (1..=n.get()).map(|i| format!("{}-{i}", args.id)).collect(),
     };
     let configs: Vec<NodeConfig> = ids
         .iter()
