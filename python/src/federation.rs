@@ -2,12 +2,14 @@
 //! and tests; over MQTT (the embedded broker, or one given) or the in-memory broker.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use fedreq::repository::{download, http_fetcher, RepositoryServer};
 use fedreq_mem::sim::simulated_datasets;
 use fedreq_mqtt::{EmbeddedBroker, MqttConfig, Runtime};
 use fedreq_protocol::message::Object;
+use fedreq_protocol::node::datasets_from_json;
 use fedreq_protocol::NodeConfig;
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
@@ -44,6 +46,8 @@ pub struct Federation {
     repository: RepositoryServer,
     node_ids: Vec<String>,
     running: Mutex<BTreeMap<String, Node>>,
+    /// `close()` was called: no more `Requests` to it.
+    closed: AtomicBool,
 }
 
 #[pymethods]
@@ -52,23 +56,31 @@ impl Federation {
     #[pyo3(signature = (nodes=3, *, transport="mqtt", broker=None, datasets=None, presence=true))]
     fn new(
         py: Python<'_>,
-        nodes: usize,
+        nodes: i64,
         transport: &str,
         broker: Option<&str>,
         datasets: Option<Bound<'_, PyList>>,
         presence: bool,
     ) -> PyResult<Self> {
-        let datasets: Option<Vec<Object>> = datasets
-            .map(|list| depythonize(list.as_any()))
+        let nodes = usize::try_from(nodes)
+            .map_err(|_| PyValueError::new_err(format!("nodes must be 0 or more, not {nodes}")))?;
+        // Checked as `fedreq node --datasets` checks its file.
+        let datasets: Option<std::sync::Arc<[Object]>> = datasets
+            .map(|list| {
+                let value: serde_json::Value = depythonize(list.as_any())
+                    .map_err(|e| format!("datasets must be a list of dicts: {e}"))?;
+                datasets_from_json(value.to_string().as_bytes())
+                    .map_err(|e| format!("datasets: {e}"))
+            })
             .transpose()
-            .map_err(|e| PyValueError::new_err(format!("datasets must be a list of dicts: {e}")))?;
+            .map_err(PyValueError::new_err)?;
         let node_ids: Vec<String> = (1..=nodes).map(|i| format!("node-{i}")).collect();
         let configs: Vec<NodeConfig> = node_ids
             .iter()
             .enumerate()
             .map(|(i, id)| {
                 let held = match &datasets {
-                    Some(list) => list.clone().into(),
+                    Some(list) => std::sync::Arc::clone(list),
                     None => simulated_datasets(i),
                 };
                 let mut config = NodeConfig::new(id.clone(), held);
@@ -112,11 +124,16 @@ impl Federation {
         researcher_id: Option<String>,
         timeout: Option<f64>,
         compat: bool,
-        min_replies: Option<usize>,
+        min_replies: Option<i64>,
         grace: f64,
         deadline: Option<f64>,
         uploads_url: Option<String>,
     ) -> PyResult<Requests> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Error::new_err(
+                "the federation is closed: its nodes are stopped",
+            ));
+        }
         let options = Options {
             researcher_id,
             timeout,
@@ -153,6 +170,7 @@ impl Federation {
 
     /// Stops every node.
     fn close(&self, py: Python<'_>) {
+        self.closed.store(true, Ordering::Relaxed);
         let nodes = std::mem::take(&mut *self.running());
         py.detach(|| drop(nodes));
     }
@@ -260,5 +278,6 @@ fn start(
         repository,
         node_ids,
         running: Mutex::new(running),
+        closed: AtomicBool::new(false),
     })
 }

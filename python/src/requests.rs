@@ -51,7 +51,7 @@ pub struct Options {
     pub researcher_id: Option<String>,
     pub timeout: Option<f64>,
     pub compat: bool,
-    pub min_replies: Option<usize>,
+    pub min_replies: Option<i64>,
     pub grace: f64,
     pub deadline: Option<f64>,
     pub roster: Option<Vec<String>>,
@@ -62,7 +62,11 @@ impl Options {
     /// `FEDREQ_TIMEOUT`), else the defaults.
     pub fn config(self, uploads_url: Option<String>) -> PyResult<RequestsConfig> {
         let timeout = match (self.timeout, std::env::var("FEDREQ_TIMEOUT")) {
-            (Some(timeout), _) => seconds("timeout", timeout)?,
+            (Some(timeout), _) if timeout > 0.0 => seconds("timeout", timeout)?,
+            (Some(timeout), _) => {
+                let message = format!("timeout must be more than 0 seconds, not {timeout}");
+                return Err(PyValueError::new_err(message));
+            }
             (None, Ok(text)) => text
                 .trim()
                 .parse()
@@ -80,10 +84,19 @@ impl Options {
         if timeout.is_zero() {
             return Err(PyValueError::new_err("timeout must be more than 0 seconds"));
         }
+        let min_replies = self
+            .min_replies
+            .map(|count| match usize::try_from(count) {
+                Ok(count) if count > 0 => Ok(count),
+                _ => Err(PyValueError::new_err(format!(
+                    "min_replies must be 1 or more, not {count}"
+                ))),
+            })
+            .transpose()?;
         let completion = Completion {
             timeout,
             compat: self.compat,
-            min_replies: self.min_replies,
+            min_replies,
             grace: seconds("grace", self.grace)?,
             deadline: self.deadline.map(|d| seconds("deadline", d)).transpose()?,
             roster: self
@@ -226,11 +239,11 @@ impl Requests {
         uploads_url: Option<String>,
         timeout: Option<f64>,
         compat: bool,
-        min_replies: Option<usize>,
+        min_replies: Option<i64>,
         grace: f64,
         deadline: Option<f64>,
         roster: Option<Vec<String>>,
-        qos: u8,
+        qos: i64,
         username: Option<String>,
         password: Option<String>,
         ca_file: Option<PathBuf>,

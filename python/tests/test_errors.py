@@ -65,3 +65,28 @@ def test_bad_environment(monkeypatch):
     monkeypatch.setenv("FEDREQ_TIMEOUT", "soon")
     with pytest.raises(fedreq.Error, match="FEDREQ_TIMEOUT `soon`"):
         fedreq.Requests(broker="127.0.0.1:1")
+
+
+def test_bad_arguments_are_value_errors_naming_the_argument():
+    for kwargs, name in [
+        ({"qos": -1}, "qos"),
+        ({"qos": 3}, "qos"),
+        ({"min_replies": -1}, "min_replies"),
+        ({"min_replies": 0}, "min_replies"),
+        ({"timeout": -1}, "timeout must be more than 0"),
+        ({"timeout": 0}, "timeout must be more than 0"),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            fedreq.Requests(broker="127.0.0.1:1", **kwargs)
+    with pytest.raises(ValueError, match="nodes must be 0 or more"):
+        fedreq.Federation(-1, transport="memory")
+    # Datasets are checked as `fedreq node --datasets` checks its file.
+    with pytest.raises(ValueError, match="datasets"):
+        fedreq.Federation(1, transport="memory", datasets=[{"x": 1}])
+
+
+def test_a_closed_federation_gives_no_requests():
+    federation = fedreq.Federation(1, transport="memory")
+    federation.close()
+    with pytest.raises(fedreq.Error, match="closed"):
+        federation.requests()
