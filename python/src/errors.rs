@@ -46,7 +46,7 @@ pub fn raise(error: fedreq::Error) -> PyErr {
     use fedreq::Error as E;
     let text = error.to_string();
     match error {
-        E::Connect(_) | E::Stopped => ConnectError::new_err(text),
+        E::Connect(_) | E::Stopped | E::Disconnected(_) => ConnectError::new_err(text),
         E::Plan(_) => TrainingPlanError::new_err(text),
         E::Upload(_) | E::NoRepository => UploadError::new_err(text),
         E::Submit(_) | E::NoSequence(_) | E::Message(_) => MessageError::new_err(text),

@@ -14,8 +14,8 @@ use fedreq_protocol::message::{AddScalarMessage, ErrorMessage, Object};
 use fedreq_protocol::policy::Rounds;
 use fedreq_protocol::NodeLog;
 use fedreq_protocol::{
-    Collect, Command, DecodeError, Event, Mail, NodeId, Outcome, Policy, Request, RequestId,
-    ResearcherConfig, Sequence, Submission, SubmitError, Target,
+    Collect, Command, ConnectionState, DecodeError, Event, Mail, NodeId, Outcome, Policy, Request,
+    RequestId, ResearcherConfig, Sequence, Submission, SubmitError, Target,
 };
 use serde_json::Value;
 
@@ -38,6 +38,10 @@ pub enum Error {
     /// The messaging driver stopped.
     #[error("the messaging driver stopped")]
     Stopped,
+    /// The connection to the broker broke and was not back when the request ended: what it
+    /// got is not what the nodes answered.
+    #[error("the connection to the MQTT broker was lost: {0}")]
+    Disconnected(String),
     /// The training plan cannot be used.
     #[error(transparent)]
     Plan(#[from] PlanError),
@@ -208,6 +212,8 @@ pub struct Requests {
     handle: ResearcherHandle,
     config: RequestsConfig,
     handlers: Arc<Mutex<Handlers>>,
+    /// Why the connection to the broker is down, while it is.
+    down: Arc<Mutex<Option<String>>>,
     /// What `send_message` sent since the previous `get_responses`, which collects its replies.
     unanswered: Mutex<Unanswered>,
     /// Where the nodes heard are kept, and whether a broadcast taught anything to keep.
@@ -294,13 +300,20 @@ impl Requests {
     /// own messaging. One `Requests` per driver: it takes the driver's events for its callbacks.
     pub fn with_handle(handle: ResearcherHandle, config: RequestsConfig) -> Self {
         let handlers = Arc::new(Mutex::new(Handlers::default()));
+        let down = Arc::new(Mutex::new(None));
         let events = handle.events().clone();
-        let dispatching = Arc::clone(&handlers);
+        let (dispatching, link) = (Arc::clone(&handlers), Arc::clone(&down));
         // Ends when the driver stops and its event channel closes.
         std::thread::Builder::new()
             .name("fedreq-events".into())
             .spawn(move || {
                 for event in events.iter() {
+                    if let Event::Connection(state) = &event {
+                        *link.lock().unwrap_or_else(|p| p.into_inner()) = match state {
+                            ConnectionState::Connected => None,
+                            ConnectionState::Disconnected(reason) => Some(reason.clone()),
+                        };
+                    }
                     dispatch(&dispatching, event);
                 }
             })
@@ -309,6 +322,7 @@ impl Requests {
             handle,
             config,
             handlers,
+            down,
             unanswered: Mutex::default(),
             known: None,
             broadcast_done: AtomicBool::new(false),
@@ -373,6 +387,9 @@ impl Requests {
     pub async fn request_async(&self, submission: Submission) -> Result<Outcome, Error> {
         let pending = self.handle.submit(submission);
         let outcome = pending.recv_async().await.map_err(|_| Error::Stopped)??;
+        if let Some(reason) = self.down.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Err(Error::Disconnected(reason));
+        }
         if outcome.targets.is_none() {
             self.broadcast_done.store(true, Ordering::Relaxed);
         }

@@ -110,3 +110,33 @@ fn an_ipv6_broker_goes_through_the_relay_without_a_stall() {
 fn ipv6_loopback() -> bool {
     TcpListener::bind("[::1]:0").is_ok()
 }
+
+#[test]
+fn a_request_whose_broker_dies_meanwhile_is_an_error_not_an_empty_answer() {
+    let Some(mut mosquitto) = Mosquitto::start() else {
+        return;
+    };
+    let mqtt = MqttConfig::new("127.0.0.1", mosquitto.port());
+    let runtime = Runtime::new().unwrap();
+    let _nodes = start_nodes(&runtime, &mqtt, &["n1".to_owned()], (1, 10));
+    let config = RequestsConfig {
+        policy: fedreq_protocol::Policy::quiet(Duration::from_secs(2)),
+        ..RequestsConfig::new("researcher-broker-dies")
+    };
+    let requests = Requests::connect(mqtt, config).unwrap();
+    assert_eq!(requests.ping_nodes().unwrap(), ["n1"]);
+    std::thread::scope(|scope| {
+        // Awaits a node that never answers until its 2 s are over; the broker dies meanwhile.
+        let ping = scope.spawn(|| {
+            let targets = vec!["n1".to_owned(), "ghost".to_owned()];
+            let ping = fedreq_protocol::Request::ping();
+            requests.request(fedreq_protocol::Submission::to_nodes(ping, targets))
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        mosquitto.stop();
+        match ping.join().unwrap() {
+            Err(fedreq::Error::Disconnected(reason)) => assert!(!reason.is_empty()),
+            other => panic!("not an error: {other:?}"),
+        }
+    });
+}
