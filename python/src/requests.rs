@@ -35,11 +35,19 @@ type SlotInside = Mutex<Option<Arc<fedreq::Requests>>>;
 /// Every open `Requests`, closed at interpreter exit.
 static OPEN: Mutex<Vec<Weak<SlotInside>>> = Mutex::new(Vec::new());
 
-/// Closes every `Requests` still open: their sessions end on the broker.
+/// The closes a dropped `Requests` started on a thread of their own: finished before the
+/// interpreter exits, else the process would end with their sessions still on the broker.
+static CLOSING: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::new());
+
+/// Closes every `Requests` still open, and waits for those being closed: their sessions end
+/// on the broker.
 pub fn close_all() {
     let slots: Vec<_> = lock(&OPEN).drain(..).filter_map(|s| s.upgrade()).collect();
     let taken: Vec<_> = slots.iter().filter_map(|slot| lock(slot).take()).collect();
     drop(taken);
+    for closing in std::mem::take(&mut *lock(&CLOSING)) {
+        let _ = closing.join();
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -203,9 +211,12 @@ impl Drop for Requests {
             return;
         }
         if let Some(inner) = lock(&self.inner).take() {
-            let _ = std::thread::Builder::new()
+            let closing = std::thread::Builder::new()
                 .name("fedreq-close".into())
                 .spawn(move || drop(inner));
+            let mut pending = lock(&CLOSING);
+            pending.retain(|closing| !closing.is_finished());
+            pending.extend(closing.ok());
         }
     }
 }
