@@ -52,11 +52,10 @@ pub struct NodeConfig {
     /// Checks a downloaded training plan as Python, as v4.4 does by minifying it, giving the
     /// normalised form plans are told apart by. Without one, plans compare byte for byte.
     pub plan_check: Option<PlanCheck>,
-    /// Say so on `fedreq/no-match` when a search finds nothing, so that a fedreq researcher
-    /// needs no fence behind it; off, the node stays silent as a v4.4 node does.
-    pub says_no_match: bool,
-    /// The run it announces itself as (its presence incarnation), answering researchers'
-    /// probes with its status; `None` for a node that announces nothing, as v4.4's.
+    /// The run it announces itself as (its presence incarnation): it answers researchers'
+    /// probes with its status, and says so on `fedreq/no-match` when a search finds nothing
+    /// (a fedreq researcher then needs no fence behind it). `None` for a node that announces
+    /// nothing and stays silent on a miss, as v4.4's.
     pub announces_as: Option<u64>,
 }
 
@@ -78,7 +77,6 @@ impl NodeConfig {
             simulate_training: false,
             limits: Limits::default(),
             plan_check: None,
-            says_no_match: true,
             announces_as: None,
         }
     }
@@ -280,6 +278,11 @@ impl Node {
             .is_some()
     }
 
+    /// Whether it announces itself (see [`NodeConfig::announces_as`]).
+    pub fn announces(&self) -> bool {
+        self.config.announces_as.is_some()
+    }
+
     /// Announces itself as run `incarnation` from now on (a restarted run), or no more.
     pub fn announce_as(&mut self, incarnation: Option<u64>) {
         self.config.announces_as = incarnation;
@@ -343,7 +346,7 @@ impl Node {
                         databases,
                         node_id,
                     }))
-                } else if self.config.says_no_match {
+                } else if self.announces() {
                     let no_match = NoMatch {
                         researcher_id: search.researcher_id,
                         node_id,

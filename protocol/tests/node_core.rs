@@ -22,8 +22,12 @@ fn datasets() -> Arc<[serde_json::Map<String, Value>]> {
     datasets_from_json(list.to_string().as_bytes()).unwrap()
 }
 
+/// A node that announces itself, as fedreq's do.
 fn node() -> Node {
-    Node::new(NodeConfig::new("node_a", datasets()))
+    Node::new(NodeConfig {
+        announces_as: Some(1),
+        ..NodeConfig::new("node_a", datasets())
+    })
 }
 
 fn send(node: &mut Node, message: Value) -> Vec<(String, Value)> {
@@ -113,10 +117,7 @@ fn search_needs_every_tag_and_stays_silent_without_a_match_on_v44_topics() {
                    "command": "no-match", "protocol_version": "1"})
         )]
     );
-    let mut silent = Node::new(NodeConfig {
-        says_no_match: false,
-        ..NodeConfig::new("node_a", datasets())
-    });
+    let mut silent = Node::new(NodeConfig::new("node_a", datasets()));
     assert!(send(&mut silent, search(json!(["nope"]))).is_empty());
 }
 

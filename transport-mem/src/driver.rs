@@ -121,8 +121,6 @@ impl NodeDriver {
             .into_iter()
             .map(|mut config| {
                 topic::validate_node_id(&config.node_id)?;
-                // A node without presence is silent as a v4.4 node is.
-                config.says_no_match &= presence;
                 config.announces_as = presence.then_some(incarnation);
                 let node = Node::new(config);
                 let client = broker.connect();

@@ -182,8 +182,6 @@ struct SimNode {
     /// Added to everything it sends: its slowness and its distance.
     slow: Duration,
     incarnation: u64,
-    /// Announces its presence.
-    announces: bool,
 }
 
 /// A federation on one virtual clock.
@@ -239,7 +237,6 @@ impl Simulation {
                 up: true,
                 slow: Duration::ZERO,
                 incarnation: 1,
-                announces: true,
             })
             .collect();
 
@@ -262,14 +259,8 @@ impl Simulation {
             }
         }
         for i in rng.sample(n, share(faults.silent, n)) {
-            let node = &mut nodes[i];
-            node.announces = false;
-            // Silent as a v4.4 node: nothing when a search finds nothing either.
-            let config = NodeConfig {
-                says_no_match: false,
-                ..NodeConfig::new(node_ids[i].clone(), Arc::clone(&variants[i % 10]))
-            };
-            node.core = Node::new(config);
+            // Silent as a v4.4 node: no status, nothing when a search finds nothing either.
+            nodes[i].core.announce_as(None);
         }
 
         let mut sim = Simulation {
@@ -302,7 +293,7 @@ impl Simulation {
         for i in 0..n {
             if sim.nodes[i].up {
                 sim.subscribe_node(i);
-                if !sim.nodes[i].announces {
+                if !sim.nodes[i].core.announces() {
                     continue;
                 }
                 // Retained before the researcher subscribed: it knows them from the start.
@@ -481,7 +472,10 @@ impl Simulation {
                 let node_state = &mut self.nodes[node as usize];
                 node_state.up = true;
                 node_state.incarnation = started.max(node_state.incarnation + 1);
-                let announces_as = node_state.announces.then_some(node_state.incarnation);
+                let announces_as = node_state
+                    .core
+                    .announces()
+                    .then_some(node_state.incarnation);
                 node_state.core.announce_as(announces_as);
                 self.subscribe_node(node as usize);
                 self.announce(node, Status::Online);
@@ -492,7 +486,7 @@ impl Simulation {
     /// Node `i`'s status, published as from the node (a will is published by the broker for it).
     fn announce(&mut self, i: u32, status: Status) {
         let node = &self.nodes[i as usize];
-        if !node.announces {
+        if !node.core.announces() {
             return;
         }
         let presence = Presence::new(self.node_ids[i as usize].clone(), status, node.incarnation);

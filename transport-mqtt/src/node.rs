@@ -96,8 +96,6 @@ fn spawn(
     mut node: NodeConfig,
     fetcher: Arc<dyn Fetcher>,
 ) -> (flume::Receiver<Result<(), ConnectError>>, NodeDriver) {
-    // A node without presence is silent as a v4.4 node is.
-    node.says_no_match &= mqtt.presence;
     let (alive, dropped) = flume::bounded::<()>(1);
     let (ready_tx, ready) = flume::bounded(1);
     let node_id = node.node_id.clone();

@@ -188,7 +188,7 @@ fn extras() -> Extras {
 }
 
 /// Below it, each researcher connection's echo topic.
-const SYNC: &str = "fedreq/sync";
+pub const SYNC: &str = "fedreq/sync";
 
 /// The researcher's topics. Statuses come at QoS 0: a broker queues at most so many QoS 1
 /// messages per client (mosquitto: 1,000), and a thousand statuses delivered on connection

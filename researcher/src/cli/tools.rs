@@ -87,7 +87,7 @@ fn decode_one(topic: &str, payload: &[u8], limits: &Limits) -> Result<Value, Dec
     if probe.is_some_and(|rest| rest.is_empty() || rest.starts_with('/')) {
         return Ok(json!({ "probe": String::from_utf8_lossy(payload) }));
     }
-    if topic.starts_with("fedreq/sync/") {
+    if topic.starts_with(fedreq_mqtt::researcher::SYNC) {
         return Ok(json!({ "sync": String::from_utf8_lossy(payload) }));
     }
     if [topic::RESEARCHER, topic::LOGGER, topic::MONITORING].contains(&topic) {
