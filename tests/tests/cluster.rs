@@ -154,12 +154,12 @@ fn a_member_that_dies_costs_its_nodes_a_failover_and_no_request_hangs(cluster: &
         }
         log
     };
+    // Waits until the stream asked `count` more.
     let after = |count: usize| {
         let until = asked.load(Ordering::Relaxed) + count;
         while asked.load(Ordering::Relaxed) < until {
             std::thread::sleep(Duration::from_millis(5));
         }
-        started.elapsed()
     };
     let (log, faults) = std::thread::scope(|scope| {
         let stream = scope.spawn(stream);
