@@ -4,7 +4,9 @@
 //! publish received on `general/nodes` and `general/<node_id>`, then drain
 //! [`poll_transmit`](Node::poll_transmit) (replies, errors and logs to publish) and
 //! [`poll_fetch`](Node::poll_fetch) (training plans to download, answered through
-//! [`handle_fetched`](Node::handle_fetched)). It has no timers.
+//! [`handle_fetched`](Node::handle_fetched)) and [`poll_check`](Node::poll_check) (plans
+//! to check, off the message loop, answered through [`handle_checked`](Node::handle_checked)).
+//! It has no timers.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -170,6 +172,39 @@ pub enum FetchResult {
     Unreachable(String),
 }
 
+/// The largest training plan a node takes, in bytes: plans are code (a large one is a few
+/// hundred kB), and checking one costs time in proportion to its size.
+pub const MAX_PLAN_BYTES: usize = 4 << 20;
+
+/// A downloaded plan to check, for the adapter to [`run`](PlanJob::run) wherever it likes and
+/// answer through [`Node::handle_checked`].
+#[derive(Debug)]
+pub struct PlanJob {
+    id: FetchId,
+    content: Vec<u8>,
+    check: PlanCheck,
+}
+
+impl PlanJob {
+    /// Checks the plan.
+    pub fn run(self) -> CheckedPlan {
+        let identity = (self.check)(&self.content);
+        CheckedPlan {
+            id: self.id,
+            content: self.content,
+            identity,
+        }
+    }
+}
+
+/// A checked plan: what it is told apart by, or why it is not Python.
+#[derive(Debug)]
+pub struct CheckedPlan {
+    id: FetchId,
+    content: Vec<u8>,
+    identity: Result<Vec<u8>, String>,
+}
+
 /// Where a registered training plan stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlanStatus {
@@ -224,6 +259,7 @@ pub struct Node {
     next_fetch: u64,
     transmits: VecDeque<Transmit>,
     fetches: VecDeque<Fetch>,
+    checks: VecDeque<PlanJob>,
 }
 
 impl Node {
@@ -236,6 +272,7 @@ impl Node {
             next_fetch: 0,
             transmits: VecDeque::new(),
             fetches: VecDeque::new(),
+            checks: VecDeque::new(),
         }
     }
 
@@ -439,18 +476,63 @@ impl Node {
         }));
     }
 
-    /// Answers a [`Fetch`]; an unknown id is ignored.
+    /// Answers a [`Fetch`]; an unknown id is ignored. A plan within [`MAX_PLAN_BYTES`] then
+    /// waits for its check ([`poll_check`](Self::poll_check)), when the node has one.
     pub fn handle_fetched(&mut self, now: Timestamp, id: FetchId, result: FetchResult) {
         let Some(waiting) = self.waiting.remove(&id) else {
             return;
         };
+        let FetchResult::Body(content) = result else {
+            return self.answer(now, waiting, Err(result));
+        };
+        if content.len() > MAX_PLAN_BYTES {
+            let why = format!(
+                "the training plan is {} bytes, above the limit of {MAX_PLAN_BYTES}",
+                content.len()
+            );
+            let checked = CheckedPlan {
+                id,
+                content,
+                identity: Err(why),
+            };
+            return self.answer(now, waiting, Ok(checked));
+        }
+        match self.config.plan_check {
+            Some(check) => {
+                self.waiting.insert(id, waiting);
+                self.checks.push_back(PlanJob { id, content, check });
+            }
+            None => {
+                let identity = Ok(content.clone());
+                self.answer(
+                    now,
+                    waiting,
+                    Ok(CheckedPlan {
+                        id,
+                        content,
+                        identity,
+                    }),
+                );
+            }
+        }
+    }
+
+    /// Answers a [`PlanJob`] with its result; an unknown id is ignored.
+    pub fn handle_checked(&mut self, now: Timestamp, checked: CheckedPlan) {
+        if let Some(waiting) = self.waiting.remove(&checked.id) {
+            self.answer(now, waiting, Ok(checked));
+        }
+    }
+
+    /// Replies to a request whose plan was downloaded and checked, or could not be downloaded.
+    fn answer(&mut self, now: Timestamp, waiting: Waiting, plan: Result<CheckedPlan, FetchResult>) {
         let node_id = self.config.node_id.clone();
         match waiting {
             Waiting::Approval(request) => {
                 // A failed download is `status: 0`, whatever the HTTP status, as Fed-BioMed sends it.
-                let (status, success) = match &result {
-                    FetchResult::Body(content) => (200, self.register(now, &request, content)),
-                    FetchResult::Status(code) => {
+                let (status, success) = match plan {
+                    Ok(plan) => (200, self.register(now, &request, plan)),
+                    Err(FetchResult::Status(code)) => {
                         self.download_failed(
                             now,
                             &request.training_plan_url,
@@ -458,7 +540,11 @@ impl Node {
                         );
                         (0, false)
                     }
-                    FetchResult::Unreachable(why) => {
+                    Err(failed) => {
+                        let why = match failed {
+                            FetchResult::Unreachable(why) => why,
+                            _ => String::new(),
+                        };
                         self.download_failed(
                             now,
                             &request.training_plan_url,
@@ -477,19 +563,19 @@ impl Node {
             }
             Waiting::Status(request) => {
                 let obligation = self.config.approval_obligation;
-                let (success, approval_obligation, status, msg) = match &result {
-                    FetchResult::Body(content) => match self.identity(content, &request.training_plan_url) {
+                let (success, approval_obligation, status, msg) = match &plan {
+                    Ok(plan) => match &plan.identity {
                         Err(why) => (
                             false,
                             false,
                             "Error".to_owned(),
-                            format!("{MODEL_MANAGER_ERROR}: Cannot check if training plan has been registered. Details {why}"),
+                            format!("{MODEL_MANAGER_ERROR}: Cannot check if training plan has been registered. Details {}", uncheckable(&request.training_plan_url, why)),
                         ),
                         Ok(identity) => {
                         let status = self
                             .plans
                             .iter()
-                            .find(|p| p.identity == identity)
+                            .find(|p| &p.identity == identity)
                             .map(|p| p.status);
                         let msg = match (obligation, status) {
                             (false, _) => "This node does not require training plan approval (maybe for debugging purposes).".into(),
@@ -508,7 +594,7 @@ impl Node {
                         )
                         }
                     },
-                    failed => (
+                    Err(failed) => (
                         false,
                         false,
                         "Error".to_owned(),
@@ -543,6 +629,12 @@ impl Node {
         self.fetches.pop_front()
     }
 
+    /// The next plan to check; the node goes on answering while it runs, so it belongs off
+    /// the adapter's message loop.
+    pub fn poll_check(&mut self) -> Option<PlanJob> {
+        self.checks.pop_front()
+    }
+
     /// Replies to what is safe to ask again go out at most once, as v4.4 publishes them: a
     /// search reply and the pong of its fence then travel alike and keep their order, and a
     /// burst of them never fills a broker's QoS 1 queue for the researcher; a researcher that
@@ -568,23 +660,17 @@ impl Node {
         self.fetches.push_back(Fetch { id, url });
     }
 
-    /// What a plan is told apart by, or why it cannot be checked (v4.4's FB606 text).
-    fn identity(&self, content: &[u8], url: &str) -> Result<Vec<u8>, String> {
-        match self.config.plan_check {
-            None => Ok(content.to_vec()),
-            Some(check) => check(content).map_err(|why| {
-                format!("{MODEL_MANAGER_ERROR}: cannot minify file {url}details: {why}")
-            }),
-        }
-    }
-
     /// Registers a downloaded plan for approval, logging as v4.4 does; `false` when it
     /// cannot be checked (not Python), which v4.4 answers `success: false`.
-    fn register(&mut self, now: Timestamp, request: &ApprovalRequest, content: &[u8]) -> bool {
+    fn register(&mut self, now: Timestamp, request: &ApprovalRequest, plan: CheckedPlan) -> bool {
         let description = &request.description;
-        let identity = match self.identity(content, &request.training_plan_url) {
+        let CheckedPlan {
+            content, identity, ..
+        } = plan;
+        let identity = match identity {
             Ok(identity) => identity,
             Err(why) => {
+                let why = uncheckable(&request.training_plan_url, &why);
                 self.log(now, "ERROR", &format!("Can not check whether training plan has already be registered or not due to error: {why}"));
                 return false;
             }
@@ -600,7 +686,7 @@ impl Node {
                     description: description.clone(),
                     url: request.training_plan_url.clone(),
                     researcher_id: request.researcher_id.clone(),
-                    content: content.to_vec(),
+                    content,
                     identity,
                     status: PlanStatus::Pending,
                 });
@@ -690,6 +776,11 @@ fn public(dataset: &Object, hidden: &[&str]) -> Value {
 }
 
 /// The v4.4 text of a failed download.
+/// Why a plan cannot be checked, in v4.4's FB606 words.
+fn uncheckable(url: &str, why: &str) -> String {
+    format!("{MODEL_MANAGER_ERROR}: cannot minify file {url}details: {why}")
+}
+
 fn download_error(url: &str, result: &FetchResult) -> String {
     match result {
         FetchResult::Status(404) => format!("FB202: server returns 404 error when downloading file {url}"),

@@ -516,10 +516,10 @@ impl Requests {
         timeout: Option<Duration>,
     ) -> Result<BTreeMap<NodeId, bool>, Error> {
         let client = self.repository()?;
-        let (file_name, source) = (plan.file_name(), plan.source().to_owned());
+        let (file_name, bytes) = (plan.file_name(), plan.bytes().to_owned());
         let (done, uploaded) = flume::bounded(1);
         std::thread::spawn(move || {
-            let _ = done.send(client.upload(&file_name, source.as_bytes()));
+            let _ = done.send(client.upload(&file_name, &bytes));
         });
         let url = uploaded.recv_async().await.map_err(|_| Error::Stopped)??;
         let mut submission = self.submission(Request::approval(description, url), nodes);

@@ -4,7 +4,7 @@
 use std::thread::JoinHandle;
 
 use fedreq_driver::{Clock, Order, ResearcherDriver, ResearcherHandle};
-use fedreq_protocol::node::FetchResult;
+use fedreq_protocol::node::{CheckedPlan, FetchResult};
 use fedreq_protocol::presence::{self, Presence, Status};
 use fedreq_protocol::topic::TargetError;
 use fedreq_protocol::{topic, Node, NodeConfig, ResearcherConfig};
@@ -165,12 +165,18 @@ fn run_nodes<F: Fn(&str) -> FetchResult>(
 ) {
     let clock = Clock::start();
     let wall_clock = || clock.now();
+    // Plans are checked on threads of their own: the nodes go on answering meanwhile.
+    let (checks, checked) = flume::unbounded::<(usize, CheckedPlan)>();
     loop {
-        let mut selector = flume::Selector::new().recv(&stopped, |_| None);
+        let mut selector = flume::Selector::new()
+            .recv(&stopped, |_| None)
+            .recv(&checked, |c| c.ok().map(|(i, c)| (i, Ready::Checked(c))));
         for (i, (_, client)) in nodes.iter().enumerate() {
-            selector = selector.recv(client.inbox(), move |m| m.ok().map(|m| (i, m)));
+            selector = selector.recv(client.inbox(), move |m| {
+                m.ok().map(|m| (i, Ready::Publish(m)))
+            });
         }
-        let Some((i, publish)) = selector.wait() else {
+        let Some((i, ready)) = selector.wait() else {
             // A clean stop says so: no will, an explicit `stopped`.
             for (node, client) in nodes.iter().filter(|_| incarnation.is_some()) {
                 let incarnation = incarnation.unwrap_or_default();
@@ -180,15 +186,30 @@ fn run_nodes<F: Fn(&str) -> FetchResult>(
             return;
         };
         let (node, client) = &mut nodes[i];
-        node.handle_publish(wall_clock(), &publish.topic, &publish.payload);
+        match ready {
+            Ready::Publish(publish) => {
+                node.handle_publish(wall_clock(), &publish.topic, &publish.payload)
+            }
+            Ready::Checked(plan) => node.handle_checked(wall_clock(), plan),
+        }
         while let Some(download) = node.poll_fetch() {
             let result = fetch(&download.url);
             node.handle_fetched(wall_clock(), download.id, result);
+        }
+        while let Some(job) = node.poll_check() {
+            let checks = checks.clone();
+            std::thread::spawn(move || checks.send((i, job.run())));
         }
         while let Some(transmit) = node.poll_transmit() {
             let _ = client.publish(&transmit.topic, transmit.payload);
         }
     }
+}
+
+/// What woke the nodes' loop.
+enum Ready {
+    Publish(crate::broker::Publish),
+    Checked(CheckedPlan),
 }
 
 /// A run's incarnation: its start, in nanoseconds since the Unix epoch.

@@ -522,6 +522,12 @@ impl Simulation {
         while let Some(transmit) = self.nodes[i as usize].core.poll_transmit() {
             self.publish(Endpoint::Node(i), &transmit.topic, transmit.payload);
         }
+        // Checks take no simulated time.
+        while let Some(job) = self.nodes[i as usize].core.poll_check() {
+            self.nodes[i as usize]
+                .core
+                .handle_checked(self.now, job.run());
+        }
         while let Some(fetch) = self.nodes[i as usize].core.poll_fetch() {
             let result = match self.repository.get(&fetch.url) {
                 Some(content) => FetchResult::Body(content.clone()),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fedreq_driver::Clock;
-use fedreq_protocol::node::{FetchId, FetchResult};
+use fedreq_protocol::node::{CheckedPlan, FetchId, FetchResult};
 use fedreq_protocol::presence::{self, Presence, Status};
 use fedreq_protocol::{Node, NodeConfig, Transmit};
 use rumqttc::{AsyncClient, SubscribeFilter};
@@ -188,7 +188,8 @@ struct Task {
     qos: rumqttc::QoS,
     outbox: Outbox,
     fetcher: Arc<dyn Fetcher>,
-    fetched: flume::Sender<(FetchId, FetchResult)>,
+    /// Downloads and checks report here.
+    fetched: flume::Sender<Done>,
     clock: Clock,
     /// This run of the node, in its statuses.
     incarnation: u64,
@@ -233,8 +234,13 @@ impl Task {
             let download = self.fetcher.fetch(fetch.url);
             let fetched = self.fetched.clone();
             tokio::spawn(async move {
-                let _ = fetched.send((fetch.id, download.await));
+                let _ = fetched.send(Done::Fetched(fetch.id, download.await));
             });
+        }
+        // Off the loop: the node answers pings while a large plan is checked.
+        while let Some(job) = self.core.poll_check() {
+            let checked = self.fetched.clone();
+            tokio::task::spawn_blocking(move || checked.send(Done::Checked(job.run())));
         }
     }
 
@@ -243,7 +249,7 @@ impl Task {
     async fn run(
         mut self,
         inputs: &flume::Receiver<Input>,
-        fetched: flume::Receiver<(FetchId, FetchResult)>,
+        fetched: flume::Receiver<Done>,
         dropped: flume::Receiver<()>,
     ) -> bool {
         loop {
@@ -252,7 +258,10 @@ impl Task {
                     Ok(input) => self.input(input),
                     Err(_) => return false,
                 },
-                Ok((id, result)) = fetched.recv_async() => self.core.handle_fetched(self.clock.now(), id, result),
+                Ok(done) = fetched.recv_async() => match done {
+                    Done::Fetched(id, result) => self.core.handle_fetched(self.clock.now(), id, result),
+                    Done::Checked(plan) => self.core.handle_checked(self.clock.now(), plan),
+                },
                 _ = dropped.recv_async() => {
                     self.stop(inputs).await;
                     return true;
@@ -269,6 +278,12 @@ impl Task {
         self.outbox.flush(&self.client, self.qos);
         connection::disconnect(&self.client, inputs).await;
     }
+}
+
+/// Work the node's loop handed out, done.
+enum Done {
+    Fetched(FetchId, FetchResult),
+    Checked(CheckedPlan),
 }
 
 /// The node's status as it travels.

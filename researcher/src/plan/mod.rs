@@ -1,15 +1,21 @@
-//! Training plans: read, checked as Python, before anything is sent.
+//! Training plans: read, and checked as the Python a node runs, before anything is sent.
+
+mod coding;
+mod python;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use rustpython_parser::source_code::LinearLocator;
-use rustpython_parser::{parse, Mode};
+pub use fedreq_protocol::node::MAX_PLAN_BYTES;
+use rustpython_parser::Mode;
 
-/// A training plan's Python source, with the name it is known by.
+pub use python::Python;
+
+/// A training plan: its bytes as uploaded, its text, and the name it is known by.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrainingPlan {
     name: String,
+    bytes: Vec<u8>,
     source: String,
 }
 
@@ -25,13 +31,15 @@ pub enum PlanError {
         /// Why.
         source: std::io::Error,
     },
-    /// The file is not UTF-8 text.
-    #[error("training plan {} is not UTF-8 text", path.display())]
-    NotText {
-        /// The file.
-        path: PathBuf,
+    /// Larger than a node takes.
+    #[error("training plan {name} is {size} bytes, above the limit of {MAX_PLAN_BYTES} (MAX_PLAN_BYTES)")]
+    TooLarge {
+        /// The plan's name.
+        name: String,
+        /// Its size in bytes.
+        size: u64,
     },
-    /// Not valid Python.
+    /// Not valid Python for the version checked: CPython would refuse it.
     #[error("{0}")]
     Syntax(SyntaxError),
 }
@@ -45,7 +53,7 @@ pub struct SyntaxError {
     pub line: usize,
     /// 1-based column.
     pub column: usize,
-    /// The parser's message.
+    /// The message, in CPython's words where it has them.
     pub message: String,
 }
 
@@ -61,46 +69,65 @@ impl fmt::Display for SyntaxError {
 }
 
 impl TrainingPlan {
-    /// Reads the plan in `path` and checks it.
+    /// Reads the plan in `path` and checks it for Python 3.10, as v4 nodes run.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, PlanError> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| PlanError::Unreadable {
-            path: path.to_owned(),
-            source,
-        })?;
-        let source = String::from_utf8(bytes).map_err(|_| PlanError::NotText {
-            path: path.to_owned(),
-        })?;
-        Self::from_source(path.display().to_string(), source)
+        Self::from_file_for(path, Python::default())
     }
 
-    /// Checks `source`, known as `name`.
+    /// Reads the plan in `path` and checks it for `python`.
+    pub fn from_file_for(path: impl AsRef<Path>, python: Python) -> Result<Self, PlanError> {
+        let path = path.as_ref();
+        let unreadable = |source| PlanError::Unreadable {
+            path: path.to_owned(),
+            source,
+        };
+        let name = path.display().to_string();
+        // Its size first: a huge file is refused without being read.
+        let size = std::fs::metadata(path).map_err(unreadable)?.len();
+        too_large(&name, size)?;
+        let bytes = std::fs::read(path).map_err(unreadable)?;
+        Self::from_bytes(name, bytes, python)
+    }
+
+    /// Checks `source` for Python 3.10, known as `name`. As CPython's `compile` of a string,
+    /// a coding declaration in it is not read.
     pub fn from_source(
         name: impl Into<String>,
         source: impl Into<String>,
     ) -> Result<Self, PlanError> {
-        let plan = TrainingPlan {
-            name: name.into(),
-            source: source.into(),
-        };
-        plan.check()?;
-        Ok(plan)
+        let (name, source) = (name.into(), source.into());
+        too_large(&name, source.len() as u64)?;
+        python::check(&name, &source, Python::default()).map_err(PlanError::Syntax)?;
+        Ok(TrainingPlan {
+            bytes: source.clone().into_bytes(),
+            name,
+            source,
+        })
     }
 
-    /// Parses the source as Python (3.11 grammar; Fed-BioMed v4 nodes run 3.10).
-    fn check(&self) -> Result<(), PlanError> {
-        let Err(error) = parse(&self.source, Mode::Module, &self.name) else {
-            return Ok(());
-        };
-        let located = LinearLocator::new(&self.source)
-            .locate_error::<_, rustpython_parser::ParseErrorType>(error);
-        let (line, column) = located.python_location();
-        Err(PlanError::Syntax(SyntaxError {
-            name: self.name.clone(),
-            line,
-            column,
-            message: located.error.to_string(),
-        }))
+    /// Checks the bytes of a plan file for `python`, known as `name`, reading them as
+    /// CPython reads a source file (PEP 263).
+    pub fn from_bytes(
+        name: impl Into<String>,
+        bytes: Vec<u8>,
+        python: Python,
+    ) -> Result<Self, PlanError> {
+        let name = name.into();
+        too_large(&name, bytes.len() as u64)?;
+        let source = coding::decode(&name, &bytes).map_err(|e| {
+            PlanError::Syntax(SyntaxError {
+                name: name.clone(),
+                line: e.line,
+                column: 1,
+                message: e.message,
+            })
+        })?;
+        python::check(&name, &source, python).map_err(PlanError::Syntax)?;
+        Ok(TrainingPlan {
+            name,
+            bytes,
+            source,
+        })
     }
 
     /// The name it is known by.
@@ -108,9 +135,14 @@ impl TrainingPlan {
         &self.name
     }
 
-    /// The Python source.
+    /// The Python source, as text.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The bytes to upload: the file as it was read.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// The file name to upload it as: the last part of its name, ending in `.py`.
@@ -127,19 +159,31 @@ impl TrainingPlan {
     }
 }
 
+fn too_large(name: &str, size: u64) -> Result<(), PlanError> {
+    if size > MAX_PLAN_BYTES as u64 {
+        return Err(PlanError::TooLarge {
+            name: name.to_owned(),
+            size,
+        });
+    }
+    Ok(())
+}
+
 /// The node's check of a downloaded plan (a [`fedreq_protocol::node::PlanCheck`]): valid
 /// Python, and its tokens without comments or layout as the form plans are told apart by.
 /// v4.4 minifies the plan to the same end; python-minifier also drops `(object)` bases,
 /// which this does not.
 pub fn node_plan_check(content: &[u8]) -> Result<Vec<u8>, String> {
+    use std::io::Write;
+
     use rustpython_parser::lexer::lex;
-    let source = std::str::from_utf8(content).map_err(|_| "not UTF-8 text".to_owned())?;
-    let plan = TrainingPlan::from_source("training_plan.py", source).map_err(|e| e.to_string())?;
+    let plan = TrainingPlan::from_bytes("training_plan.py", content.to_vec(), Python::default())
+        .map_err(|e| e.to_string())?;
     let mut normalised = Vec::new();
     for token in lex(plan.source(), Mode::Module) {
         // This lexer (without `full-lexer`) already drops comments and layout-only newlines.
         let (token, _) = token.map_err(|e| format!("{:?}", e.error))?;
-        normalised.extend_from_slice(format!("{token:?}\n").as_bytes());
+        let _ = writeln!(normalised, "{token:?}");
     }
     Ok(normalised)
 }

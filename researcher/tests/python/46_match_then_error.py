@@ -1,0 +1,4 @@
+match v:
+    case 1:
+        pass
+return 5

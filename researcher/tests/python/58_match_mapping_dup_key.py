@@ -1,0 +1,3 @@
+match v:
+    case {'a': 1, 'a': 2}:
+        pass

@@ -1,0 +1,3 @@
+match v:
+    case C(x=1, x=2):
+        pass

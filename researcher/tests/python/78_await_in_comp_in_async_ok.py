@@ -1,0 +1,2 @@
+async def f():
+    return [[await y for y in z] for w in v]

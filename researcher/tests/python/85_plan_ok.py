@@ -1,0 +1,5 @@
+import torch
+
+class Plan:
+    def training_step(self, data, target):
+        return (data - target) ** 2
