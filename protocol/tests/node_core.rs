@@ -377,6 +377,10 @@ fn downloaded(node: &mut Node, message: Value, result: FetchResult) -> Vec<(Stri
     send(node, message);
     let fetch = node.poll_fetch().unwrap();
     node.handle_fetched(Timestamp::ZERO, fetch.id, result);
+    // The adapter runs each check where it likes; here, at once.
+    while let Some(job) = node.poll_check() {
+        node.handle_checked(Timestamp::ZERO, job.run());
+    }
     drain(node)
 }
 

@@ -2,41 +2,14 @@
 //! directories given (by default CPython's standard library, tests included):
 //! `cargo run --release -p fedreq --example plan_agreement [DIR...]`.
 
+#[path = "../tests/cpython/mod.rs"]
+mod cpython;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fedreq::plan::Python;
 use fedreq::{PlanError, TrainingPlan};
-
-/// CPython's verdict on each file, `None` when it compiles, and its version.
-fn cpython(files: &[PathBuf]) -> (Python, Vec<Option<usize>>) {
-    let script = r#"
-import sys
-print(f"{sys.version_info[0]}.{sys.version_info[1]}")
-for path in sys.stdin.read().splitlines():
-    try:
-        compile(open(path, "rb").read(), path, "exec")
-        print("ok")
-    except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
-        print(getattr(e, "lineno", None) or 1)
-"#;
-    let list: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, list.as_bytes()));
-    let out = child.wait_with_output().expect("python3 answers");
-    writer.join().unwrap().unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut lines = text.lines();
-    let version = lines.next().unwrap().parse().expect("CPython 3.10 or 3.11");
-    (version, lines.map(|l| l.parse().ok()).collect())
-}
 
 fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -69,7 +42,7 @@ fn main() {
         walk(dir, &mut files);
     }
     files.sort();
-    let (python, theirs) = cpython(&files);
+    let (python, theirs) = cpython::verdicts(&files).expect("python3 3.10 or 3.11 answers");
     let (mut agree, mut bytes, mut spent) = (0, 0u64, Duration::ZERO);
     let mut differ = Vec::new();
     for (file, theirs) in files.iter().zip(theirs) {

@@ -2,36 +2,11 @@
 //! rule (`tests/python/`): the same programs are refused, on the same line. CPython's verdict
 //! is `compile(source, file, 'exec')`, what a node does when it loads the plan.
 
+mod cpython;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use fedreq::plan::Python;
 use fedreq::{PlanError, TrainingPlan};
-
-/// CPython's verdict on each file: `None` when valid, else the error's line; and its version.
-fn cpython(files: &[PathBuf]) -> Option<(Python, Vec<Option<usize>>)> {
-    let script = r#"
-import sys
-print(f"{sys.version_info[0]}.{sys.version_info[1]}")
-for path in sys.argv[1:]:
-    try:
-        compile(open(path, "rb").read(), path, "exec")
-        print("ok")
-    except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
-        print(getattr(e, "lineno", None) or 1)
-"#;
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(files)
-        .output()
-        .ok()?;
-    let text = String::from_utf8(out.stdout).ok()?;
-    let mut lines = text.lines();
-    let version = lines.next()?.parse().ok()?;
-    let verdicts = lines.map(|l| l.parse().ok()).collect();
-    Some((version, verdicts))
-}
 
 fn corpus() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
@@ -47,7 +22,7 @@ fn corpus() -> Vec<PathBuf> {
 #[test]
 fn verdicts_agree_with_cpython_on_one_program_per_rule() {
     let files = corpus();
-    let Some((python, theirs)) = cpython(&files) else {
+    let Some((python, theirs)) = cpython::verdicts(&files) else {
         eprintln!("python3 3.10 or 3.11 is not installed: nothing to compare with");
         return;
     };
