@@ -378,7 +378,7 @@ impl<'a> Rules<'a> {
                 self.new_syntax(stmt, type_params.is_empty());
                 self.forbidden_name(stmt, name);
                 self.exprs(decorator_list);
-                self.exprs(bases);
+                self.positional(bases);
                 self.keywords(keywords);
                 self.scoped(Scope::Class, |rules| rules.body(body));
             }
@@ -920,11 +920,8 @@ impl<'a> Rules<'a> {
                             "Generator expression must be parenthesized",
                         );
                     }
-                    match arg {
-                        Expr::Starred(ast::ExprStarred { value, .. }) => self.expr(value),
-                        other => self.expr(other),
-                    }
                 }
+                self.positional(args);
                 self.keywords(keywords);
             }
             Expr::FormattedValue(ast::ExprFormattedValue {
@@ -966,6 +963,16 @@ impl<'a> Rules<'a> {
                 self.opt_expr(lower.as_deref());
                 self.opt_expr(upper.as_deref());
                 self.opt_expr(step.as_deref());
+            }
+        }
+    }
+
+    /// Positional arguments of a call or class bases, where `*x` is allowed.
+    fn positional(&mut self, args: &[Expr]) {
+        for arg in args {
+            match arg {
+                Expr::Starred(ast::ExprStarred { value, .. }) => self.expr(value),
+                other => self.expr(other),
             }
         }
     }
