@@ -54,6 +54,7 @@ pub struct ResearcherHandle {
     orders: flume::Sender<Order>,
     tickets: Arc<AtomicU64>,
     events: flume::Receiver<Event>,
+    events_sent: Arc<AtomicU64>,
     events_dropped: Arc<AtomicU64>,
     // Declared last, so dropped after `orders`: the loop sees every handle gone first.
     _transport: Option<Arc<dyn Any + Send + Sync>>,
@@ -118,7 +119,13 @@ impl ResearcherHandle {
 
     /// Events dropped because nobody read them in time.
     pub fn events_dropped(&self) -> u64 {
-        self.events_dropped.load(Ordering::Relaxed)
+        self.events_dropped.load(Ordering::Acquire)
+    }
+
+    /// Events sent so far, dropped ones included. Read after an outcome arrives, it counts
+    /// every event that came before that outcome: the driver sends them in the core's order.
+    pub fn events_sent(&self) -> u64 {
+        self.events_sent.load(Ordering::Acquire)
     }
 
     /// A stopped driver drops the answer's sender: the caller's receiver reports it.
@@ -201,6 +208,7 @@ pub struct ResearcherDriver {
 struct Events {
     sender: flume::Sender<Event>,
     oldest: flume::Receiver<Event>,
+    sent: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -208,10 +216,14 @@ impl Events {
     fn send(&self, mut event: Event) {
         loop {
             match self.sender.try_send(event) {
-                Ok(()) | Err(flume::TrySendError::Disconnected(_)) => return,
+                Ok(()) => {
+                    self.sent.fetch_add(1, Ordering::Release);
+                    return;
+                }
+                Err(flume::TrySendError::Disconnected(_)) => return,
                 Err(flume::TrySendError::Full(back)) => {
                     if self.oldest.try_recv().is_ok() {
-                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                        self.dropped.fetch_add(1, Ordering::Release);
                     }
                     event = back;
                 }
@@ -233,7 +245,7 @@ impl ResearcherDriver {
     ) -> (ResearcherDriver, ResearcherHandle) {
         let (orders_tx, orders) = flume::unbounded();
         let (sender, events_rx) = flume::bounded(capacity.max(1));
-        let dropped = Arc::new(AtomicU64::new(0));
+        let (sent, dropped) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let driver = ResearcherDriver {
             core: Researcher::new(config),
             clock: Clock::start(),
@@ -243,6 +255,7 @@ impl ResearcherDriver {
             events: Events {
                 sender,
                 oldest: events_rx.clone(),
+                sent: Arc::clone(&sent),
                 dropped: Arc::clone(&dropped),
             },
         };
@@ -250,6 +263,7 @@ impl ResearcherDriver {
             orders: orders_tx,
             tickets: Arc::default(),
             events: events_rx,
+            events_sent: sent,
             events_dropped: dropped,
             _transport: None,
         };
@@ -408,5 +422,6 @@ mod tests {
             "the newest"
         );
         assert_eq!(handle.events_dropped(), 40);
+        assert_eq!(handle.events_sent(), 50);
     }
 }

@@ -206,12 +206,19 @@ struct Handlers {
     error: Option<ErrorHandler>,
 }
 
+impl Handlers {
+    fn is_empty(&self) -> bool {
+        self.monitor.is_none() && self.log.is_none() && self.error.is_none()
+    }
+}
+
 /// The researcher's requests to the nodes. Share it between threads: each request gets its
 /// own replies.
 pub struct Requests {
     handle: ResearcherHandle,
     config: RequestsConfig,
     handlers: Arc<Mutex<Handlers>>,
+    dispatched: Arc<Dispatched>,
     /// Why the connection to the broker is down, while it is.
     down: Arc<Mutex<Option<String>>>,
     /// What `send_message` sent since the previous `get_responses`, which collects its replies.
@@ -302,11 +309,17 @@ impl Requests {
         let handlers = Arc::new(Mutex::new(Handlers::default()));
         let down = Arc::new(Mutex::new(None));
         let events = handle.events().clone();
-        let (dispatching, link) = (Arc::clone(&handlers), Arc::clone(&down));
+        let dispatched = Arc::new(Dispatched::default());
+        let (dispatching, link, progress) = (
+            Arc::clone(&handlers),
+            Arc::clone(&down),
+            Arc::clone(&dispatched),
+        );
         // Ends when the driver stops and its event channel closes.
         std::thread::Builder::new()
             .name("fedreq-events".into())
             .spawn(move || {
+                progress.state().thread = Some(std::thread::current().id());
                 for event in events.iter() {
                     if let Event::Connection(state) = &event {
                         *link.lock().unwrap_or_else(|p| p.into_inner()) = match state {
@@ -315,13 +328,16 @@ impl Requests {
                         };
                     }
                     dispatch(&dispatching, event);
+                    progress.one_more();
                 }
+                progress.ended();
             })
             .expect("spawn the event thread");
         Requests {
             handle,
             config,
             handlers,
+            dispatched,
             down,
             unanswered: Mutex::default(),
             known: None,
@@ -350,7 +366,9 @@ impl Requests {
         &self.config
     }
 
-    /// Calls `callback` with every monitoring scalar addressed to us, replacing any previous one.
+    /// Calls `callback` with every monitoring scalar addressed to us, replacing any previous
+    /// one. Callbacks run on an event thread of their own; an outcome is returned once they
+    /// have seen every event that came before it.
     pub fn add_monitor_callback(
         &self,
         callback: impl Fn(&AddScalarMessage) + Send + Sync + 'static,
@@ -387,6 +405,7 @@ impl Requests {
     pub async fn request_async(&self, submission: Submission) -> Result<Outcome, Error> {
         let pending = self.handle.submit(submission);
         let outcome = pending.recv_async().await.map_err(|_| Error::Stopped)??;
+        self.callbacks_caught_up().await;
         if let Some(reason) = self.down.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return Err(Error::Disconnected(reason));
         }
@@ -398,7 +417,25 @@ impl Requests {
 
     async fn collected(&self, collect: Collect) -> Result<Outcome, Error> {
         let pending = self.handle.collect(collect);
-        Ok(pending.recv_async().await.map_err(|_| Error::Stopped)??)
+        let outcome = pending.recv_async().await.map_err(|_| Error::Stopped)??;
+        self.callbacks_caught_up().await;
+        Ok(outcome)
+    }
+
+    /// Waits until the callbacks have seen every event that came before the outcome just
+    /// received: a scalar a node sent before its reply reaches the monitor callback before
+    /// the caller sees the reply, as in Fed-BioMed, whose callbacks run on the thread that
+    /// reads the replies.
+    async fn callbacks_caught_up(&self) {
+        // Without handlers, events are only logged: nobody to keep in order.
+        if self.handlers().is_empty() {
+            return;
+        }
+        let dropped = self.handle.events_dropped();
+        let target = self.handle.events_sent().saturating_sub(dropped);
+        if let Some(caught_up) = self.dispatched.wait_for(target) {
+            let _ = caught_up.recv_async().await;
+        }
     }
 
     /// `request` to `nodes` under our policy: every node when `None` or empty, as v4.4's
@@ -745,6 +782,58 @@ fn messages(commands: &[Command], wait: Duration) -> Collect {
         since: None,
         expect: None,
         broadcast: false,
+    }
+}
+
+/// How many events the event thread has handed to the callbacks, and who waits for a count.
+#[derive(Default)]
+struct Dispatched(Mutex<DispatchedState>);
+
+#[derive(Default)]
+struct DispatchedState {
+    count: u64,
+    ended: bool,
+    /// The event thread's: a callback that makes a request must not wait for itself.
+    thread: Option<std::thread::ThreadId>,
+    waiters: Vec<(u64, flume::Sender<()>)>,
+}
+
+impl Dispatched {
+    fn state(&self) -> std::sync::MutexGuard<'_, DispatchedState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `None` when `count` events were dispatched already (or never will be), else a
+    /// receiver that hears once they are. Events dropped unread are left out of `count`.
+    fn wait_for(&self, count: u64) -> Option<flume::Receiver<()>> {
+        let mut state = self.state();
+        if state.ended || state.count >= count || state.thread == Some(std::thread::current().id())
+        {
+            return None;
+        }
+        let (reached, waiting) = flume::bounded(1);
+        state.waiters.push((count, reached));
+        Some(waiting)
+    }
+
+    fn one_more(&self) {
+        let mut state = self.state();
+        state.count += 1;
+        let count = state.count;
+        state.waiters.retain(|(wanted, reached)| {
+            let waits = *wanted > count;
+            if !waits {
+                let _ = reached.send(());
+            }
+            waits
+        });
+    }
+
+    /// Frees every waiter: no event is coming.
+    fn ended(&self) {
+        let mut state = self.state();
+        state.ended = true;
+        state.waiters.clear();
     }
 }
 

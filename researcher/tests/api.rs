@@ -166,12 +166,17 @@ fn compatibility_rounds_are_reachable_from_the_api() {
 }
 
 #[test]
-fn monitoring_callbacks_come_and_go() {
+fn monitoring_callbacks_come_and_go_and_have_run_when_the_reply_returns() {
     let (broker, _nodes, config) = federation();
     let requests = Requests::in_memory(&broker, config);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seen);
-    requests.add_monitor_callback(move |scalar| sink.lock().unwrap().push(scalar.node_id.clone()));
+    // A slow callback (a notebook's plot): the node's scalar comes before its reply, so the
+    // callback has run by the time the reply returns.
+    requests.add_monitor_callback(move |scalar| {
+        std::thread::sleep(Duration::from_millis(200));
+        sink.lock().unwrap().push(scalar.node_id.clone())
+    });
     let train = |requests: &Requests| {
         let message = json!({"researcher_id": "x", "job_id": "j", "params_url": "", "training_args": {},
             "dataset_id": "dataset-clinical-1", "training": true, "model_args": {}, "training_plan_url": "",
@@ -195,10 +200,6 @@ fn monitoring_callbacks_come_and_go() {
             .unwrap()
     };
     assert_eq!(train(&requests).len(), 1);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while seen.lock().unwrap().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
     assert_eq!(*seen.lock().unwrap(), ["n2"]);
     requests.remove_monitor_callback();
     train(&requests);
@@ -239,6 +240,60 @@ fn training_plan_approval_through_the_repository() {
         pollster::block_on(requests.training_plan_approve_async(&plan, "d", None, None)).unwrap();
     assert_eq!(all.len(), 3);
     assert!(all.values().all(|&ok| ok));
+}
+
+/// A plan as large as nodes take: one ordinary training plan class after another.
+fn largest_plan() -> String {
+    use std::fmt::Write;
+    let mut plan = String::new();
+    for i in 0.. {
+        let class = format!(
+            "class Plan{i}:\n    def training_step(self, data, target):\n        loss = (data - target) ** 2\n        return loss.mean()\n\n"
+        );
+        if plan.len() + class.len() > fedreq::plan::MAX_PLAN_BYTES {
+            break;
+        }
+        let _ = write!(plan, "{class}");
+    }
+    plan
+}
+
+#[test]
+fn a_node_answers_pings_while_it_checks_the_largest_plan() {
+    let (broker, _nodes, mut config) = federation();
+    let repository = RepositoryServer::start_local().unwrap();
+    config.uploads_url = Some(repository.uploads_url());
+    let requests = Arc::new(Requests::in_memory(&broker, config));
+    let plan = TrainingPlan::from_source("largest.py", largest_plan()).unwrap();
+    let approving = {
+        let requests = Arc::clone(&requests);
+        std::thread::spawn(move || {
+            let nodes = Some(vec!["n1".to_owned()]);
+            requests.training_plan_approve(&plan, "d", nodes, Some(Duration::from_secs(300)))
+        })
+    };
+    let mut round_trips = Vec::new();
+    while !approving.is_finished() {
+        let sent = Instant::now();
+        let mut online = requests.ping_nodes().unwrap();
+        online.sort();
+        assert_eq!(
+            online,
+            ids(),
+            "a node missed a ping while n1 checked the plan"
+        );
+        round_trips.push(sent.elapsed());
+    }
+    let approvals = approving.join().unwrap().unwrap();
+    assert_eq!(
+        approvals.into_iter().collect::<Vec<_>>(),
+        [("n1".to_owned(), true)]
+    );
+    // Answered again and again: the check (seconds in a debug build) never held n1's message
+    // loop. The bound leaves room for a loaded machine.
+    let slowest = round_trips.iter().max().unwrap();
+    assert!(round_trips.len() >= 10, "{round_trips:?}");
+    assert!(*slowest < Duration::from_secs(2), "{round_trips:?}");
 }
 
 #[test]
