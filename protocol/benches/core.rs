@@ -1,26 +1,15 @@
 //! The hot paths of the protocol crate: decoding replies, the researcher core absorbing them,
 //! the node core answering. `cargo bench -p fedreq-protocol`.
 
+mod workloads;
+
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use fedreq_protocol::presence::{self, Presence, Status};
-use fedreq_protocol::{
-    Limits, Node, NodeConfig, NodeMessage, Policy, Request, Researcher, ResearcherConfig,
-    Submission, Timestamp,
-};
+use fedreq_protocol::{Limits, Node, NodeConfig, NodeMessage, Timestamp};
 use serde_json::{json, Value};
-
-const ME: &str = "researcher_b99c48ec-4234-456a-b891-81204b508fac";
-
-fn pong(node: usize, sequence: u64) -> Vec<u8> {
-    json!({"protocol_version": "1", "researcher_id": ME, "node_id": node_id(node),
-           "success": true, "sequence": sequence, "command": "pong"})
-    .to_string()
-    .into_bytes()
-}
+use workloads::{absorb_all, pinging, pings_in_flight, pong, spread_pongs, ME};
 
 fn samples() -> Vec<(&'static str, Vec<u8>)> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/wire/valid");
@@ -56,36 +45,6 @@ fn decode(c: &mut Criterion) {
         });
     }
     group.finish();
-}
-
-fn node_id(node: usize) -> String {
-    format!("node_{node:08}-4f12-572d-ad91-d96bb8218cb6")
-}
-
-/// A core with one broadcast ping in flight, after `announced` nodes said they are online.
-fn pinging(announced: usize) -> Researcher {
-    let mut core = Researcher::new(ResearcherConfig::new(ME));
-    for node in (0..announced).map(node_id) {
-        let online = Presence::new(&node, Status::Online, 1);
-        core.handle_publish(Timestamp::ZERO, &presence::topic(&node), &online.encode());
-    }
-    while core.poll_event().is_some() {}
-    core.submit(
-        Timestamp::ZERO,
-        Submission::broadcast(Request::ping()).with_policy(Policy::quiet(Duration::from_secs(5))),
-    )
-    .unwrap();
-    core.poll_transmit();
-    core
-}
-
-/// `core` after taking these replies, one a nanosecond.
-fn absorb_all(mut core: Researcher, payloads: &[Vec<u8>]) -> Researcher {
-    for (i, payload) in payloads.iter().enumerate() {
-        let at = Timestamp::from_duration(Duration::from_nanos(i as u64));
-        core.handle_publish(at, "general/researcher", payload);
-    }
-    core
 }
 
 /// The researcher core taking 10,000 pongs, beside decoding the same pongs alone: the core's
@@ -135,21 +94,11 @@ fn absorb(c: &mut Criterion) {
 
     const REQUESTS: usize = 1_000;
     const PER_REQUEST: usize = 10;
-    let spread: Vec<Vec<u8>> = (0..REQUESTS * PER_REQUEST)
-        .map(|i| pong(i % PER_REQUEST, (i / PER_REQUEST) as u64))
-        .collect();
+    let spread = spread_pongs(REQUESTS, PER_REQUEST);
     group.throughput(Throughput::Elements((REQUESTS * PER_REQUEST) as u64));
     group.bench_function("1000_pings_in_flight_10000_pongs", |b| {
         b.iter_batched(
-            || {
-                let mut core = Researcher::new(ResearcherConfig::new(ME));
-                for _ in 0..REQUESTS {
-                    core.submit(Timestamp::ZERO, Submission::broadcast(Request::ping()))
-                        .unwrap();
-                }
-                while core.poll_transmit().is_some() {}
-                core
-            },
+            || pings_in_flight(REQUESTS),
             |core| absorb_all(core, &spread),
             BatchSize::LargeInput,
         )

@@ -123,6 +123,22 @@ impl Active {
         }
     }
 
+    /// Whether the registered wake still comes first after a reply: a reply moves only the
+    /// settle and grace timers earlier (the quiet period moves later), so the other timers
+    /// need not be worked out again on every reply.
+    #[inline]
+    pub(crate) fn wake_holds_after_reply(&self) -> bool {
+        let Some(wake) = self.wake else {
+            return false;
+        };
+        let grace = self.min_reached.zip(self.policy.min_replies);
+        let grace = grace.map(|(at, min)| at + min.grace);
+        [self.settle_at, grace]
+            .into_iter()
+            .flatten()
+            .all(|at| wake <= at)
+    }
+
     /// When the first node that went offline has been awaited long enough.
     fn return_at(&self) -> Option<Timestamp> {
         let first = self.leaving.iter().filter_map(|&(_, since)| since).min()?;
@@ -198,12 +214,14 @@ impl Active {
     pub(crate) fn keep(&mut self, now: Timestamp, message: NodeMessage) {
         match message {
             NodeMessage::Error(error) => {
-                self.record(&error.node_id, Answered::Errored);
+                self.record(self.hash(&error.node_id), &error.node_id, Answered::Errored);
                 self.errors.push(error);
                 self.note_activity(now);
             }
             message => {
-                self.record(message.node_id(), Answered::Replied);
+                let kept = self.keeps(&message);
+                let hash = self.hash(message.node_id());
+                self.record(hash, message.node_id(), Answered::Replied { kept });
                 self.keep_reply(now, message);
             }
         }
@@ -212,12 +230,18 @@ impl Active {
     /// Keeps `node`'s reply, or counts it as unsuccessful under `only_successful`.
     #[inline]
     pub(crate) fn keep_reply(&mut self, now: Timestamp, reply: NodeMessage) {
-        if self.policy.only_successful && reply.success() == Some(false) {
-            self.counters.unsuccessful += 1;
-        } else {
+        if self.keeps(&reply) {
             self.replies.push(reply);
             self.note_activity(now);
+        } else {
+            self.counters.unsuccessful += 1;
         }
+    }
+
+    /// Whether it keeps `reply`: not an unsuccessful one under `only_successful`.
+    #[inline]
+    pub(crate) fn keeps(&self, reply: &NodeMessage) -> bool {
+        !(self.policy.only_successful && reply.success() == Some(false))
     }
 
     /// Counts a kept reply or error: activity for the quiet period, rounds and minimum.

@@ -3,27 +3,14 @@
 
 use std::time::Duration;
 
-use hashbrown::HashMap;
+use hashbrown::hash_table::{Entry, HashTable};
 
 use crate::message::{Command, ErrorMessage, NodeMessage, Request, Sequence};
+use crate::node_table::{Keyed, NodeHash};
 use crate::outcome::Counters;
 use crate::policy::Policy;
 use crate::time::Timestamp;
 use crate::topic::NodeId;
-
-/// Hashes keyed by the configured seed. Node ids come from the network: without the seed,
-/// colliding ids cannot be chosen; foldhash's quality variant costs a fraction of SipHash on
-/// short keys.
-pub(crate) type Keyed = foldhash::quality::FixedState;
-
-/// A map keyed by node id: hashbrown's, whose `entry_ref` hashes an id once and copies it only
-/// when it is new.
-pub(crate) type NodeMap<V> = HashMap<NodeId, V, Keyed>;
-
-/// The hasher of a core configured with `seed`.
-pub(crate) fn keyed(seed: u64) -> Keyed {
-    foldhash::quality::FixedState::with_seed(seed)
-}
 
 /// What an active request is.
 #[derive(Debug)]
@@ -69,7 +56,8 @@ pub(crate) struct Active {
     /// The nodes it expects, in the order they are reported missing.
     pub(crate) expected: Vec<NodeId>,
     /// Where it stands with each node it expects or heard from.
-    pub(crate) nodes: NodeMap<Standing>,
+    pub(crate) nodes: HashTable<Ledger>,
+    pub(crate) keyed: Keyed,
     /// Expected nodes without presence and how long after sending each is awaited: they may
     /// have left without a word.
     pub(crate) unsure: Vec<(NodeId, Duration)>,
@@ -119,12 +107,23 @@ impl Active {
         expected: Vec<NodeId>,
         keyed: Keyed,
     ) -> Self {
-        let mut nodes = HashMap::with_capacity_and_hasher(expected.len(), keyed);
+        let mut nodes = HashTable::with_capacity(expected.len());
         let standing = Standing {
             expected: true,
             ..Standing::default()
         };
-        nodes.extend(expected.iter().map(|node| (node.clone(), standing)));
+        for (at, node) in expected.iter().enumerate() {
+            let hash = NodeHash::of(&keyed, node).0;
+            let entry = nodes.entry(
+                hash,
+                |e: &Ledger| e.is(hash, node, &expected, &[]),
+                |e| e.hash,
+            );
+            if let Entry::Vacant(vacant) = entry {
+                let (id, standing) = (Id::Expected(at), standing);
+                vacant.insert(Ledger { hash, id, standing });
+            }
+        }
         // Room for every expected reply: growing a vector of them copies them all.
         let replies = Vec::with_capacity(expected.len());
         Active {
@@ -135,6 +134,7 @@ impl Active {
             targets: None,
             expected,
             nodes,
+            keyed,
             unsure: Vec::new(),
             unknown: Unknown::Ignored,
             met_unexpected: false,
@@ -184,22 +184,70 @@ impl Active {
     }
 
     /// Whether it went to `node`: a targeted request expects exactly its targets.
-    pub(crate) fn targets(&self, node: &str) -> bool {
-        self.targets.is_none() || self.standing(node).expected
+    pub(crate) fn targets(&self, hash: NodeHash, node: &str) -> bool {
+        self.targets.is_none() || self.standing_hashed(hash, node).expected
     }
 
     /// Where it stands with `node` (nowhere, for a node it neither expects nor heard from).
     pub(crate) fn standing(&self, node: &str) -> Standing {
-        self.nodes.get(node).copied().unwrap_or_default()
+        self.standing_hashed(self.hash(node), node)
     }
 
-    pub(crate) fn has_answered(&self, node: &str) -> bool {
-        self.standing(node).answered()
+    fn standing_hashed(&self, hash: NodeHash, node: &str) -> Standing {
+        let (expected, replies) = (&self.expected, &self.replies);
+        let found = self
+            .nodes
+            .find(hash.0, |e| e.is(hash.0, node, expected, replies));
+        found.map(|e| e.standing).unwrap_or_default()
+    }
+
+    /// `node`'s hash, for the methods that take one.
+    pub(crate) fn hash(&self, node: &str) -> NodeHash {
+        NodeHash::of(&self.keyed, node)
+    }
+
+    /// Its ledger entry for `node`, made with `id` when it has none.
+    fn entry(&mut self, hash: NodeHash, node: &str, id: impl FnOnce() -> Id) -> &mut Standing {
+        let (expected, replies) = (&self.expected, &self.replies);
+        let is = |e: &Ledger| e.is(hash.0, node, expected, replies);
+        match self.nodes.entry(hash.0, is, |e| e.hash) {
+            Entry::Occupied(found) => &mut found.into_mut().standing,
+            Entry::Vacant(vacant) => {
+                let (hash, id, standing) = (hash.0, id(), Standing::default());
+                &mut vacant
+                    .insert(Ledger { hash, id, standing })
+                    .into_mut()
+                    .standing
+            }
+        }
+    }
+
+    fn entry_if_any(&mut self, node: &str) -> Option<&mut Standing> {
+        let hash = self.hash(node).0;
+        let (expected, replies) = (&self.expected, &self.replies);
+        let found = self
+            .nodes
+            .find_mut(hash, |e| e.is(hash, node, expected, replies));
+        found.map(|e| &mut e.standing)
+    }
+
+    /// Room for `nodes` answers in all, once the first comes: a broadcast submitted before
+    /// the core knew whom to expect still knows how many answer.
+    pub(crate) fn reserve(&mut self, nodes: usize) {
+        self.replies
+            .reserve(nodes.saturating_sub(self.replies.len()));
+        let more = nodes.saturating_sub(self.nodes.len());
+        self.nodes.reserve(more, |e| e.hash);
+    }
+
+    pub(crate) fn has_answered(&self, hash: NodeHash, node: &str) -> bool {
+        self.standing_hashed(hash, node).answered()
     }
 
     /// Expects `node` too, told of it after sending (a primer's pong), unless it does already.
     pub(crate) fn expect(&mut self, node: &str) {
-        let standing = self.nodes.entry_ref(node).or_default();
+        let at = self.expected.len();
+        let standing = self.entry(self.hash(node), node, || Id::Expected(at));
         if standing.expected {
             return;
         }
@@ -213,25 +261,33 @@ impl Active {
     /// one it did not expect is first contact. Returns its standing before, or `None` for
     /// a second reply (a duplicate), which changes nothing.
     #[inline]
-    pub(crate) fn record(&mut self, node: &str, answer: Answered) -> Option<Standing> {
-        let standing = self.nodes.entry_ref(node).or_default();
+    pub(crate) fn record(
+        &mut self,
+        hash: NodeHash,
+        node: &str,
+        answer: Answered,
+    ) -> Option<Standing> {
+        // A reply about to be kept names its node: its id is not copied.
+        let at = self.replies.len();
+        let standing = self.entry(hash, node, || match answer {
+            Answered::Replied { kept: true } => Id::Reply(at),
+            _ => Id::Own(node.into()),
+        });
         let before = *standing;
         match answer {
-            Answered::Replied if before.replied => return None,
+            Answered::Replied { .. } if before.replied => return None,
             // A reply after its node passed the fence (a broker that reordered, a redelivery).
-            Answered::Replied => (standing.replied, standing.passed) = (true, false),
+            Answered::Replied { .. } => (standing.replied, standing.passed) = (true, false),
             Answered::Errored => standing.errored = true,
             Answered::Passed => standing.passed = true,
         }
         if before.answered() {
             return Some(before);
         }
+        standing.gone = None;
         self.answered += 1;
         match before.gone {
-            Some(offline) => {
-                standing.gone = None;
-                self.count_gone(offline, false);
-            }
+            Some(offline) => self.count_gone(offline, false),
             None if before.expected => self.expected_answered += 1,
             None => self.met_unexpected = true,
         }
@@ -244,7 +300,7 @@ impl Active {
         if !self.leaving.is_empty() {
             self.leaving.retain(|(n, _)| n != node);
         }
-        let Some(standing) = self.nodes.get_mut(node) else {
+        let Some(standing) = self.entry_if_any(node) else {
             return;
         };
         if !standing.expected || standing.answered() || standing.gone.is_some() {
@@ -269,7 +325,7 @@ impl Active {
 
     /// Awaits `node` again, given up too soon (it is back): the reverse of [`give_up`](Self::give_up).
     pub(crate) fn await_again(&mut self, node: &str) {
-        let Some(standing) = self.nodes.get_mut(node) else {
+        let Some(standing) = self.entry_if_any(node) else {
             return;
         };
         if let Some(offline) = standing.gone.take() {
@@ -293,12 +349,42 @@ impl Active {
 /// How a node answered a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Answered {
-    /// With a reply of the request's command.
-    Replied,
+    /// With a reply of the request's command, kept or not (see [`Active::keeps`]).
+    Replied { kept: bool },
     /// With an error.
     Errored,
     /// By passing the fence without a reply: it has none.
     Passed,
+}
+
+/// One node's entry in a request's ledger.
+#[derive(Debug)]
+pub(crate) struct Ledger {
+    hash: u64,
+    id: Id,
+    standing: Standing,
+}
+
+/// Where a ledger entry's node id is.
+#[derive(Debug)]
+enum Id {
+    /// In the request's expected nodes, at this index.
+    Expected(usize),
+    /// In its kept replies, at this index: replies are only ever pushed while it is in flight.
+    Reply(usize),
+    /// Nowhere else: copied.
+    Own(Box<str>),
+}
+
+impl Ledger {
+    fn is(&self, hash: u64, node: &str, expected: &[NodeId], replies: &[NodeMessage]) -> bool {
+        self.hash == hash
+            && match &self.id {
+                Id::Expected(at) => expected[*at] == node,
+                Id::Reply(at) => replies[*at].node_id() == node,
+                Id::Own(id) => **id == *node,
+            }
+    }
 }
 
 /// Where a request stands with one node.
@@ -317,5 +403,79 @@ pub(crate) struct Standing {
 impl Standing {
     pub(crate) fn answered(&self) -> bool {
         self.replied || self.errored || self.passed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::PingReply;
+    use crate::node_table::keyed;
+
+    fn pong(node: &str, success: bool) -> NodeMessage {
+        NodeMessage::Pong(PingReply {
+            researcher_id: "r".into(),
+            node_id: node.into(),
+            success,
+            sequence: 1,
+        })
+    }
+
+    /// A request expecting `expected`, taking replies from `repliers` (every third one
+    /// unsuccessful) as the core does: recorded, then kept unless unsuccessful.
+    fn answered(expected: &[&str], repliers: &[String]) -> Active {
+        let policy = Policy {
+            only_successful: true,
+            ..Policy::default()
+        };
+        let expected = expected.iter().map(|n| n.to_string()).collect();
+        let mut active = Active::new(
+            Kind::Collect(vec![]),
+            policy,
+            Timestamp::ZERO,
+            expected,
+            keyed(3),
+        );
+        for (i, node) in repliers.iter().enumerate() {
+            let reply = pong(node, i % 3 != 0);
+            let kept = active.keeps(&reply);
+            let recorded = active.record(active.hash(node), node, Answered::Replied { kept });
+            assert!(recorded.is_some(), "{node} answered once");
+            active.keep_reply(Timestamp::ZERO, reply);
+        }
+        active
+    }
+
+    #[test]
+    fn the_ledger_finds_each_node_wherever_its_id_is_kept() {
+        // Expected ids, ids in kept replies, and copied ids (unsuccessful replies, dropped),
+        // across the table's growth.
+        let repliers: Vec<String> = (0..500).map(|i| format!("node-{i}")).collect();
+        let mut active = answered(&["node-0", "node-1", "absent"], &repliers);
+        assert_eq!(
+            active.replies.len(),
+            500 - 167,
+            "the unsuccessful ones dropped"
+        );
+        assert_eq!((active.answered, active.expected_answered), (500, 2));
+        for node in &repliers {
+            let standing = active.standing(node);
+            assert!(standing.replied, "{node}");
+            assert_eq!(standing.expected, node == "node-0" || node == "node-1");
+            let again = active.record(active.hash(node), node, Answered::Replied { kept: true });
+            assert!(again.is_none(), "a second reply from {node} is a duplicate");
+        }
+        assert!(
+            active.standing("absent").expected
+                && !active.has_answered(active.hash("absent"), "absent")
+        );
+        assert!(
+            !active.standing("node-500").expected
+                && !active.has_answered(active.hash("node-500"), "node-500")
+        );
+        // Told of a node after its reply came: expected, and answered already.
+        active.expect("node-7");
+        assert!(active.standing("node-7").expected);
+        assert_eq!(active.expected_answered, 3);
     }
 }

@@ -24,6 +24,7 @@ pub mod event;
 mod inflight;
 pub mod message;
 pub mod node;
+mod node_table;
 pub mod outcome;
 pub mod policy;
 pub mod presence;

@@ -4,13 +4,12 @@ use std::collections::btree_map::Entry as Slot;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
-use hashbrown::hash_map::EntryRef;
-
 use crate::completion::Answer;
 use crate::error::SubmitError;
 use crate::event::{ConnectionState, Event, Mail, Unmatched};
-use crate::inflight::{keyed, Active, Answered, Keyed, Kind, NodeMap, Unknown};
+use crate::inflight::{Active, Answered, Kind, Unknown};
 use crate::message::{Command, ErrorMessage, Limits, NodeMessage, Request, Sequence};
+use crate::node_table::{keyed, Keyed, NodeHash, NodeMap, NodeTable};
 use crate::outcome::{Completion, Counters, Outcome, RequestId};
 use crate::policy::Policy;
 use crate::presence::{self, NoMatch, Presence, Status};
@@ -238,7 +237,8 @@ pub struct Researcher {
     config: ResearcherConfig,
     next_id: u64,
     next_sequence: Sequence,
-    requests: BTreeMap<RequestId, Active>,
+    /// Looked up on every reply: hashed, not ordered.
+    requests: HashMap<RequestId, Active, Keyed>,
     by_sequence: HashMap<Sequence, RequestId, Keyed>,
     /// The one request in flight per command without a sequence.
     busy: BTreeMap<Command, RequestId>,
@@ -269,11 +269,13 @@ pub struct Researcher {
     stats: Stats,
     /// Nodes by presence, online or not (an offline one's incarnation refuses old statuses).
     roster: BTreeMap<NodeId, Member>,
+    /// The members not online: the first forgotten when the roster is full.
+    offline: BTreeSet<NodeId>,
     /// When each member last said `online` again, of the run we know: it connected again.
     reconnected: NodeMap<Timestamp>,
     /// Nodes without presence that answered a broadcast lately, and how long they took:
     /// expected by the next ones.
-    heard: NodeMap<Duration>,
+    heard: NodeTable<Duration>,
     /// The hasher of every map keyed by what the network sends.
     keyed: Keyed,
     /// When our connection broke, while it is down.
@@ -289,13 +291,14 @@ impl Researcher {
     pub fn new(config: ResearcherConfig) -> Self {
         let keyed = keyed(config.hash_seed);
         let known = config.known.clone();
-        let mut heard = NodeMap::with_hasher(keyed.clone());
-        let known_nodes = known.iter().flatten().take(config.mailbox_capacity);
-        heard.extend(known_nodes.cloned());
+        let mut heard = NodeTable::new(keyed.clone());
+        for (node, took) in known.iter().flatten().take(config.mailbox_capacity) {
+            heard.insert(node.clone(), *took);
+        }
         Researcher {
             next_id: 0,
             next_sequence: config.first_sequence,
-            requests: BTreeMap::new(),
+            requests: HashMap::with_hasher(keyed.clone()),
             by_sequence: HashMap::with_hasher(keyed.clone()),
             busy: BTreeMap::new(),
             waiting: BTreeMap::new(),
@@ -316,6 +319,7 @@ impl Researcher {
             arriving: 0,
             stats: Stats::default(),
             roster: BTreeMap::new(),
+            offline: BTreeSet::new(),
             disconnected_at: None,
             // Known nodes without presence, or nothing known at all: broadcasts settle.
             knows_federation: known.is_some(),
@@ -714,14 +718,19 @@ impl Researcher {
             None => return self.on_stray_reply(now, reply),
         };
         let node = reply.node_id();
+        let hash = NodeHash::of(&self.keyed, node);
         let active = self.requests.get_mut(&id).expect("candidate is in flight");
-        if !active.targets(node) {
+        if !active.targets(hash, node) {
             active.counters.not_targeted += 1;
             return self.post(now, Unmatched::NotTargeted, reply);
         }
+        if active.answered == 0 && active.by_presence() {
+            active.reserve(self.heard.len() + self.roster.len());
+        }
         // A reply after its node passed the fence (a broker that reordered, a redelivery)
         // is kept: the node has answered already.
-        let Some(before) = active.record(node, Answered::Replied) else {
+        let kept = active.keeps(&reply);
+        let Some(before) = active.record(hash, node, Answered::Replied { kept }) else {
             active.counters.duplicates += 1;
             return;
         };
@@ -730,8 +739,8 @@ impl Researcher {
         if active.by_presence() {
             let took = now - active.sent.unwrap_or(now);
             if !expected {
-                self.hear(node, took);
-            } else if let Some(known) = self.heard.get_mut(node) {
+                self.hear(hash, node, took);
+            } else if let Some(known) = self.heard.get_mut(hash, node) {
                 *known = took;
             }
         }
@@ -739,6 +748,7 @@ impl Researcher {
         active.keep_reply(now, reply);
         match active.on_answer(now, Answer::Reply) {
             Some(completion) => self.complete(id, now, completion),
+            None if active.wake_holds_after_reply() => {}
             None => self.reschedule(id),
         }
     }
@@ -746,19 +756,20 @@ impl Researcher {
     /// `node` passed the fence of request `id`, or said it has nothing for it: whatever it had
     /// for the request came before.
     fn on_fence(&mut self, now: Timestamp, id: RequestId, node: &str) {
+        let hash = NodeHash::of(&self.keyed, node);
         let active = self.active(id);
         // Its reply came first: the fence tells nothing new.
-        if !active.targets(node) || active.has_answered(node) {
+        if !active.targets(hash, node) || active.has_answered(hash, node) {
             return;
         }
         active.first_probe.get_or_insert(now);
-        active.record(node, Answered::Passed);
+        active.record(hash, node, Answered::Passed);
         active.last_reply = now;
         let learn = active
             .by_presence()
             .then(|| now - active.sent.unwrap_or(now));
         if let Some(took) = learn {
-            self.hear(node, took);
+            self.hear(hash, node, took);
         }
         match self.active(id).on_answer(now, Answer::Reply) {
             Some(completion) => self.complete(id, now, completion),
@@ -806,8 +817,9 @@ impl Researcher {
     /// its pong (a search may take the node a while), so a forged pong costs no more than that.
     fn on_primer(&mut self, now: Timestamp, id: RequestId, node: &str) {
         let capacity = self.config.mailbox_capacity;
+        let hash = NodeHash::of(&self.keyed, node);
         let active = self.active(id);
-        if !active.targets(node) {
+        if !active.targets(hash, node) {
             return;
         }
         active.first_probe.get_or_insert(now);
@@ -823,7 +835,7 @@ impl Researcher {
         let wait = (took + active.policy.first_contact.max).min(active.policy.timeout);
         let at = active.unsure.partition_point(|&(_, w)| w <= wait);
         active.unsure.insert(at, (node.to_owned(), wait));
-        self.hear(node, took);
+        self.hear(hash, node, took);
         self.reschedule(id);
     }
 
@@ -850,7 +862,8 @@ impl Researcher {
         if let Some(recent) = recent {
             // A node without presence, slower than the broadcast waited: the next ones expect it.
             if recent.broadcast {
-                self.hear(reply.node_id(), now - recent.sent);
+                let node = reply.node_id();
+                self.hear(NodeHash::of(&self.keyed, node), node, now - recent.sent);
             }
             if recent.fence {
                 self.stats.late_fences += 1;
@@ -866,19 +879,22 @@ impl Researcher {
     fn on_error(&mut self, now: Timestamp, error: ErrorMessage) {
         self.events.push_back(Event::NodeError(error.clone()));
         let node = error.node_id.as_str();
+        let hash = NodeHash::of(&self.keyed, node);
         let to_node = self.by_node.get(node).into_iter().flatten();
         let about = match error.is_for_anyone() {
             true => None,
             false => merged(to_node, &self.broadcasts).find(|id| {
                 let active = &self.requests[id];
-                active.sent.is_some() && active.targets(node) && !active.has_answered(node)
+                active.sent.is_some()
+                    && active.targets(hash, node)
+                    && !active.has_answered(hash, node)
             }),
         };
         let Some(id) = about else {
             return self.post(now, Unmatched::Unknown, NodeMessage::Error(error));
         };
         let active = self.active(id);
-        active.record(node, Answered::Errored);
+        active.record(hash, node, Answered::Errored);
         active.errors.push(error);
         active.note_activity(now);
         match active.on_answer(now, Answer::Error) {
@@ -922,20 +938,20 @@ impl Researcher {
             }
             return;
         }
-        // Bounded: past the mailbox's capacity, offline members are forgotten first.
+        // Bounded: past the mailbox's capacity, offline members are forgotten first; a roster
+        // full of online members takes no newcomer.
         if self.roster.len() >= self.config.mailbox_capacity && !self.roster.contains_key(node) {
-            let offline = self
-                .roster
-                .iter()
-                .find(|(_, m)| !m.online())
-                .map(|(n, _)| n.clone());
-            match offline {
+            match self.offline.pop_first() {
                 Some(node) => {
                     self.roster.remove(&node);
                     self.reconnected.remove(&node);
                 }
                 None => return,
             }
+        }
+        match presence.status.is_online() {
+            true => _ = self.offline.remove(node),
+            false => _ = self.offline.insert(node.to_owned()),
         }
         let member = Member {
             incarnation: presence.incarnation,
@@ -1096,7 +1112,8 @@ impl Researcher {
         if !up {
             self.disconnected_at = Some(broke_at.unwrap_or(now));
         }
-        let ids: Vec<RequestId> = self.requests.keys().copied().collect();
+        let mut ids: Vec<RequestId> = self.requests.keys().copied().collect();
+        ids.sort_unstable();
         for id in ids {
             let active = self.active(id);
             for (_, since) in &mut active.leaving {
@@ -1119,15 +1136,17 @@ impl Researcher {
 
     /// Remembers a node without presence that answered a broadcast `took` after it was sent,
     /// bounded like the mailbox: from now on broadcasts expect it.
-    fn hear(&mut self, node: &str, took: Duration) {
+    fn hear(&mut self, hash: NodeHash, node: &str, took: Duration) {
         if self.roster.get(node).is_some_and(Member::online) {
             return;
         }
-        let room = self.heard.len() < self.config.mailbox_capacity;
-        match self.heard.entry_ref(node) {
-            EntryRef::Occupied(mut known) => *known.get_mut() = took,
-            EntryRef::Vacant(new) if room => _ = new.insert(took),
-            EntryRef::Vacant(_) => {}
+        match self.heard.len() < self.config.mailbox_capacity {
+            true => *self.heard.get_or_insert_with(hash, node, || took) = took,
+            false => {
+                if let Some(known) = self.heard.get_mut(hash, node) {
+                    *known = took;
+                }
+            }
         }
     }
 
@@ -1398,7 +1417,7 @@ impl Researcher {
         let missing: Vec<NodeId> = active
             .expected
             .iter()
-            .filter(|node| !active.has_answered(node))
+            .filter(|node| !active.has_answered(active.hash(node), node))
             .cloned()
             .collect();
         if broadcast && matches!(active.kind, Kind::Sent { .. }) && active.sent.is_some() {

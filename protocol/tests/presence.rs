@@ -421,3 +421,25 @@ fn a_node_that_stops_ends_the_request_awaiting_it_and_the_next_of_its_command_at
         );
     }
 }
+
+#[test]
+fn a_full_roster_forgets_its_offline_members_first_and_takes_no_newcomer_when_all_are_online() {
+    let mut core = Researcher::new(ResearcherConfig {
+        mailbox_capacity: 3,
+        ..ResearcherConfig::new(ME)
+    });
+    for node in ["a", "b", "c"] {
+        status(&mut core, ms(0.0), node, Status::Online, 1);
+    }
+    status(&mut core, ms(1.0), "b", Status::Offline, 1);
+    status(&mut core, ms(2.0), "d", Status::Online, 1);
+    let members: Vec<&String> = core.roster().keys().collect();
+    assert_eq!(members, ["a", "c", "d"], "b, offline, made room");
+    status(&mut core, ms(3.0), "e", Status::Online, 1);
+    assert_eq!(online(&core), ["a", "c", "d"], "full of online members");
+    // One that went offline and came back is not forgotten for having been offline.
+    status(&mut core, ms(4.0), "c", Status::Offline, 1);
+    status(&mut core, ms(5.0), "c", Status::Online, 1);
+    status(&mut core, ms(6.0), "f", Status::Online, 1);
+    assert_eq!(online(&core), ["a", "c", "d"]);
+}
