@@ -504,3 +504,37 @@ fn a_medical_folder_is_listed_without_its_tabular_file_as_v44_does() {
         json!({"index_col": 14})
     );
 }
+
+#[test]
+fn a_plan_above_max_plan_bytes_is_refused_before_any_check_and_one_at_the_limit_is_checked() {
+    use fedreq_protocol::node::MAX_PLAN_BYTES;
+    let mut node = checking_node();
+    send(&mut node, approval(8, "http://repo/huge.py"));
+    let fetch = node.poll_fetch().unwrap();
+    let huge = vec![b'x'; MAX_PLAN_BYTES + 1];
+    node.handle_fetched(Timestamp::ZERO, fetch.id, FetchResult::Body(huge));
+    assert!(
+        node.poll_check().is_none(),
+        "a plan above the limit reached the check"
+    );
+    let out = drain(&mut node);
+    assert_eq!(replies(&out)[0]["success"].as_bool(), Some(false));
+    let (_, text) = &log_texts(&out)[0];
+    assert!(
+        text.contains(&format!(
+            "{} bytes, above the limit of {MAX_PLAN_BYTES}",
+            MAX_PLAN_BYTES + 1
+        )),
+        "{text}"
+    );
+    assert!(node.plans().is_empty());
+
+    let at_limit = vec![b'x'; MAX_PLAN_BYTES];
+    let out = downloaded(
+        &mut node,
+        approval(9, "http://repo/large.py"),
+        FetchResult::Body(at_limit),
+    );
+    assert_eq!(replies(&out)[0]["success"].as_bool(), Some(true));
+    assert_eq!(node.plans().len(), 1);
+}

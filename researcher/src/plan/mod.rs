@@ -2,6 +2,7 @@
 
 mod coding;
 mod python;
+mod scopes;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -95,9 +96,18 @@ impl TrainingPlan {
         name: impl Into<String>,
         source: impl Into<String>,
     ) -> Result<Self, PlanError> {
+        Self::from_source_for(name, source, Python::default())
+    }
+
+    /// Checks `source` for `python`, known as `name`.
+    pub fn from_source_for(
+        name: impl Into<String>,
+        source: impl Into<String>,
+        python: Python,
+    ) -> Result<Self, PlanError> {
         let (name, source) = (name.into(), source.into());
         too_large(&name, source.len() as u64)?;
-        python::check(&name, &source, Python::default()).map_err(PlanError::Syntax)?;
+        python::check(&name, &source, python).map_err(PlanError::Syntax)?;
         Ok(TrainingPlan {
             bytes: source.clone().into_bytes(),
             name,
@@ -223,6 +233,26 @@ mod tests {
         assert_ne!(plain, node_plan_check(b"class Q:\n    pass\n").unwrap());
         let refused = node_plan_check(b"class P(:\n").unwrap_err();
         assert!(refused.starts_with("training_plan.py:1:"), "{refused}");
+    }
+
+    #[test]
+    fn a_plan_above_the_limit_is_refused_naming_it_and_one_at_the_limit_is_checked() {
+        let at_limit = "#".repeat(MAX_PLAN_BYTES);
+        assert!(TrainingPlan::from_source("large.py", at_limit.clone()).is_ok());
+        let above = at_limit + "\n";
+        let err = TrainingPlan::from_source("huge.py", above.clone()).unwrap_err();
+        assert!(
+            matches!(err, PlanError::TooLarge { size, .. } if size == MAX_PLAN_BYTES as u64 + 1)
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("training plan huge.py is {} bytes, above the limit of {MAX_PLAN_BYTES} (MAX_PLAN_BYTES)", MAX_PLAN_BYTES + 1)
+        );
+        let file = std::env::temp_dir().join(format!("fedreq-huge-plan-{}.py", std::process::id()));
+        std::fs::write(&file, above).unwrap();
+        let err = TrainingPlan::from_file(&file).unwrap_err();
+        std::fs::remove_file(&file).unwrap();
+        assert!(matches!(err, PlanError::TooLarge { .. }), "{err}");
     }
 
     #[test]

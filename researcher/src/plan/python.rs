@@ -1,16 +1,16 @@
 //! The verdict of CPython on a plan: what its parser refuses, and what its compiler refuses
-//! when the node loads the module (the symbol table's rules, from RustPython's, and the
-//! context rules, here), for the version a node runs.
+//! when the node loads the module (its symbol table's rules, in `scopes`, and the context
+//! rules, here), for the version a node runs.
 
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
-use rustpython_codegen::symboltable::SymbolTable;
-use rustpython_parser::ast::fold::Fold;
 use rustpython_parser::ast::{self, Constant, Expr, ExprContext, Pattern, Ranged, Stmt};
 use rustpython_parser::source_code::LinearLocator;
 use rustpython_parser::{parse, Mode};
 
+use super::scopes::{Kind, Refusal, Scopes};
 use super::SyntaxError;
 
 /// The Python a plan is checked for. Fed-BioMed v4 nodes run 3.10, the default.
@@ -51,6 +51,9 @@ impl fmt::Display for Python {
 /// ("maximum recursion depth exceeded during compilation"); so does this check, which also
 /// keeps its own recursion bounded.
 const MAX_DEPTH: usize = 2_900;
+
+/// CPython's tokenizer takes 99 levels of indentation, no more.
+const MAX_INDENT: usize = 100;
 
 /// The parser builds deep nesting without recursion, but dropping it recurses: a stack
 /// large enough for the deepest plan within [`super::MAX_PLAN_BYTES`].
@@ -108,50 +111,43 @@ fn verdict(name: &str, source: &str, python: Python) -> Result<(), SyntaxError> 
     };
     let mut rules = Rules::new(source, python);
     rules.body(&module.body);
-    let [grammar, symbols, compiler] = std::mem::take(&mut rules.found);
-    if let Some((offset, message)) = grammar {
-        return Err(error(offset, message));
-    }
-    // RustPython's symbol table has no `match` yet: it reads one rewritten as the bindings
-    // and expressions it holds, which the pattern rules above have checked. Should it panic,
-    // the rules' verdict stands alone.
-    let scanned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let located = match LinearLocator::new(source).fold(desugar::body(module.body)) {
-            Ok(located) => located,
-            Err(never) => match never {},
-        };
-        SymbolTable::scan_program(&located)
-            .err()
-            .map(|e| e.into_codegen_error(name.to_owned()))
-    }));
-    let table = scanned
-        .unwrap_or_else(|_| {
-            log::warn!("{name}: RustPython's symbol table stopped; the other checks stand");
-            None
-        })
-        .map(|e| {
-            let message = e.error.to_string();
-            let at = match e.location {
-                Some(at) => Some(line_start(source, at.row.get() as usize)),
-                None => rules.nonlocal_declaration(&message),
-            };
-            (at, symbol_message(&message))
-        });
-    let ours = symbols.map(|(offset, message)| (position(source, offset).0, offset, message));
-    match (table, ours) {
-        (Some((at, message)), ours)
-            if ours
-                .as_ref()
-                .is_none_or(|o| at.is_some_and(|at| position(source, at).0 <= o.0)) =>
-        {
-            Err(error(at.unwrap_or(0), message))
+    // Only blocks nested that deep can be indented that deep: the tokens are read again
+    // only then.
+    if rules.deepest_block > MAX_INDENT {
+        if let Some(offset) = too_indented(source) {
+            return Err(error(offset, "too many levels of indentation".into()));
         }
-        (_, Some((_, offset, message))) => Err(error(offset, message)),
-        _ => match compiler {
-            Some((offset, message)) => Err(error(offset, message)),
-            None => Ok(()),
-        },
     }
+    let [grammar, symbols, compiler] = std::mem::take(&mut rules.found);
+    // CPython's passes in turn: the parser, the symbol table's walk and then its analysis
+    // of every scope, the compiler.
+    match grammar
+        .or(symbols)
+        .or_else(|| rules.scopes.analyse())
+        .or(compiler)
+    {
+        Some((offset, message)) => Err(error(offset, message)),
+        None => Ok(()),
+    }
+}
+
+/// Where CPython's tokenizer gives up on indentation, 100 levels deep.
+fn too_indented(source: &str) -> Option<usize> {
+    use rustpython_parser::{lexer::lex, Tok};
+    let mut level = 0;
+    for token in lex(source, Mode::Module) {
+        match token.ok()? {
+            (Tok::Indent, range) => {
+                level += 1;
+                if level >= MAX_INDENT {
+                    return Some(range.start().to_usize());
+                }
+            }
+            (Tok::Dedent, _) => level -= 1,
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The last bracket left open, as CPython names it when the file ends inside it.
@@ -177,28 +173,12 @@ fn unclosed(source: &str) -> Option<(usize, char)> {
     Some((offset, bracket))
 }
 
-/// RustPython's wording where CPython's differs.
-fn symbol_message(message: &str) -> String {
-    if message.starts_with("cannot define nonlocal") {
-        return "nonlocal declaration not allowed at module level".into();
-    }
-    message.to_owned()
-}
-
 /// 1-based line and column (in characters) of a byte offset.
 fn position(source: &str, offset: usize) -> (usize, usize) {
     let before = &source[..offset.min(source.len())];
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line = 1 + before.matches('\n').count();
     (line, 1 + before[line_start..].chars().count())
-}
-
-fn line_start(source: &str, line: usize) -> usize {
-    source
-        .match_indices('\n')
-        .nth(line.saturating_sub(2))
-        .filter(|_| line > 1)
-        .map_or(0, |(i, _)| i + 1)
 }
 
 /// Where the walk is: what CPython's compiler asks of the code around a statement.
@@ -230,13 +210,15 @@ struct Rules<'a> {
     future_allowed: bool,
     /// Whether the module's first statement has been seen (only it can be a docstring).
     begun: bool,
-    /// The names declared `global` and `nonlocal` in the scope walked, and where.
-    globals: Vec<(String, usize)>,
-    nonlocals: Vec<(String, usize)>,
-    /// Every `nonlocal` declaration of the module: where RustPython's symbol table finds
-    /// one wrong, it does not say where.
-    nonlocal_at: Vec<(String, usize)>,
+    scopes: Scopes,
+    /// Inside a comprehension's iterable (lambdas in it included), where `:=` is refused.
+    in_iterable: usize,
+    /// Walking a comprehension's `for` target.
+    in_iteration_target: bool,
     depth: usize,
+    /// Bodies around the walk (the module's counts), and the most seen.
+    blocks: usize,
+    deepest_block: usize,
     found: [Option<(usize, String)>; 3],
 }
 
@@ -251,10 +233,12 @@ impl<'a> Rules<'a> {
             comprehensions: Vec::new(),
             future_allowed: true,
             begun: false,
-            globals: Vec::new(),
-            nonlocals: Vec::new(),
-            nonlocal_at: Vec::new(),
+            scopes: Scopes::new(),
+            in_iterable: 0,
+            in_iteration_target: false,
             depth: 0,
+            blocks: 0,
+            deepest_block: 0,
             found: [None, None, None],
         }
     }
@@ -264,6 +248,13 @@ impl<'a> Rules<'a> {
         let slot = &mut self.found[pass as usize];
         if slot.is_none() {
             *slot = Some((at.start().to_usize(), message.into()));
+        }
+    }
+
+    /// Keeps the first error of the symbol table's walk.
+    fn symbols(&mut self, checked: Result<(), Refusal>) {
+        if let Err(refusal) = checked {
+            self.found[Pass::Symbols as usize].get_or_insert(refusal);
         }
     }
 
@@ -291,29 +282,25 @@ impl<'a> Rules<'a> {
     fn scoped(&mut self, scope: Scope, f: impl FnOnce(&mut Self)) {
         let outer = (self.scope, self.in_loop, self.in_except_star);
         let comprehensions = std::mem::take(&mut self.comprehensions);
-        let globals = std::mem::take(&mut self.globals);
-        let nonlocals = std::mem::take(&mut self.nonlocals);
         (self.scope, self.in_loop, self.in_except_star) = (scope, false, false);
+        self.scopes.enter(match scope {
+            Scope::Module => Kind::Module,
+            Scope::Class => Kind::Class,
+            Scope::Function { .. } | Scope::Lambda => Kind::Function,
+        });
         f(self);
+        self.scopes.exit();
         (self.scope, self.in_loop, self.in_except_star) = outer;
-        (self.comprehensions, self.globals, self.nonlocals) = (comprehensions, globals, nonlocals);
-    }
-
-    /// Where the `nonlocal` a message of RustPython's symbol table names is declared.
-    fn nonlocal_declaration(&self, message: &str) -> Option<usize> {
-        let name = message
-            .strip_prefix("no binding for nonlocal '")?
-            .strip_suffix("' found")?;
-        self.nonlocal_at
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, at)| *at)
+        self.comprehensions = comprehensions;
     }
 
     fn body(&mut self, body: &[Stmt]) {
+        self.blocks += 1;
+        self.deepest_block = self.deepest_block.max(self.blocks);
         for stmt in body {
             self.stmt(stmt);
         }
+        self.blocks -= 1;
     }
 
     fn stmt(&mut self, stmt: &Stmt) {
@@ -358,8 +345,10 @@ impl<'a> Rules<'a> {
                 self.exprs(decorator_list);
                 self.arguments(args);
                 self.opt_expr(returns.as_deref());
+                self.scopes.assigned(name);
                 let is_async = matches!(stmt, Stmt::AsyncFunctionDef(_));
                 self.scoped(Scope::Function { is_async }, |rules| {
+                    rules.parameters(args);
                     if is_async && has_yield(body) {
                         rules.async_generator_returns(body);
                     }
@@ -380,6 +369,7 @@ impl<'a> Rules<'a> {
                 self.exprs(decorator_list);
                 self.positional(bases);
                 self.keywords(keywords);
+                self.scopes.assigned(name);
                 self.scoped(Scope::Class, |rules| rules.body(body));
             }
             Stmt::Return(ast::StmtReturn { value, .. }) => {
@@ -425,19 +415,17 @@ impl<'a> Rules<'a> {
                 target,
                 annotation,
                 value,
+                simple,
                 ..
             }) => {
                 match &**target {
                     Expr::Name(ast::ExprName { id, .. }) => {
-                        let global = self.globals.iter().any(|(n, _)| n == id.as_str());
-                        let nonlocal = self.nonlocals.iter().any(|(n, _)| n == id.as_str());
-                        if global || nonlocal {
-                            let word = if global { "global" } else { "nonlocal" };
-                            let message = format!("annotated name '{id}' can't be {word}");
-                            self.refuse(Pass::Symbols, stmt, message);
-                        }
+                        self.forbidden_name(&**target, id);
+                        let at = stmt.start().to_usize();
+                        let checked = self.scopes.annotated(id, at, *simple, value.is_some());
+                        self.symbols(checked);
                     }
-                    Expr::Attribute(_) | Expr::Subscript(_) => {}
+                    Expr::Attribute(_) | Expr::Subscript(_) => self.target(target),
                     Expr::Tuple(_) | Expr::List(_) => {
                         let name = expr_name(target);
                         self.refuse(
@@ -448,7 +436,6 @@ impl<'a> Rules<'a> {
                     }
                     other => self.refuse(Pass::Grammar, other, "illegal target for annotation"),
                 }
-                self.target(target);
                 self.expr(annotation);
                 self.opt_expr(value.as_deref());
             }
@@ -508,7 +495,7 @@ impl<'a> Rules<'a> {
                     if !last && case.guard.is_none() {
                         self.unreachable_after(&case.pattern);
                     }
-                    let mut bound = Vec::new();
+                    let mut bound = BTreeSet::new();
                     self.pattern(&case.pattern, &mut bound);
                     self.opt_expr(case.guard.as_deref());
                     self.body(&case.body);
@@ -533,10 +520,11 @@ impl<'a> Rules<'a> {
                 ..
             }) => {
                 let star = matches!(stmt, Stmt::TryStar(_));
-                if star && self.python < Python::V3_11 {
+                if let (true, Some(first)) = (star && self.python < Python::V3_11, handlers.first())
+                {
                     self.refuse(
                         Pass::Grammar,
-                        stmt,
+                        first,
                         format!(
                             "invalid syntax: `except*` is Python 3.11 (plans are checked for {})",
                             self.python
@@ -551,6 +539,7 @@ impl<'a> Rules<'a> {
                     self.opt_expr(handler.type_.as_deref());
                     if let Some(name) = &handler.name {
                         self.forbidden_name(handler, name);
+                        self.scopes.assigned(name);
                     }
                     let outer = std::mem::replace(&mut self.in_except_star, star);
                     self.body(&handler.body);
@@ -578,23 +567,8 @@ impl<'a> Rules<'a> {
                 let global = matches!(stmt, Stmt::Global(_));
                 for name in names {
                     self.forbidden_name(stmt, name);
-                    let (this, other) = match global {
-                        true => (&mut self.globals, &self.nonlocals),
-                        false => (&mut self.nonlocals, &self.globals),
-                    };
-                    let first = other
-                        .iter()
-                        .find(|(n, _)| n == name.as_str())
-                        .map(|(_, at)| *at);
-                    this.push((name.to_string(), stmt.start().to_usize()));
-                    if let Some(first) = first {
-                        let message = format!("name '{name}' is nonlocal and global");
-                        self.found[Pass::Symbols as usize].get_or_insert((first, message));
-                    }
-                    if !global {
-                        self.nonlocal_at
-                            .push((name.to_string(), stmt.start().to_usize()));
-                    }
+                    let checked = self.scopes.declared(name, stmt.start().to_usize(), global);
+                    self.symbols(checked);
                 }
             }
             Stmt::Expr(ast::StmtExpr { value, .. }) => self.expr(value),
@@ -672,9 +646,14 @@ impl<'a> Rules<'a> {
     }
 
     fn aliases(&mut self, stmt: &Stmt, names: &[ast::Alias]) {
-        for alias in names {
-            let bound = alias.asname.as_ref().unwrap_or(&alias.name);
+        for alias in names.iter().filter(|a| a.name.as_str() != "*") {
+            let bound = match &alias.asname {
+                Some(asname) => asname.as_str(),
+                // `import a.b` binds `a`.
+                None => alias.name.split('.').next().unwrap_or_default(),
+            };
             self.forbidden_name(stmt, bound);
+            self.scopes.imported(bound);
         }
     }
 
@@ -716,6 +695,22 @@ impl<'a> Rules<'a> {
                     self.expr(annotation);
                 }
             }
+        }
+    }
+
+    /// The parameters, in the function's own scope.
+    fn parameters(&mut self, args: &ast::Arguments) {
+        let all = args
+            .posonlyargs
+            .iter()
+            .chain(&args.args)
+            .chain(&args.kwonlyargs)
+            .map(|arg| &arg.def);
+        for arg in all
+            .chain(args.vararg.as_deref())
+            .chain(args.kwarg.as_deref())
+        {
+            self.scopes.parameter(&arg.arg);
         }
     }
 
@@ -819,11 +814,15 @@ impl<'a> Rules<'a> {
         match expr {
             Expr::BoolOp(ast::ExprBoolOp { values, .. }) => self.exprs(values),
             Expr::NamedExpr(ast::ExprNamedExpr { target, value, .. }) => {
-                if self.scope == Scope::Class && !self.comprehensions.is_empty() {
-                    let message = "assignment expression within a comprehension cannot be used in a class body";
+                if self.in_iterable > 0 {
+                    let message = "assignment expression cannot be used in a comprehension iterable expression";
                     self.refuse(Pass::Symbols, expr, message);
                 }
-                self.target(target);
+                if let Expr::Name(ast::ExprName { id, .. }) = &**target {
+                    self.forbidden_name(&**target, id);
+                    let checked = self.scopes.walrus(id, expr.start().to_usize());
+                    self.symbols(checked);
+                }
                 self.expr(value);
             }
             Expr::BinOp(ast::ExprBinOp { left, right, .. }) => {
@@ -833,7 +832,10 @@ impl<'a> Rules<'a> {
             Expr::UnaryOp(ast::ExprUnaryOp { operand, .. }) => self.expr(operand),
             Expr::Lambda(ast::ExprLambda { args, body, .. }) => {
                 self.arguments(args);
-                self.scoped(Scope::Lambda, |rules| rules.expr(body));
+                self.scoped(Scope::Lambda, |rules| {
+                    rules.parameters(args);
+                    rules.expr(body);
+                });
             }
             Expr::IfExp(ast::ExprIfExp {
                 test, body, orelse, ..
@@ -931,7 +933,15 @@ impl<'a> Rules<'a> {
                 self.opt_expr(format_spec.as_deref());
             }
             Expr::JoinedStr(ast::ExprJoinedStr { values, .. }) => self.exprs(values),
-            Expr::Constant(_) | Expr::Name(_) => {}
+            Expr::Name(ast::ExprName { id, ctx, .. }) => match ctx {
+                ExprContext::Load => self.scopes.used(id),
+                _ if self.in_iteration_target => {
+                    let checked = self.scopes.iterated(id, expr.start().to_usize());
+                    self.symbols(checked);
+                }
+                _ => self.scopes.assigned(id),
+            },
+            Expr::Constant(_) => {}
             Expr::Attribute(ast::ExprAttribute { value, .. }) => self.expr(value),
             Expr::Subscript(ast::ExprSubscript { value, slice, .. }) => {
                 self.expr(value);
@@ -995,7 +1005,7 @@ impl<'a> Rules<'a> {
         elts: &[&Expr],
     ) {
         if let Some(first) = generators.first() {
-            self.expr(&first.iter);
+            self.iterable(&first.iter);
         }
         let is_async = generators.iter().any(|g| g.is_async);
         if is_async && kind != "generator expression" && !self.in_async_function() {
@@ -1006,17 +1016,27 @@ impl<'a> Rules<'a> {
             );
         }
         self.comprehensions.push(kind);
+        self.scopes.enter(Kind::Comprehension);
         for (i, generator) in generators.iter().enumerate() {
+            self.in_iteration_target = true;
             self.target(&generator.target);
+            self.in_iteration_target = false;
             if i > 0 {
-                self.expr(&generator.iter);
+                self.iterable(&generator.iter);
             }
             self.exprs(&generator.ifs);
         }
         for elt in elts {
             self.expr(elt);
         }
+        self.scopes.exit();
         self.comprehensions.pop();
+    }
+
+    fn iterable(&mut self, iter: &Expr) {
+        self.in_iterable += 1;
+        self.expr(iter);
+        self.in_iterable -= 1;
     }
 
     /// Whether the source has parentheses of its own around `expr`.
@@ -1034,20 +1054,20 @@ impl<'a> Rules<'a> {
         }
     }
 
-    fn bind(&mut self, pattern: &Pattern, name: &ast::Identifier, bound: &mut Vec<String>) {
+    fn bind(&mut self, pattern: &Pattern, name: &ast::Identifier, bound: &mut BTreeSet<String>) {
         self.forbidden_name(pattern, name);
-        if bound.iter().any(|b| b == name.as_str()) {
+        self.scopes.assigned(name);
+        if !bound.insert(name.to_string()) {
             self.refuse(
                 Pass::Compiler,
                 pattern,
                 format!("multiple assignments to name '{name}' in pattern"),
             );
         }
-        bound.push(name.to_string());
     }
 
     /// Checks a pattern; `bound` gathers the names it captures.
-    fn pattern(&mut self, pattern: &Pattern, bound: &mut Vec<String>) {
+    fn pattern(&mut self, pattern: &Pattern, bound: &mut BTreeSet<String>) {
         match pattern {
             Pattern::MatchValue(ast::PatternMatchValue { value, .. }) => self.expr(value),
             Pattern::MatchSingleton(_) => {}
@@ -1073,18 +1093,17 @@ impl<'a> Rules<'a> {
                 rest,
                 ..
             }) => {
-                let mut seen: Vec<String> = Vec::new();
+                let mut seen = HashSet::new();
                 for key in keys {
                     let text =
                         &self.source[key.range().start().to_usize()..key.range().end().to_usize()];
-                    if seen.iter().any(|s| s == text) {
+                    if !seen.insert(text) {
                         self.refuse(
                             Pass::Compiler,
                             key,
                             format!("mapping pattern checks duplicate key ({text})"),
                         );
                     }
-                    seen.push(text.to_owned());
                     self.expr(key);
                 }
                 for p in patterns {
@@ -1102,8 +1121,9 @@ impl<'a> Rules<'a> {
                 ..
             }) => {
                 self.expr(cls);
-                for (i, attr) in kwd_attrs.iter().enumerate() {
-                    if kwd_attrs[..i].contains(attr) {
+                let mut seen = HashSet::new();
+                for attr in kwd_attrs {
+                    if !seen.insert(attr.as_str()) {
                         self.refuse(
                             Pass::Compiler,
                             pattern,
@@ -1133,14 +1153,13 @@ impl<'a> Rules<'a> {
                 }
             }
             Pattern::MatchOr(ast::PatternMatchOr { patterns, .. }) => {
-                let mut first: Option<Vec<String>> = None;
+                let mut first: Option<BTreeSet<String>> = None;
                 for (i, alternative) in patterns.iter().enumerate() {
                     if i + 1 < patterns.len() {
                         self.unreachable_after(alternative);
                     }
-                    let mut names = Vec::new();
+                    let mut names = BTreeSet::new();
                     self.pattern(alternative, &mut names);
-                    names.sort();
                     match &first {
                         None => first = Some(names),
                         Some(first) if *first != names => self.refuse(
@@ -1152,14 +1171,13 @@ impl<'a> Rules<'a> {
                     }
                 }
                 for name in first.unwrap_or_default() {
-                    if bound.contains(&name) {
+                    if !bound.insert(name.clone()) {
                         self.refuse(
                             Pass::Compiler,
                             pattern,
                             format!("multiple assignments to name '{name}' in pattern"),
                         );
                     }
-                    bound.push(name);
                 }
             }
         }
@@ -1341,183 +1359,6 @@ fn yields(expr: &Expr) -> bool {
         Expr::Subscript(e) => yields(&e.value) || yields(&e.slice),
         Expr::Compare(e) => yields(&e.left) || e.comparators.iter().any(yields),
         _ => false,
-    }
-}
-
-/// `match` and `except*` in the shapes RustPython's symbol table reads: the same bindings,
-/// uses and nesting.
-mod desugar {
-    use rustpython_parser::ast::{self, Expr, Pattern, Ranged, Stmt};
-    use rustpython_parser::text_size::TextRange;
-
-    pub(super) fn body(stmts: Vec<Stmt>) -> Vec<Stmt> {
-        stmts.into_iter().map(stmt).collect()
-    }
-
-    fn stmt(stmt: Stmt) -> Stmt {
-        match stmt {
-            Stmt::Match(m) => {
-                let mut inner = Vec::new();
-                for case in m.cases {
-                    // The locator reads ranges in source order: what stands for a pattern
-                    // sits at its end.
-                    let after = TextRange::empty(case.pattern.range().end());
-                    let end = case.body.last().map_or(after.end(), |s| s.end());
-                    pattern(case.pattern, &mut inner);
-                    let test = case
-                        .guard
-                        .unwrap_or_else(|| Box::new(constant(after, ast::Constant::Bool(true))));
-                    let body = body(case.body);
-                    let range = TextRange::new(after.start(), end);
-                    inner.push(Stmt::If(ast::StmtIf {
-                        range,
-                        test,
-                        body,
-                        orelse: vec![],
-                    }));
-                }
-                Stmt::If(ast::StmtIf {
-                    range: m.range,
-                    test: m.subject,
-                    body: inner,
-                    orelse: vec![],
-                })
-            }
-            Stmt::TryStar(t) => Stmt::Try(ast::StmtTry {
-                range: t.range,
-                body: body(t.body),
-                handlers: handlers(t.handlers),
-                orelse: body(t.orelse),
-                finalbody: body(t.finalbody),
-            }),
-            Stmt::Try(mut t) => {
-                t.body = body(t.body);
-                t.handlers = handlers(t.handlers);
-                t.orelse = body(t.orelse);
-                t.finalbody = body(t.finalbody);
-                Stmt::Try(t)
-            }
-            Stmt::FunctionDef(mut s) => {
-                s.body = body(s.body);
-                Stmt::FunctionDef(s)
-            }
-            Stmt::AsyncFunctionDef(mut s) => {
-                s.body = body(s.body);
-                Stmt::AsyncFunctionDef(s)
-            }
-            Stmt::ClassDef(mut s) => {
-                s.body = body(s.body);
-                Stmt::ClassDef(s)
-            }
-            Stmt::For(mut s) => {
-                s.body = body(s.body);
-                s.orelse = body(s.orelse);
-                Stmt::For(s)
-            }
-            Stmt::AsyncFor(mut s) => {
-                s.body = body(s.body);
-                s.orelse = body(s.orelse);
-                Stmt::AsyncFor(s)
-            }
-            Stmt::While(mut s) => {
-                s.body = body(s.body);
-                s.orelse = body(s.orelse);
-                Stmt::While(s)
-            }
-            Stmt::If(mut s) => {
-                s.body = body(s.body);
-                s.orelse = body(s.orelse);
-                Stmt::If(s)
-            }
-            Stmt::With(mut s) => {
-                s.body = body(s.body);
-                Stmt::With(s)
-            }
-            Stmt::AsyncWith(mut s) => {
-                s.body = body(s.body);
-                Stmt::AsyncWith(s)
-            }
-            other => other,
-        }
-    }
-
-    fn handlers(handlers: Vec<ast::ExceptHandler>) -> Vec<ast::ExceptHandler> {
-        handlers
-            .into_iter()
-            .map(|ast::ExceptHandler::ExceptHandler(mut h)| {
-                h.body = body(h.body);
-                ast::ExceptHandler::ExceptHandler(h)
-            })
-            .collect()
-    }
-
-    /// A pattern as the statements that bind and read the same names.
-    fn pattern(p: Pattern, out: &mut Vec<Stmt>) {
-        match p {
-            Pattern::MatchValue(v) => out.push(expression(*v.value)),
-            Pattern::MatchSingleton(_) => {}
-            Pattern::MatchSequence(s) => s.patterns.into_iter().for_each(|p| pattern(p, out)),
-            Pattern::MatchMapping(m) => {
-                for (key, value) in m.keys.into_iter().zip(m.patterns) {
-                    out.push(expression(key));
-                    pattern(value, out);
-                }
-                if let Some(rest) = &m.rest {
-                    out.push(bind(rest, m.range));
-                }
-            }
-            Pattern::MatchClass(c) => {
-                out.push(expression(*c.cls));
-                c.patterns
-                    .into_iter()
-                    .chain(c.kwd_patterns)
-                    .for_each(|p| pattern(p, out));
-            }
-            Pattern::MatchStar(s) => {
-                if let Some(name) = &s.name {
-                    out.push(bind(name, s.range));
-                }
-            }
-            Pattern::MatchAs(a) => {
-                if let Some(inner) = a.pattern {
-                    pattern(*inner, out);
-                }
-                if let Some(name) = &a.name {
-                    out.push(bind(name, a.range));
-                }
-            }
-            Pattern::MatchOr(o) => o.patterns.into_iter().for_each(|p| pattern(p, out)),
-        }
-    }
-
-    fn constant(range: TextRange, value: ast::Constant) -> Expr {
-        Expr::Constant(ast::ExprConstant {
-            range,
-            value,
-            kind: None,
-        })
-    }
-
-    fn bind(name: &ast::Identifier, pattern: TextRange) -> Stmt {
-        let range = TextRange::empty(pattern.end());
-        let target = Expr::Name(ast::ExprName {
-            range,
-            id: name.clone(),
-            ctx: ast::ExprContext::Store,
-        });
-        Stmt::Assign(ast::StmtAssign {
-            range,
-            targets: vec![target],
-            value: Box::new(constant(range, ast::Constant::None)),
-            type_comment: None,
-        })
-    }
-
-    fn expression(value: Expr) -> Stmt {
-        Stmt::Expr(ast::StmtExpr {
-            range: value.range(),
-            value: Box::new(value),
-        })
     }
 }
 

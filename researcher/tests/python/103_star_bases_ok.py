@@ -1,0 +1,9 @@
+d = {}
+class A(object, *[int], **d, foo="bar"):
+    pass
+
+
+def f(*ts):
+    class I(*ts):
+        pass
+    return I

@@ -1,0 +1,4 @@
+def f():
+ nonlocal y
+ global z
+ nonlocal z

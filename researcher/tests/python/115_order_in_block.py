@@ -1,0 +1,5 @@
+def f():
+ def g():
+  nonlocal b
+  nonlocal a
+ a = 1

@@ -1,0 +1,4 @@
+def f():
+ lambda x: 1
+ def g():
+  nonlocal x

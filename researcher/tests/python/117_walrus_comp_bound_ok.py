@@ -1,0 +1,4 @@
+def f():
+ [(x := 1) for i in y]
+ def g():
+  nonlocal x

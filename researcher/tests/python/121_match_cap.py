@@ -1,0 +1,4 @@
+def f():
+ match v:
+  case x: pass
+ global x
