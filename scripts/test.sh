@@ -12,6 +12,6 @@ cargo test --workspace
 
 venv="$PWD/target/python-venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" pytest pandas
+"$venv/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" pytest pandas tensorboard selenium
 (cd python && VIRTUAL_ENV="$venv" "$venv/bin/maturin" develop --quiet)
 "$venv/bin/python" -m pytest -q python/tests

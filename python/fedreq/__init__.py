@@ -5,6 +5,8 @@ v4.4's protocol over MQTT, with a Rust core.
   training plan approval, any message and its replies, monitoring), with v4.4's names.
 - ``Federation``: a broker, a file repository and nodes in this process, for tutorials and tests.
 - ``Responses``: v4.4's container of replies.
+- ``ScalarWriter``: a monitor callback writing scalars as TensorBoard event files, CSV or
+  JSON lines, where Fed-BioMed's Monitor is not there.
 - ``fedreq.fedbiomed``: the drop-in for v4.4 code (``Requests(mess=None)``, a singleton).
 
 Node logs and fedreq's own lines go to Python's ``logging`` (loggers ``fedreq.node``,
@@ -18,6 +20,7 @@ from ._native import (
     Federation,
     MessageError,
     Requests,
+    ScalarWriter,
     TrainingPlanError,
     UploadError,
 )
@@ -31,6 +34,7 @@ __all__ = [
     "MessageError",
     "Requests",
     "Responses",
+    "ScalarWriter",
     "TrainingPlanError",
     "UploadError",
 ]

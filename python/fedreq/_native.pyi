@@ -72,10 +72,12 @@ class Requests:
         description: str = "no description provided",
         nodes: Optional[List[str]] = None,
         timeout: Optional[float] = 5,
+        python: Optional[str] = None,
     ) -> Dict[str, bool]:
-        """Checks the plan (a path, or its source) as Python, uploads it and asks the nodes to
+        """Checks the plan (a path, or its source) as Python ``python`` ("3.10", the default
+        and v4 nodes', or "3.11"; else ``FEDREQ_PYTHON``), uploads it and asks the nodes to
         register it; node id -> acknowledged within ``timeout``. Raises TrainingPlanError,
-        UploadError."""
+        UploadError, ValueError for another version."""
     def send_message(self, msg: Dict[str, Any], client: Optional[str] = None, add_sequence: bool = False) -> Optional[int]:
         """Sends a request message (a dict with "command") to every node, or to ``client``;
         returns the sequence added with ``add_sequence``, else None. Raises MessageError."""
@@ -99,6 +101,20 @@ class Requests:
         """Stops calling the monitor callback."""
     def roster(self) -> Dict[str, Dict[str, Any]]:
         """node id -> {"online", "since" (Unix time), "incarnation"} for nodes announcing presence."""
+
+class ScalarWriter:
+    """A monitor callback (``Requests.add_monitor_callback(ScalarWriter(...))``) that writes
+    each scalar to TensorBoard event files under ``tensorboard`` (a run per job and node,
+    ``JOB/NODE``, tagged ``TRAINING/Loss`` as Fed-BioMed's Monitor tags them), to ``csv`` and
+    to ``jsonl``. Raises OSError if a file cannot be written."""
+    def __init__(
+        self,
+        tensorboard: Optional[Union[str, os.PathLike]] = None,
+        csv: Optional[Union[str, os.PathLike]] = None,
+        jsonl: Optional[Union[str, os.PathLike]] = None,
+    ) -> None: ...
+    def __call__(self, message: Dict[str, Any]) -> None:
+        """Writes one ``add_scalar`` message; ValueError for any other."""
 
 class Federation:
     """A file repository and ``nodes`` fedreq nodes ("node-1"...) in this process, on the

@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 mod errors;
 mod federation;
 mod requests;
+mod scalars;
 mod wait;
 
 /// Set when the interpreter exits: fedreq's threads then no longer call into Python, which
@@ -139,6 +140,7 @@ fn _native(py: Python<'_>, module: &Bound<'_, PyModule>) -> PyResult<()> {
         .map_err(|e| errors::Error::new_err(e.to_string()))?;
     module.add_class::<requests::Requests>()?;
     module.add_class::<federation::Federation>()?;
+    module.add_class::<scalars::ScalarWriter>()?;
     errors::add(module)?;
     module.add("DEFAULT_UPLOADS_URL", fedreq::requests::DEFAULT_UPLOADS_URL)?;
     Ok(())

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use fedreq::plan::Python as PlanPython;
 use fedreq::requests::{broker_from_env, random_researcher_id, Completion, DEFAULT_UPLOADS_URL};
 use fedreq::{RequestsConfig, TrainingPlan};
 use fedreq_mqtt::{MqttConfig, Qos, Tls};
@@ -386,8 +387,9 @@ impl Requests {
 
     /// Checks `training_plan` as Python, uploads it and asks the nodes (all, or `nodes`) to
     /// register it for approval; maps every node id to whether it acknowledged within
-    /// `timeout` seconds. `training_plan` is a path (str or os.PathLike) or the plan's source.
-    #[pyo3(signature = (training_plan, description="no description provided", nodes=None, timeout=5.0))]
+    /// `timeout` seconds. `training_plan` is a path (str or os.PathLike) or the plan's source,
+    /// checked for `python` ("3.10", v4 nodes', or "3.11"; else `FEDREQ_PYTHON`, else 3.10).
+    #[pyo3(signature = (training_plan, description="no description provided", nodes=None, timeout=5.0, python=None))]
     fn training_plan_approve<'py>(
         &self,
         py: Python<'py>,
@@ -395,8 +397,9 @@ impl Requests {
         description: &str,
         nodes: Option<Vec<String>>,
         timeout: Option<f64>,
+        python: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let plan = plan(training_plan)?;
+        let plan = plan(training_plan, python)?;
         let timeout = timeout.map(|t| seconds("timeout", t)).transpose()?;
         let approvals = run(
             py,
@@ -481,7 +484,8 @@ impl Requests {
 
     /// Calls `callback(scalar)` with every monitoring scalar for us, from fedreq's event
     /// thread; `scalar` is the dict v4.4's Monitor reads ("node_id", "job_id", "metric",
-    /// "iteration"...). Replaces any previous callback. An exception it raises is reported
+    /// "iteration"...). Replaces any previous callback. A reply is returned once the callback
+    /// has run for every scalar that came before it. An exception it raises is reported
     /// through sys.unraisablehook.
     fn add_monitor_callback(&self, callback: Bound<'_, PyAny>) -> PyResult<()> {
         if !callback.is_callable() {
@@ -543,20 +547,24 @@ impl Requests {
     }
 }
 
-/// A training plan from a path (str or os.PathLike) or its source.
-fn plan(training_plan: &Bound<'_, PyAny>) -> PyResult<TrainingPlan> {
+/// A training plan from a path (str or os.PathLike) or its source, checked for `python`.
+fn plan(training_plan: &Bound<'_, PyAny>, python: Option<String>) -> PyResult<TrainingPlan> {
+    let python: PlanPython = match python.or_else(|| std::env::var("FEDREQ_PYTHON").ok()) {
+        Some(version) => version.parse().map_err(PyValueError::new_err)?,
+        None => PlanPython::default(),
+    };
     let checked = match training_plan.cast::<PyString>() {
         Ok(text) => {
             let text = text.to_cow()?;
             let looks_like_path = !text.contains('\n') && text.trim_end().ends_with(".py");
             if looks_like_path || std::path::Path::new(text.as_ref()).is_file() {
-                TrainingPlan::from_file(text.as_ref())
+                TrainingPlan::from_file_for(text.as_ref(), python)
             } else {
-                TrainingPlan::from_source("training_plan.py", text.as_ref())
+                TrainingPlan::from_source_for("training_plan.py", text.as_ref(), python)
             }
         }
         Err(_) => match training_plan.extract::<PathBuf>() {
-            Ok(path) => TrainingPlan::from_file(path),
+            Ok(path) => TrainingPlan::from_file_for(path, python),
             Err(_) => {
                 return Err(PyTypeError::new_err(format!(
                     "training_plan must be a path or the plan's source, not {}",

@@ -63,6 +63,18 @@ def test_training_plan_approve_takes_a_path_or_the_source(requests, caplog):
     assert requests.training_plan_approve(source, nodes=["node-2", "node-9"], timeout=TIMEOUT) == {"node-2": True, "node-9": False}
 
 
+def test_training_plans_are_checked_for_python_3_10_unless_3_11_is_asked_for(requests, monkeypatch):
+    source = PLAN.read_text() + "\ntry:\n    pass\nexcept* ValueError:\n    pass\n"
+    with pytest.raises(fedreq.TrainingPlanError, match="except\\*` is Python 3.11"):
+        requests.training_plan_approve(source, nodes=["node-1"])
+    # Sent, then refused by the node, which runs 3.10 as v4 nodes do.
+    assert requests.training_plan_approve(source, nodes=["node-1"], python="3.11") == {"node-1": False}
+    monkeypatch.setenv("FEDREQ_PYTHON", "3.11")
+    assert requests.training_plan_approve(source, nodes=["node-1"]) == {"node-1": False}
+    with pytest.raises(ValueError, match="3.10 or 3.11, not 3.12"):
+        requests.training_plan_approve(source, python="3.12")
+
+
 def test_send_message_then_get_responses(requests):
     sequence = requests.send_message({"command": "ping"}, add_sequence=True)
     assert isinstance(sequence, int)
@@ -93,18 +105,21 @@ def test_get_messages_waits_then_takes_what_is_unclaimed(requests):
     assert len(requests.get_messages(["pong"])) == 0
 
 
-def test_monitor_callback_gets_each_scalar_from_the_driver_thread(requests):
+def test_monitor_callback_gets_each_scalar_from_the_driver_thread_before_the_reply(requests):
     arrived = threading.Event()
     scalars = []
 
     def on_scalar(scalar):
+        # Slow, and making a request of its own: neither delays nor blocks the reply.
+        time.sleep(0.2)
+        assert sorted(requests.ping_nodes()) == NODES
         scalars.append((threading.get_ident(), scalar))
         arrived.set()
 
     requests.add_monitor_callback(on_scalar)
     requests.send_message(train_message("dataset-clinical-0"), "node-1")
     requests.get_responses(["train"])
-    assert arrived.wait(5)
+    assert arrived.is_set(), "the node's scalar came before its reply"
     thread, scalar = scalars[0]
     assert thread != threading.get_ident()
     assert scalar["command"] == "add_scalar" and scalar["node_id"] == "node-1"

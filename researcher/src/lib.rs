@@ -24,6 +24,7 @@ pub mod known;
 pub mod plan;
 pub mod repository;
 pub mod requests;
+pub mod scalars;
 pub mod table;
 
 pub use known::KnownNodes;

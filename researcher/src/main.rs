@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::FromArgMatches;
 
 mod cli;
 
@@ -10,7 +10,13 @@ fn main() -> ExitCode {
     log::set_logger(&STDERR)
         .map(|()| log::set_max_level(log::LevelFilter::Info))
         .ok();
-    let args = cli::Cli::parse();
+    let args = match cli::command()
+        .try_get_matches()
+        .and_then(|matches| cli::Cli::from_arg_matches(&matches))
+    {
+        Ok(args) => args,
+        Err(error) => error.exit(),
+    };
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

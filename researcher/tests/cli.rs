@@ -256,6 +256,76 @@ fn a_plan_that_is_not_python_is_refused_with_line_and_column_before_connecting()
 }
 
 #[test]
+fn plans_are_checked_for_python_3_10_unless_the_user_picks_3_11() {
+    let plan = temp_file(
+        "except_star.py",
+        "try:\n    pass\nexcept* ValueError:\n    pass\n",
+    );
+    let plan = plan.to_str().unwrap();
+    let stderr = failure(&["check", plan]);
+    assert!(
+        stderr.contains(&format!("{plan}:3:1: ")) && stderr.contains("3.11"),
+        "{stderr}"
+    );
+    let out = fedreq(&["check", plan, "--python", "3.11"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{plan}: valid Python 3.11\n")
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_fedreq"))
+        .args(["check", plan])
+        .env("FEDREQ_PYTHON", "3.11")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = fedreq(&["check", plan, "--python", "3.12"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("3.10 or 3.11, not 3.12"), "{stderr}");
+}
+
+#[test]
+fn each_subcommands_help_lists_only_the_options_it_reads() {
+    let help = |subcommand: &str| {
+        let out = fedreq(&[subcommand, "--help"]);
+        assert_eq!(out.status.code(), Some(0), "{subcommand}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let request_options = [
+        "--researcher-id",
+        "--compat",
+        "--min-replies",
+        "--grace",
+        "--deadline",
+        "--timeout",
+        "--roster",
+    ];
+    for subcommand in ["node", "broker", "repository", "check", "decode"] {
+        let text = help(subcommand);
+        for option in request_options.iter().chain(&["--uploads-url"]) {
+            assert!(
+                !text.contains(option),
+                "`{subcommand} --help` lists {option}:\n{text}"
+            );
+        }
+    }
+    assert!(help("node").contains("--broker") && !help("broker").contains("--broker"));
+    assert!(!help("check").contains("--json") && help("decode").contains("--json"));
+    for option in request_options.iter().chain(&["--broker", "--json"]) {
+        assert!(
+            help("ping").contains(option),
+            "`ping --help` lacks {option}"
+        );
+    }
+    assert!(help("approve").contains("--uploads-url") && !help("ping").contains("--uploads-url"));
+    // Still accepted where they are not listed: options of every command.
+    let plan = example_plan();
+    let out = fedreq(&["check", plan.to_str().unwrap(), "--timeout", "2", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
 fn approve_of_a_missing_file_names_it() {
     let stderr = failure(&[
         "approve",
@@ -390,6 +460,43 @@ fn listen_streams_node_logs_and_monitoring_scalars() {
     let event = listen_to_a_train(&[], "listener", "dataset-clinical-0");
     assert_eq!(event["monitoring"]["node_id"], "n1", "{event}");
     assert_eq!(event["monitoring"]["metric"]["Loss"], 0.25);
+}
+
+#[test]
+fn listen_writes_the_scalars_as_json_lines_and_csv_too() {
+    let jsonl = temp_file("scalars.jsonl", "");
+    let csv = temp_file("scalars.csv", "");
+    let (jsonl_arg, csv_arg) = (jsonl.to_str().unwrap(), csv.to_str().unwrap());
+    let options = ["--monitor", "--jsonl", jsonl_arg, "--csv", csv_arg];
+    let event = listen_to_a_train(&options, "listener-files", "dataset-clinical-0");
+    assert_eq!(event["monitoring"]["node_id"], "n1", "{event}");
+    // Written before it is printed.
+    let line: Value = serde_json::from_str(&std::fs::read_to_string(&jsonl).unwrap()).unwrap();
+    assert_eq!(
+        (
+            &line["node_id"],
+            &line["job_id"],
+            &line["phase"],
+            &line["metric"],
+            &line["step"],
+            &line["value"]
+        ),
+        (
+            &"n1".into(),
+            &"j".into(),
+            &"training".into(),
+            &"Loss".into(),
+            &1.into(),
+            &0.25.into()
+        )
+    );
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        rows[0],
+        "wall_time,job_id,node_id,phase,metric,step,epoch,iteration,value"
+    );
+    assert!(rows[1].ends_with(",j,n1,training,Loss,1,1,1,0.25"), "{csv}");
 }
 
 #[test]

@@ -27,6 +27,7 @@ mod serve;
 mod sim;
 mod soak;
 mod tools;
+mod watch;
 
 /// fedreq: ping the nodes of a Fed-BioMed v4.4 federation, list and search their datasets,
 /// send training plans for approval, and collect the replies.
@@ -105,6 +106,9 @@ enum Command {
     Listen(researcher::ListenArgs),
     /// Print the nodes that announce their presence: who is online, since when
     Roster,
+    /// Serve a live page of the federation on this machine: nodes, datasets, scalars, logs,
+    /// requests
+    Watch(watch::WatchArgs),
     /// Check that a training plan is valid Python
     Check(tools::CheckArgs),
     /// Decode `TOPIC PAYLOAD` lines (as `mosquitto_sub -v` prints them)
@@ -125,6 +129,64 @@ enum Command {
     Soak(soak::SoakArgs),
 }
 
+/// Whether `subcommand` reads the global `option`: the others are left out of its `--help`
+/// (and still accepted anywhere, as options of every command).
+fn reads(subcommand: &str, option: &str) -> bool {
+    const CONNECT: &[&str] = &["broker", "qos", "username", "password", "ca_file"];
+    const POLICY: &[&str] = &[
+        "timeout",
+        "compat",
+        "min_replies",
+        "grace",
+        "deadline",
+        "roster",
+    ];
+    let connect = CONNECT.contains(&option);
+    let policy = POLICY.contains(&option);
+    let researcher = option == "researcher_id";
+    let json = option == "json";
+    match subcommand {
+        "ping" | "list" | "search" | "send" => connect || researcher || policy || json,
+        "approve" => connect || researcher || policy || json || option == "uploads_url",
+        "watch" => connect || researcher || policy,
+        "listen" | "roster" => connect || researcher || json,
+        "node" => connect,
+        "demo" => policy,
+        "sim" => option == "timeout" || json,
+        "bench" => connect || json,
+        "decode" | "soak" => json,
+        _ => false,
+    }
+}
+
+/// The command line's definition, each subcommand's help listing only the options it reads.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    let globals: Vec<clap::Arg> = command
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .cloned()
+        .collect();
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect();
+    for name in names {
+        command = command.mut_subcommand(&name, |mut sub| {
+            // A subcommand's own copy of a global option takes its place there: hidden.
+            for arg in globals
+                .iter()
+                .filter(|a| !reads(&name, a.get_id().as_str()))
+            {
+                sub = sub.arg(arg.clone().hide(true));
+            }
+            sub
+        });
+    }
+    command
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<(), String> {
     let global = cli.global;
@@ -136,6 +198,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Send(args) => researcher::send(&global, args),
         Command::Listen(args) => researcher::listen(&global, args),
         Command::Roster => researcher::roster(&global),
+        Command::Watch(args) => watch::watch(&global, args),
         Command::Check(args) => tools::check(args),
         Command::Decode(args) => tools::decode(&global, args),
         Command::Demo(args) => demo::run(&global, args),

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
+use fedreq::scalars::ScalarWriter;
 use fedreq::Requests;
-use fedreq::TrainingPlan;
 use fedreq_protocol::researcher::Member;
 use fedreq_protocol::{Command, DecodeError, NodeId, Request, Submission, Target};
 use serde_json::{json, Value};
@@ -43,8 +43,8 @@ pub struct SearchArgs {
 /// Options of `approve`.
 #[derive(Debug, Args)]
 pub struct ApproveArgs {
-    /// The training plan, a Python file
-    file: std::path::PathBuf,
+    #[command(flatten)]
+    plan: super::tools::PlanFile,
     /// Shown to the nodes' operators
     #[arg(long, default_value = "no description provided")]
     description: String,
@@ -77,6 +77,15 @@ pub struct ListenArgs {
     /// Node errors, for us or for nobody in particular (all three when none is given)
     #[arg(long)]
     errors: bool,
+    /// Also write the scalars as TensorBoard event files in DIR (a run per job and node)
+    #[arg(long, value_name = "DIR")]
+    tensorboard: Option<std::path::PathBuf>,
+    /// Also write the scalars to FILE as CSV
+    #[arg(long, value_name = "FILE")]
+    csv: Option<std::path::PathBuf>,
+    /// Also write the scalars to FILE as JSON lines
+    #[arg(long, value_name = "FILE")]
+    jsonl: Option<std::path::PathBuf>,
 }
 
 pub fn ping(global: &Global, args: Nodes) -> Result<(), String> {
@@ -164,7 +173,7 @@ fn print_datasets(
 
 pub fn approve(global: &Global, args: ApproveArgs) -> Result<(), String> {
     // Every check on the plan comes before connecting to anything.
-    let plan = TrainingPlan::from_file(&args.file).map_err(fail)?;
+    let plan = args.plan.read()?;
     if global.uploads_url.is_none() {
         return Err(fedreq::Error::NoRepository.to_string());
     }
@@ -182,7 +191,7 @@ pub fn approve(global: &Global, args: ApproveArgs) -> Result<(), String> {
     } else {
         outln!(
             "training plan {} sent for approval ({elapsed} ms)",
-            args.file.display()
+            plan.name()
         );
         for (node, ok) in &approvals {
             outln!(
@@ -251,6 +260,17 @@ pub fn send(global: &Global, args: SendArgs) -> Result<(), String> {
 }
 
 pub fn listen(global: &Global, args: ListenArgs) -> Result<(), String> {
+    let mut writer = ScalarWriter::new();
+    if let Some(dir) = &args.tensorboard {
+        writer = writer.tensorboard(dir);
+    }
+    if let Some(path) = &args.csv {
+        writer = writer.csv(path).map_err(fail)?;
+    }
+    if let Some(path) = &args.jsonl {
+        writer = writer.json_lines(path).map_err(fail)?;
+    }
+    let writing = args.tensorboard.is_some() || args.csv.is_some() || args.jsonl.is_some();
     let requests = global.connect()?;
     let all = !args.logs && !args.monitor && !args.errors;
     let json = global.json;
@@ -265,10 +285,24 @@ pub fn listen(global: &Global, args: ListenArgs) -> Result<(), String> {
     } else {
         requests.set_log_handler(|_| {});
     }
-    if args.monitor || all {
+    let print = args.monitor || all;
+    if print || writing {
+        let writer = std::sync::Mutex::new(writer);
         requests.add_monitor_callback(move |scalar| {
-            let value = fedreq_protocol::NodeMessage::AddScalar(scalar.clone()).to_value();
+            if writing {
+                let written = writer
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .write(scalar);
+                if let Err(e) = written {
+                    eprintln!("fedreq: cannot write a scalar of {}: {e}", scalar.node_id);
+                }
+            }
+            if !print {
+                return;
+            }
             if json {
+                let value = fedreq_protocol::NodeMessage::AddScalar(scalar.clone()).to_value();
                 outln!("{}", json!({ "monitoring": value }));
             } else {
                 outln!(

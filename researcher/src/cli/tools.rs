@@ -3,6 +3,7 @@
 use std::io::BufRead;
 
 use clap::Args;
+use fedreq::plan::Python;
 use fedreq::TrainingPlan;
 use fedreq_protocol::presence::{self, NoMatch, Presence};
 use fedreq_protocol::{topic, DecodeError, Limits, NodeMessage, Request};
@@ -13,8 +14,25 @@ use super::{fail, Global};
 /// Options of `check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
+    #[command(flatten)]
+    plan: PlanFile,
+}
+
+/// A training plan file and the Python it is checked for (`check`, `approve`).
+#[derive(Debug, Args)]
+pub struct PlanFile {
     /// The training plan, a Python file
     file: std::path::PathBuf,
+    /// The Python the nodes run: 3.10 (Fed-BioMed v4's) or 3.11
+    #[arg(long, env = "FEDREQ_PYTHON", default_value_t = Python::V3_10)]
+    python: Python,
+}
+
+impl PlanFile {
+    /// Reads and checks the plan.
+    pub fn read(&self) -> Result<TrainingPlan, String> {
+        TrainingPlan::from_file_for(&self.file, self.python).map_err(fail)
+    }
 }
 
 /// Options of `decode`.
@@ -25,8 +43,8 @@ pub struct DecodeArgs {
 }
 
 pub fn check(args: CheckArgs) -> Result<(), String> {
-    TrainingPlan::from_file(&args.file).map_err(fail)?;
-    outln!("{}: valid Python", args.file.display());
+    let plan = args.plan.read()?;
+    outln!("{}: valid Python {}", plan.name(), args.plan.python);
     Ok(())
 }
 
