@@ -91,9 +91,14 @@ impl FirstContact {
     }
 
     /// How long after sending a known node without presence is awaited, given how long it
-    /// took last time: as long as first contact would have waited for it.
+    /// took last time: as long as first contact would have waited for it. A node known only
+    /// by its presence was never timed (`took` is zero): it is awaited the longest wait, as its
+    /// status, which would make it expected, may come no sooner than its reply.
     pub fn wait_for(&self, took: Duration, timeout: Duration) -> Duration {
-        (took + self.gap(took, timeout)).min(self.max).min(timeout)
+        match took.is_zero() {
+            true => self.max.max(self.min).min(timeout),
+            false => (took + self.gap(took, timeout)).min(self.max).min(timeout),
+        }
     }
 }
 

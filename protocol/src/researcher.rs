@@ -737,7 +737,8 @@ impl Researcher {
         let expected = before.expected;
         // How long a node without presence took: a node expected is online or known already.
         if active.by_presence() {
-            let took = now - active.sent.unwrap_or(now);
+            // Never zero, which stands for a node never timed (known by presence).
+            let took = (now - active.sent.unwrap_or(now)).max(Duration::from_nanos(1));
             if !expected {
                 self.hear(hash, node, took);
             } else if let Some(known) = self.heard.get_mut(hash, node) {
@@ -959,8 +960,10 @@ impl Researcher {
             since: (!retained).then_some(now),
         };
         // Online, it is expected by presence; gone, by nobody. A retained offline status
-        // may be older than what an earlier process heard of the node: that still counts.
-        if !retained || presence.status.is_online() {
+        // may be older than what an earlier process heard of the node: that still counts,
+        // unless that process knew it only by presence (no time), which this status follows.
+        let only_by_presence = self.heard.get(node).is_some_and(|took| took.is_zero());
+        if !retained || presence.status.is_online() || only_by_presence {
             self.heard.remove(node);
         }
         self.roster.insert(presence.node_id.clone(), member);

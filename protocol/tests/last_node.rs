@@ -440,6 +440,39 @@ fn a_known_node_that_stays_silent_costs_at_most_its_first_contact_wait() {
 }
 
 #[test]
+fn a_node_known_only_by_presence_is_awaited_until_its_status_or_reply_can_come() {
+    // An earlier process knew both online by presence, untimed. On a broker that gives no
+    // retained status (RabbitMQ's wildcard), a new process's first replies may be slow.
+    let mut core = knowing(&[("slow", 0.0), ("gone", 0.0)]);
+    core.submit(ms(0.0), Submission::broadcast(Request::ping()))
+        .unwrap();
+    pong(&mut core, ms(200.0), "slow", 0);
+    let outcome = only(&mut core, ms(60_000.0));
+    assert_eq!(outcome.missing, nodes(&["gone"]));
+    assert_eq!(outcome.online(), nodes(&["slow"]));
+    // The longest wait of first contact: 1 s.
+    assert_eq!(
+        (outcome.completion, outcome.elapsed),
+        (Completion::WaitedOut, Duration::from_secs(1))
+    );
+}
+
+#[test]
+fn a_retained_offline_status_ends_the_wait_for_a_node_known_only_by_presence() {
+    let mut core = knowing(&[("gone", 0.0), ("alive", 0.0)]);
+    let offline = Presence::new("gone", Status::Offline, 1);
+    core.handle_retained(ms(0.0), &presence::topic("gone"), &offline.encode());
+    core.submit(ms(1.0), Submission::broadcast(Request::ping()))
+        .unwrap();
+    pong(&mut core, ms(3.0), "alive", 0);
+    let outcome = only(&mut core, ms(60_000.0));
+    assert_eq!(
+        (outcome.completion, outcome.missing),
+        (Completion::AllAnswered, vec![])
+    );
+}
+
+#[test]
 fn a_known_federation_ends_its_first_broadcast_as_soon_as_its_nodes_answered() {
     let mut core = knowing(&[("a", 1.0), ("b", 1.0)]);
     core.submit(ms(0.0), Submission::broadcast(Request::ping()))
