@@ -99,10 +99,12 @@ fn a_flood_of_forged_pongs_does_not_slow_broadcasts() {
         flooded.last().unwrap()
     );
     assert!(sent >= RATE * 9, "the flood ran: {sent}");
-    // The core's work per forged pong is constant, and none of them is ever awaited: what
-    // remains is two cores shared with the flood's publisher and the broker.
+    // No forged pong is ever awaited: a broadcast that waited for an invented node would take
+    // at least the first-contact gap. The ratio of the two times is a measurement, not a test
+    // (two cores shared with the flood's publisher and the broker): BENCHMARKS.md has it.
+    let gap = fedreq_protocol::policy::FirstContact::default().min;
     assert!(
-        median(&flooded) <= median(&quiet).mul_f64(1.5) + Duration::from_millis(1),
+        median(&flooded) < median(&quiet) + gap,
         "{:?} against {:?}",
         median(&flooded),
         median(&quiet)
