@@ -11,7 +11,7 @@
 
 use crate::message::NodeMessage;
 use crate::outcome::Completion;
-use crate::policy::settle_window;
+use crate::policy::{settle_window, Policy};
 use crate::time::Timestamp;
 
 use crate::inflight::{Active, Answered, Unknown};
@@ -159,7 +159,13 @@ impl Active {
         let completion = match timer {
             Timer::Deadline => Completion::Deadline,
             Timer::Grace => Completion::MinReplies,
-            Timer::Settle => self.all_in(Completion::Settled),
+            Timer::Settle => {
+                self.work_out_settle();
+                if self.settle_at.is_some_and(|end| end > at) {
+                    return None;
+                }
+                self.all_in(Completion::Settled)
+            }
             Timer::Return => {
                 let window = self.policy.return_window;
                 let due: Vec<_> = self
@@ -288,22 +294,80 @@ impl Active {
             return Some(self.all_in(Completion::AllAnswered));
         }
         let sent = self.sent.unwrap_or(self.submitted);
-        let timeout = self.policy.timeout;
         // The window runs from the last answer: a node given up is no news.
         let last = match answer {
             Answer::Gone => self.last_reply.max(sent),
             Answer::Reply | Answer::Error => now,
         };
-        let window = match self.met_unexpected || self.expected.is_empty() {
-            true => {
-                let spread = last - self.first_probe.unwrap_or(sent);
-                self.policy.first_contact.gap(spread, timeout)
-            }
-            false => settle_window(last - sent, timeout),
+        let from = match self.met_unexpected || self.expected.is_empty() {
+            true => SettleFrom::first_contact(last, self.first_probe.unwrap_or(sent)),
+            false => SettleFrom::settle(last, sent),
         };
-        let end = (last + window).max(now);
-        self.settle_at = Some(self.settle_at.map_or(end, |at| at.max(end)));
+        if self
+            .settle_from
+            .is_some_and(|pending| !pending.alike(&from))
+        {
+            self.work_out_settle();
+        }
+        self.settle_from = Some(from);
+        // The first window sets the wake; a node given up may leave it past `now`.
+        if self.settle_at.is_none() || matches!(answer, Answer::Gone) {
+            self.work_out_settle();
+            self.settle_at = self.settle_at.map(|end| end.max(now));
+        }
         None
+    }
+
+    /// Works the pending answer's window out into `settle_at`.
+    fn work_out_settle(&mut self) {
+        if let Some(from) = self.settle_from.take() {
+            let end = from.end(&self.policy);
+            self.settle_at = Some(self.settle_at.map_or(end, |at| at.max(end)));
+        }
+    }
+}
+
+/// An answer's settle window, to be worked out: after `last`, the first-contact gap grows with
+/// the spread since `origin` (the first probe's answer), the settle window with the time since
+/// sending (`origin`). Either ends later for a later `last`, the rest alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SettleFrom {
+    last: Timestamp,
+    origin: Timestamp,
+    first_contact: bool,
+}
+
+impl SettleFrom {
+    fn first_contact(last: Timestamp, origin: Timestamp) -> Self {
+        let first_contact = true;
+        SettleFrom {
+            last,
+            origin,
+            first_contact,
+        }
+    }
+
+    fn settle(last: Timestamp, sent: Timestamp) -> Self {
+        let first_contact = false;
+        SettleFrom {
+            last,
+            origin: sent,
+            first_contact,
+        }
+    }
+
+    /// Whether only `last` tells them apart.
+    fn alike(&self, other: &SettleFrom) -> bool {
+        (self.origin, self.first_contact) == (other.origin, other.first_contact)
+    }
+
+    fn end(&self, policy: &Policy) -> Timestamp {
+        let (after, timeout) = (self.last - self.origin, policy.timeout);
+        let window = match self.first_contact {
+            true => policy.first_contact.gap(after, timeout),
+            false => settle_window(after, timeout),
+        };
+        self.last + window
     }
 }
 

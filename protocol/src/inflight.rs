@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use hashbrown::hash_table::{Entry, HashTable};
 
+use crate::completion::SettleFrom;
 use crate::message::{Command, ErrorMessage, NodeMessage, Request, Sequence};
 use crate::node_table::{Keyed, NodeHash};
 use crate::outcome::Counters;
@@ -82,8 +83,13 @@ pub(crate) struct Active {
     /// Expected nodes given up because they went offline, and because they were waited out.
     pub(crate) went_offline: usize,
     pub(crate) waited_out: usize,
-    /// When the settle (or first-contact) window ends, once every expected node answered.
+    /// When the settle (or first-contact) window ends, once every expected node answered, as
+    /// of the answers worked out so far: the request's wake, never later than the true end.
     pub(crate) settle_at: Option<Timestamp>,
+    /// The latest answer whose window is not worked out into `settle_at` yet. Windows end
+    /// later as answers come later, so of answers alike only the latest counts: it is worked
+    /// out when its timer fires or an answer unlike it comes, not on every reply.
+    pub(crate) settle_from: Option<SettleFrom>,
     /// When the first answer that tells who is out there came: a primer's or fence's pong for
     /// a fenced request (every node sends them), else a reply. The first-contact gap grows with the
     /// spread of the answers since, not with a delay they all share.
@@ -151,6 +157,7 @@ impl Active {
             went_offline: 0,
             waited_out: 0,
             settle_at: None,
+            settle_from: None,
             first_probe: None,
             replies,
             errors: Vec::new(),

@@ -30,17 +30,38 @@ impl NodeHash {
     }
 }
 
-/// A map keyed by node id whose entries keep their id's hash.
+/// A map keyed by node id whose entries keep their id's hash. The ids are kept end to end
+/// in one buffer: meeting a node costs a copy of its id, not an allocation.
 #[derive(Clone, Debug)]
 pub(crate) struct NodeTable<V> {
-    table: HashTable<(u64, NodeId, V)>,
+    table: HashTable<Slot<V>>,
+    ids: String,
+    /// Bytes of `ids` whose entries were removed: reclaimed once they are most of it.
+    freed: usize,
     keyed: Keyed,
+}
+
+#[derive(Clone, Debug)]
+struct Slot<V> {
+    hash: u64,
+    /// Where its id is in the table's `ids`.
+    at: usize,
+    len: usize,
+    value: V,
+}
+
+impl<V> Slot<V> {
+    fn id<'a>(&self, ids: &'a str) -> &'a str {
+        &ids[self.at..self.at + self.len]
+    }
 }
 
 impl<V> NodeTable<V> {
     pub(crate) fn new(keyed: Keyed) -> Self {
         NodeTable {
             table: HashTable::new(),
+            ids: String::new(),
+            freed: 0,
             keyed,
         }
     }
@@ -53,15 +74,16 @@ impl<V> NodeTable<V> {
         self.table.len()
     }
 
-    pub(crate) fn get(&self, node: &str) -> Option<&V> {
-        let hash = self.hash(node);
-        let found = self.table.find(hash.0, |(_, id, _)| id == node);
-        found.map(|(.., value)| value)
+    pub(crate) fn get(&self, hash: NodeHash, node: &str) -> Option<&V> {
+        let ids = &self.ids;
+        let found = self.table.find(hash.0, |slot| slot.id(ids) == node);
+        found.map(|slot| &slot.value)
     }
 
     pub(crate) fn get_mut(&mut self, hash: NodeHash, node: &str) -> Option<&mut V> {
-        let found = self.table.find_mut(hash.0, |(_, id, _)| id == node);
-        found.map(|(.., value)| value)
+        let ids = &self.ids;
+        let found = self.table.find_mut(hash.0, |slot| slot.id(ids) == node);
+        found.map(|slot| &mut slot.value)
     }
 
     /// The value of `node`, made by `new` (and the id copied) when it has none.
@@ -71,35 +93,58 @@ impl<V> NodeTable<V> {
         node: &str,
         new: impl FnOnce() -> V,
     ) -> &mut V {
-        let eq = |(_, id, _): &(u64, NodeId, V)| id == node;
-        match self.table.entry(hash.0, eq, |(hash, ..)| *hash) {
-            Entry::Occupied(entry) => &mut entry.into_mut().2,
+        let ids = &self.ids;
+        let eq = |slot: &Slot<V>| slot.id(ids) == node;
+        match self.table.entry(hash.0, eq, |slot| slot.hash) {
+            Entry::Occupied(entry) => &mut entry.into_mut().value,
             Entry::Vacant(entry) => {
-                &mut entry.insert((hash.0, node.to_owned(), new())).into_mut().2
+                let (at, len) = (self.ids.len(), node.len());
+                self.ids.push_str(node);
+                let slot = Slot {
+                    hash: hash.0,
+                    at,
+                    len,
+                    value: new(),
+                };
+                &mut entry.insert(slot).into_mut().value
             }
         }
     }
 
-    pub(crate) fn insert(&mut self, node: NodeId, value: V) {
-        let hash = self.hash(&node);
-        match self.get_mut(hash, &node) {
-            Some(old) => *old = value,
-            None => {
-                _ = self
-                    .table
-                    .insert_unique(hash.0, (hash.0, node, value), |(h, ..)| *h)
-            }
+    pub(crate) fn insert(&mut self, node: &str, value: V) {
+        let hash = self.hash(node);
+        let mut value = Some(value);
+        let slot = self.get_or_insert_with(hash, node, || value.take().expect("taken once"));
+        if let Some(value) = value {
+            *slot = value;
         }
     }
 
     pub(crate) fn remove(&mut self, node: &str) -> Option<V> {
-        let hash = self.hash(node);
-        let found = self.table.find_entry(hash.0, |(_, id, _)| id == node);
-        found.ok().map(|entry| entry.remove().0 .2)
+        let (hash, ids) = (self.hash(node).0, &self.ids);
+        let found = self.table.find_entry(hash, |slot| slot.id(ids) == node);
+        let slot = found.ok()?.remove().0;
+        self.freed += slot.len;
+        if self.freed > self.ids.len() / 2 {
+            self.compact();
+        }
+        Some(slot.value)
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&NodeId, &V)> {
-        self.table.iter().map(|(_, node, value)| (node, value))
+    /// Copies the ids still in use to a buffer of their own.
+    fn compact(&mut self) {
+        let mut ids = String::with_capacity(self.ids.len() - self.freed);
+        for slot in self.table.iter_mut() {
+            let at = ids.len();
+            ids.push_str(slot.id(&self.ids));
+            slot.at = at;
+        }
+        (self.ids, self.freed) = (ids, 0);
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
+        let ids = &self.ids;
+        self.table.iter().map(|slot| (slot.id(ids), &slot.value))
     }
 }
 
@@ -120,13 +165,23 @@ mod tests {
         assert_eq!(table.get_mut(hash, "node-500"), Some(&mut 500));
         assert_eq!(*table.get_or_insert_with(hash, "node-500", || 0), 500);
         assert_eq!(table.get_mut(table.hash("absent"), "absent"), None);
-        table.insert("node-1".into(), 11);
+        table.insert("node-1", 11);
         assert_eq!(table.remove("node-1"), Some(11));
         assert_eq!(table.remove("node-1"), None);
         assert_eq!(table.len(), 999);
+        // Removing most of them reclaims their ids' room; the rest are still found.
+        for i in 2..900 {
+            assert_eq!(table.remove(&format!("node-{i}")), Some(i));
+        }
+        assert!(table.ids.len() < 2 * "node-999".len() * table.len());
+        let mut left: Vec<(String, i32)> = table.iter().map(|(n, v)| (n.to_owned(), *v)).collect();
+        left.sort_by_key(|&(_, v)| v);
+        assert_eq!(left.len(), 101);
+        assert_eq!(left[0], ("node-0".to_owned(), 0));
+        assert_eq!(table.get(table.hash("node-950"), "node-950"), Some(&950));
         // Another table of the same core takes the same hash.
         let mut other = NodeTable::new(keyed(7));
-        other.insert("node-500".into(), ());
+        other.insert("node-500", ());
         assert!(other.get_mut(hash, "node-500").is_some());
     }
 }

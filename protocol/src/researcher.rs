@@ -293,7 +293,7 @@ impl Researcher {
         let known = config.known.clone();
         let mut heard = NodeTable::new(keyed.clone());
         for (node, took) in known.iter().flatten().take(config.mailbox_capacity) {
-            heard.insert(node.clone(), *took);
+            heard.insert(node, *took);
         }
         Researcher {
             next_id: 0,
@@ -350,7 +350,7 @@ impl Researcher {
 
     /// The nodes without presence heard lately, with how long each took to answer.
     pub fn heard(&self) -> BTreeMap<NodeId, Duration> {
-        self.heard.iter().map(|(n, t)| (n.clone(), *t)).collect()
+        self.heard.iter().map(|(n, t)| (n.to_owned(), *t)).collect()
     }
 
     /// What an adapter keeps for the next process ([`ResearcherConfig::known`]): the nodes
@@ -390,7 +390,7 @@ impl Researcher {
                     .iter()
                     .map(|(node, &took)| {
                         let wait = policy.first_contact.wait_for(took, policy.timeout);
-                        (node.clone(), wait)
+                        (node.to_owned(), wait)
                     })
                     .collect();
                 unsure.sort_by_key(|&(_, wait)| wait);
@@ -734,22 +734,23 @@ impl Researcher {
             active.counters.duplicates += 1;
             return;
         };
-        let expected = before.expected;
-        // How long a node without presence took: a node expected is online or known already.
+        // How long a node without presence took (never zero, which stands for a node never
+        // timed): a node expected is online or known already.
         if active.by_presence() {
-            // Never zero, which stands for a node never timed (known by presence).
             let took = (now - active.sent.unwrap_or(now)).max(Duration::from_nanos(1));
-            if !expected {
-                self.hear(hash, node, took);
+            if !before.expected {
+                let capacity = self.config.mailbox_capacity;
+                note_heard(&mut self.heard, &self.roster, capacity, hash, node, took);
             } else if let Some(known) = self.heard.get_mut(hash, node) {
                 *known = took;
             }
         }
-        let active = self.requests.get_mut(&id).expect("candidate is in flight");
         active.keep_reply(now, reply);
-        match active.on_answer(now, Answer::Reply) {
+        let completion = active.on_answer(now, Answer::Reply);
+        let wake_holds = completion.is_none() && active.wake_holds_after_reply();
+        match completion {
             Some(completion) => self.complete(id, now, completion),
-            None if active.wake_holds_after_reply() => {}
+            None if wake_holds => {}
             None => self.reschedule(id),
         }
     }
@@ -962,7 +963,11 @@ impl Researcher {
         // Online, it is expected by presence; gone, by nobody. A retained offline status
         // may be older than what an earlier process heard of the node: that still counts,
         // unless that process knew it only by presence (no time), which this status follows.
-        let only_by_presence = self.heard.get(node).is_some_and(|took| took.is_zero());
+        let hash = self.heard.hash(node);
+        let only_by_presence = self
+            .heard
+            .get(hash, node)
+            .is_some_and(|took| took.is_zero());
         if !retained || presence.status.is_online() || only_by_presence {
             self.heard.remove(node);
         }
@@ -1140,17 +1145,8 @@ impl Researcher {
     /// Remembers a node without presence that answered a broadcast `took` after it was sent,
     /// bounded like the mailbox: from now on broadcasts expect it.
     fn hear(&mut self, hash: NodeHash, node: &str, took: Duration) {
-        if self.roster.get(node).is_some_and(Member::online) {
-            return;
-        }
-        match self.heard.len() < self.config.mailbox_capacity {
-            true => *self.heard.get_or_insert_with(hash, node, || took) = took,
-            false => {
-                if let Some(known) = self.heard.get_mut(hash, node) {
-                    *known = took;
-                }
-            }
-        }
+        let capacity = self.config.mailbox_capacity;
+        note_heard(&mut self.heard, &self.roster, capacity, hash, node, took);
     }
 
     /// Whether `sequence` was sent by this core on an earlier request: stamped by it, or one
@@ -1497,6 +1493,29 @@ fn request_of(reply: Command) -> Command {
     match reply {
         Command::Pong => Command::Ping,
         other => other,
+    }
+}
+
+/// [`Researcher::hear`], on the fields it needs, so that a request in flight may stay
+/// borrowed meanwhile.
+fn note_heard(
+    heard: &mut NodeTable<Duration>,
+    roster: &BTreeMap<NodeId, Member>,
+    capacity: usize,
+    hash: NodeHash,
+    node: &str,
+    took: Duration,
+) {
+    if roster.get(node).is_some_and(Member::online) {
+        return;
+    }
+    match heard.len() < capacity {
+        true => *heard.get_or_insert_with(hash, node, || took) = took,
+        false => {
+            if let Some(known) = heard.get_mut(hash, node) {
+                *known = took;
+            }
+        }
     }
 }
 
