@@ -390,13 +390,16 @@ fn decode_prints_each_message_or_why_it_is_refused() {
         .stdin
         .take()
         .unwrap()
-        .write_all(format!("{good}general/nodes this is not json\n").as_bytes())
+        .write_all(format!("{good}general/nodes this is not json\n{}\n", pong.trim()).as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8(out.stdout).unwrap();
+    let refusals: Vec<&str> = stdout.lines().skip(2).collect();
+    assert!(refusals[0].contains("refused"), "{stdout}");
+    // A payload pasted without its topic is told so, not read as a topic.
     assert!(
-        stdout.lines().nth(2).unwrap().contains("refused"),
+        refusals[1].starts_with("(no topic) refused (line 4): a payload without its topic"),
         "{stdout}"
     );
 }

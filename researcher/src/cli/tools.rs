@@ -64,8 +64,16 @@ pub fn decode(global: &Global, args: DecodeArgs) -> Result<(), String> {
         if line.trim().is_empty() {
             continue;
         }
-        let (topic, payload) = line.split_once(' ').unwrap_or((line.as_str(), ""));
-        let decoded = decode_one(topic, payload.as_bytes(), &limits);
+        // A payload alone (a JSON object where the topic should be) is named as such, not
+        // read as a topic with an empty payload.
+        let (topic, decoded) = match line.starts_with('{') {
+            true => ("(no topic)", Err(NO_TOPIC.to_owned())),
+            false => {
+                let (topic, payload) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+                let decoded = decode_one(topic, payload.as_bytes(), &limits);
+                (topic, decoded.map_err(|error| error.to_string()))
+            }
+        };
         match decoded {
             Ok(message) if global.json => {
                 outln!("{}", json!({ "topic": topic, "message": message }))
@@ -76,7 +84,7 @@ pub fn decode(global: &Global, args: DecodeArgs) -> Result<(), String> {
                 if global.json {
                     outln!(
                         "{}",
-                        json!({ "topic": topic, "line": number + 1, "refused": error.to_string() })
+                        json!({ "topic": topic, "line": number + 1, "refused": error })
                     );
                 } else {
                     outln!("{topic} refused (line {}): {error}", number + 1);
@@ -89,6 +97,9 @@ pub fn decode(global: &Global, args: DecodeArgs) -> Result<(), String> {
     }
     Ok(())
 }
+
+const NO_TOPIC: &str =
+    "a payload without its topic: each line is `TOPIC PAYLOAD`, as `mosquitto_sub -v` prints it";
 
 /// The message `payload` is, as its topic says: a node's reply, log or scalar on the
 /// researcher's topics; fedreq's own statuses, probes and no-match words; else a request.
