@@ -299,9 +299,15 @@ impl Active {
             Answer::Gone => self.last_reply.max(sent),
             Answer::Reply | Answer::Error => now,
         };
-        let from = match self.met_unexpected || self.expected.is_empty() {
-            true => SettleFrom::first_contact(last, self.first_probe.unwrap_or(sent)),
-            false => SettleFrom::settle(last, sent),
+        let first_contact = self.met_unexpected || self.expected.is_empty();
+        let origin = match first_contact {
+            true => self.first_probe.unwrap_or(sent),
+            false => sent,
+        };
+        let from = SettleFrom {
+            last,
+            origin,
+            first_contact,
         };
         if self
             .settle_from
@@ -338,24 +344,6 @@ pub(crate) struct SettleFrom {
 }
 
 impl SettleFrom {
-    fn first_contact(last: Timestamp, origin: Timestamp) -> Self {
-        let first_contact = true;
-        SettleFrom {
-            last,
-            origin,
-            first_contact,
-        }
-    }
-
-    fn settle(last: Timestamp, sent: Timestamp) -> Self {
-        let first_contact = false;
-        SettleFrom {
-            last,
-            origin: sent,
-            first_contact,
-        }
-    }
-
     /// Whether only `last` tells them apart.
     fn alike(&self, other: &SettleFrom) -> bool {
         (self.origin, self.first_contact) == (other.origin, other.first_contact)
