@@ -8,7 +8,7 @@
 //! `first` (one ping, 10,000 nodes met for the first time), `many` (1,000 pings in flight,
 //! ten nodes answering each); `setup` stops before the replies.
 
-#[path = "../benches/workloads.rs"]
+#[path = "../benches/workloads/mod.rs"]
 mod workloads;
 
 use fedreq_protocol::{Limits, NodeMessage};

@@ -103,11 +103,7 @@ impl Active {
         let sent = self.sent;
         Timers {
             deadline: policy.deadline.map(|d| self.submitted + d),
-            grace: self
-                .min_reached
-                .zip(policy.min_replies)
-                .filter(|_| sent.is_some())
-                .map(|(at, min)| at + min.grace),
+            grace: sent.and(self.grace_at()),
             settle: self.settle_at,
             back: self.return_at(),
             // Sorted by wait: the first is the next to end (it may have answered: harmless).
@@ -131,12 +127,16 @@ impl Active {
         let Some(wake) = self.wake else {
             return false;
         };
-        let grace = self.min_reached.zip(self.policy.min_replies);
-        let grace = grace.map(|(at, min)| at + min.grace);
-        [self.settle_at, grace]
+        [self.settle_at, self.grace_at()]
             .into_iter()
             .flatten()
             .all(|at| wake <= at)
+    }
+
+    /// When the stragglers' grace ends, once the minimum of replies is reached.
+    fn grace_at(&self) -> Option<Timestamp> {
+        let reached = self.min_reached.zip(self.policy.min_replies);
+        reached.map(|(at, min)| at + min.grace)
     }
 
     /// When the first node that went offline has been awaited long enough.
@@ -228,15 +228,16 @@ impl Active {
                 let kept = self.keeps(&message);
                 let hash = self.hash(message.node_id());
                 self.record(hash, message.node_id(), Answered::Replied { kept });
-                self.keep_reply(now, message);
+                self.keep_reply(now, message, kept);
             }
         }
     }
 
-    /// Keeps `node`'s reply, or counts it as unsuccessful under `only_successful`.
+    /// Keeps `node`'s reply when [`keeps`](Self::keeps) said so (as recorded), or counts it
+    /// as unsuccessful under `only_successful`.
     #[inline]
-    pub(crate) fn keep_reply(&mut self, now: Timestamp, reply: NodeMessage) {
-        if self.keeps(&reply) {
+    pub(crate) fn keep_reply(&mut self, now: Timestamp, reply: NodeMessage, kept: bool) {
+        if kept {
             self.replies.push(reply);
             self.note_activity(now);
         } else {
@@ -336,7 +337,7 @@ impl Active {
 /// An answer's settle window, to be worked out: after `last`, the first-contact gap grows with
 /// the spread since `origin` (the first probe's answer), the settle window with the time since
 /// sending (`origin`). Either ends later for a later `last`, the rest alike.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct SettleFrom {
     last: Timestamp,
     origin: Timestamp,
@@ -344,9 +345,10 @@ pub(crate) struct SettleFrom {
 }
 
 impl SettleFrom {
-    /// Whether only `last` tells them apart.
-    fn alike(&self, other: &SettleFrom) -> bool {
-        (self.origin, self.first_contact) == (other.origin, other.first_contact)
+    /// Whether `later`, alike but for a `last` no earlier, makes this one's window moot.
+    fn alike(&self, later: &SettleFrom) -> bool {
+        (self.origin, self.first_contact) == (later.origin, later.first_contact)
+            && self.last <= later.last
     }
 
     fn end(&self, policy: &Policy) -> Timestamp {

@@ -448,7 +448,7 @@ mod tests {
             let kept = active.keeps(&reply);
             let recorded = active.record(active.hash(node), node, Answered::Replied { kept });
             assert!(recorded.is_some(), "{node} answered once");
-            active.keep_reply(Timestamp::ZERO, reply);
+            active.keep_reply(Timestamp::ZERO, reply, kept);
         }
         active
     }

@@ -32,7 +32,7 @@ impl NodeHash {
 
 /// A map keyed by node id whose entries keep their id's hash. The ids are kept end to end
 /// in one buffer: meeting a node costs a copy of its id, not an allocation.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct NodeTable<V> {
     table: HashTable<Slot<V>>,
     ids: String,
@@ -41,7 +41,7 @@ pub(crate) struct NodeTable<V> {
     keyed: Keyed,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Slot<V> {
     hash: u64,
     /// Where its id is in the table's `ids`.
@@ -111,13 +111,11 @@ impl<V> NodeTable<V> {
         }
     }
 
-    pub(crate) fn insert(&mut self, node: &str, value: V) {
-        let hash = self.hash(node);
-        let mut value = Some(value);
-        let slot = self.get_or_insert_with(hash, node, || value.take().expect("taken once"));
-        if let Some(value) = value {
-            *slot = value;
-        }
+    pub(crate) fn insert(&mut self, hash: NodeHash, node: &str, value: V)
+    where
+        V: Copy,
+    {
+        *self.get_or_insert_with(hash, node, || value) = value;
     }
 
     pub(crate) fn remove(&mut self, node: &str) -> Option<V> {
@@ -165,7 +163,7 @@ mod tests {
         assert_eq!(table.get_mut(hash, "node-500"), Some(&mut 500));
         assert_eq!(*table.get_or_insert_with(hash, "node-500", || 0), 500);
         assert_eq!(table.get_mut(table.hash("absent"), "absent"), None);
-        table.insert("node-1", 11);
+        table.insert(table.hash("node-1"), "node-1", 11);
         assert_eq!(table.remove("node-1"), Some(11));
         assert_eq!(table.remove("node-1"), None);
         assert_eq!(table.len(), 999);
@@ -181,7 +179,7 @@ mod tests {
         assert_eq!(table.get(table.hash("node-950"), "node-950"), Some(&950));
         // Another table of the same core takes the same hash.
         let mut other = NodeTable::new(keyed(7));
-        other.insert("node-500", ());
+        other.insert(hash, "node-500", ());
         assert!(other.get_mut(hash, "node-500").is_some());
     }
 }

@@ -96,7 +96,7 @@ impl FirstContact {
     /// status, which would make it expected, may come no sooner than its reply.
     pub fn wait_for(&self, took: Duration, timeout: Duration) -> Duration {
         match took.is_zero() {
-            true => self.max.max(self.min).min(timeout),
+            true => self.max.min(timeout),
             false => (took + self.gap(took, timeout)).min(self.max).min(timeout),
         }
     }

@@ -293,7 +293,7 @@ impl Researcher {
         let known = config.known.clone();
         let mut heard = NodeTable::new(keyed.clone());
         for (node, took) in known.iter().flatten().take(config.mailbox_capacity) {
-            heard.insert(node, *took);
+            heard.insert(heard.hash(node), node, *took);
         }
         Researcher {
             next_id: 0,
@@ -725,7 +725,8 @@ impl Researcher {
             return self.post(now, Unmatched::NotTargeted, reply);
         }
         if active.answered == 0 && active.by_presence() {
-            active.reserve(self.heard.len() + self.roster.len());
+            let online = self.roster.len() - self.offline.len();
+            active.reserve(self.heard.len() + online);
         }
         // A reply after its node passed the fence (a broker that reordered, a redelivery)
         // is kept: the node has answered already.
@@ -734,18 +735,21 @@ impl Researcher {
             active.counters.duplicates += 1;
             return;
         };
-        // How long a node without presence took (never zero, which stands for a node never
-        // timed): a node expected is online or known already.
+        // How long a node without presence took: a node expected is online or known already.
         if active.by_presence() {
-            let took = (now - active.sent.unwrap_or(now)).max(Duration::from_nanos(1));
-            if !before.expected {
-                let capacity = self.config.mailbox_capacity;
-                note_heard(&mut self.heard, &self.roster, capacity, hash, node, took);
-            } else if let Some(known) = self.heard.get_mut(hash, node) {
-                *known = took;
-            }
+            let took = now - active.sent.unwrap_or(now);
+            let capacity = self.config.mailbox_capacity;
+            let meet = !before.expected;
+            note_heard(
+                &mut self.heard,
+                &self.roster,
+                capacity,
+                (hash, node),
+                took,
+                meet,
+            );
         }
-        active.keep_reply(now, reply);
+        active.keep_reply(now, reply, kept);
         let completion = active.on_answer(now, Answer::Reply);
         let wake_holds = completion.is_none() && active.wake_holds_after_reply();
         match completion {
@@ -1146,7 +1150,14 @@ impl Researcher {
     /// bounded like the mailbox: from now on broadcasts expect it.
     fn hear(&mut self, hash: NodeHash, node: &str, took: Duration) {
         let capacity = self.config.mailbox_capacity;
-        note_heard(&mut self.heard, &self.roster, capacity, hash, node, took);
+        note_heard(
+            &mut self.heard,
+            &self.roster,
+            capacity,
+            (hash, node),
+            took,
+            true,
+        );
     }
 
     /// Whether `sequence` was sent by this core on an earlier request: stamped by it, or one
@@ -1496,26 +1507,24 @@ fn request_of(reply: Command) -> Command {
     }
 }
 
-/// [`Researcher::hear`], on the fields it needs, so that a request in flight may stay
-/// borrowed meanwhile.
+/// How long `node`, without presence, took to answer a broadcast: updated if it is heard
+/// already, remembered if it is met (`meet`) and there is room, unless it is online by
+/// presence. [`Researcher::hear`] on the fields it needs, so that a request in flight may
+/// stay borrowed meanwhile.
 fn note_heard(
     heard: &mut NodeTable<Duration>,
     roster: &BTreeMap<NodeId, Member>,
     capacity: usize,
-    hash: NodeHash,
-    node: &str,
+    (hash, node): (NodeHash, &str),
     took: Duration,
+    meet: bool,
 ) {
-    if roster.get(node).is_some_and(Member::online) {
-        return;
-    }
-    match heard.len() < capacity {
-        true => *heard.get_or_insert_with(hash, node, || took) = took,
-        false => {
-            if let Some(known) = heard.get_mut(hash, node) {
-                *known = took;
-            }
-        }
+    // Never zero, which stands for a node never timed (known by presence).
+    let took = took.max(Duration::from_nanos(1));
+    if meet && heard.len() < capacity && !roster.get(node).is_some_and(Member::online) {
+        heard.insert(hash, node, took);
+    } else if let Some(known) = heard.get_mut(hash, node) {
+        *known = took;
     }
 }
 
