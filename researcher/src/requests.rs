@@ -327,7 +327,14 @@ impl Requests {
                             ConnectionState::Disconnected(reason) => Some(reason.clone()),
                         };
                     }
-                    dispatch(&dispatching, event);
+                    // A callback that panics loses its event, not the thread: later events
+                    // still reach the callbacks, and requests waiting for them still end.
+                    let dispatched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        dispatch(&dispatching, event)
+                    }));
+                    if dispatched.is_err() {
+                        log::error!("a fedreq callback panicked; its event is lost");
+                    }
                     progress.one_more();
                 }
                 progress.ended();
@@ -431,8 +438,10 @@ impl Requests {
         if self.handlers().is_empty() {
             return;
         }
-        let dropped = self.handle.events_dropped();
-        let target = self.handle.events_sent().saturating_sub(dropped);
+        // Sent first: the driver counts a drop before the send that caused it, so in this
+        // order the target can come out low (a short wait), never high (no end).
+        let sent = self.handle.events_sent();
+        let target = sent.saturating_sub(self.handle.events_dropped());
         if let Some(caught_up) = self.dispatched.wait_for(target) {
             let _ = caught_up.recv_async().await;
         }

@@ -10,7 +10,7 @@ use fedreq::{Error, Requests, RequestsConfig, TrainingPlan};
 use fedreq_mem::sim::simulated_datasets;
 use fedreq_mem::{Broker, NodeDriver};
 use fedreq_protocol::{Command, NodeConfig, Policy};
-use serde_json::json;
+use serde_json::{json, Value};
 
 const IDS: [&str; 3] = ["n1", "n2", "n3"];
 
@@ -165,6 +165,31 @@ fn compatibility_rounds_are_reachable_from_the_api() {
     );
 }
 
+/// Sends a `train` to n2 as `send_message` does, and collects its replies as `get_responses`
+/// does: n2 sends a monitoring scalar before its reply.
+fn train_on_n2(requests: &Requests) -> Vec<Value> {
+    let message = json!({"researcher_id": "x", "job_id": "j", "params_url": "", "training_args": {},
+            "dataset_id": "dataset-clinical-1", "training": true, "model_args": {}, "training_plan_url": "",
+            "training_plan_class": "P", "secagg_servkey_id": null, "secagg_biprime_id": null,
+            "secagg_random": null, "secagg_clipping_range": null, "round": 0, "aggregator_args": {},
+            "command": "train"});
+    requests
+        .send_message(
+            message.as_object().unwrap().clone(),
+            Some("n2".into()),
+            false,
+        )
+        .unwrap();
+    requests
+        .get_responses(
+            &[Command::Train],
+            Some(Duration::from_millis(100)),
+            true,
+            true,
+        )
+        .unwrap()
+}
+
 #[test]
 fn monitoring_callbacks_come_and_go_and_have_run_when_the_reply_returns() {
     let (broker, _nodes, config) = federation();
@@ -177,34 +202,32 @@ fn monitoring_callbacks_come_and_go_and_have_run_when_the_reply_returns() {
         std::thread::sleep(Duration::from_millis(200));
         sink.lock().unwrap().push(scalar.node_id.clone())
     });
-    let train = |requests: &Requests| {
-        let message = json!({"researcher_id": "x", "job_id": "j", "params_url": "", "training_args": {},
-            "dataset_id": "dataset-clinical-1", "training": true, "model_args": {}, "training_plan_url": "",
-            "training_plan_class": "P", "secagg_servkey_id": null, "secagg_biprime_id": null,
-            "secagg_random": null, "secagg_clipping_range": null, "round": 0, "aggregator_args": {},
-            "command": "train"});
-        requests
-            .send_message(
-                message.as_object().unwrap().clone(),
-                Some("n2".into()),
-                false,
-            )
-            .unwrap();
-        requests
-            .get_responses(
-                &[Command::Train],
-                Some(Duration::from_millis(100)),
-                true,
-                true,
-            )
-            .unwrap()
-    };
-    assert_eq!(train(&requests).len(), 1);
+    assert_eq!(train_on_n2(&requests).len(), 1);
     assert_eq!(*seen.lock().unwrap(), ["n2"]);
     requests.remove_monitor_callback();
-    train(&requests);
+    train_on_n2(&requests);
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn a_callback_that_panics_loses_its_event_and_nothing_else() {
+    let (broker, _nodes, config) = federation();
+    let requests = Requests::in_memory(&broker, config);
+    let calls = Arc::new(Mutex::new(0));
+    let counted = Arc::clone(&calls);
+    requests.add_monitor_callback(move |_| {
+        let mut calls = counted.lock().unwrap();
+        *calls += 1;
+        if *calls == 1 {
+            drop(calls);
+            panic!("a notebook's plot fails");
+        }
+    });
+    // Each request returns, and the scalar after the panic still reaches the callback.
+    assert_eq!(train_on_n2(&requests).len(), 1);
+    assert_eq!(train_on_n2(&requests).len(), 1);
+    assert_eq!(*calls.lock().unwrap(), 2);
 }
 
 #[test]
