@@ -490,6 +490,8 @@ impl<'a> Rules<'a> {
             }
             Stmt::Match(ast::StmtMatch { subject, cases, .. }) => {
                 self.expr(subject);
+                // The `case` lines are a block of their own: a case's body is indented twice.
+                self.blocks += 1;
                 for (i, case) in cases.iter().enumerate() {
                     let last = i + 1 == cases.len();
                     if !last && case.guard.is_none() {
@@ -500,6 +502,7 @@ impl<'a> Rules<'a> {
                     self.opt_expr(case.guard.as_deref());
                     self.body(&case.body);
                 }
+                self.blocks -= 1;
             }
             Stmt::Raise(ast::StmtRaise { exc, cause, .. }) => {
                 self.opt_expr(exc.as_deref());
@@ -1004,6 +1007,9 @@ impl<'a> Rules<'a> {
         generators: &[ast::Comprehension],
         elts: &[&Expr],
     ) {
+        // A comprehension inside another's target has targets of its own, and the rest of
+        // the outer target goes on after it.
+        let outer_target = std::mem::replace(&mut self.in_iteration_target, false);
         if let Some(first) = generators.first() {
             self.iterable(&first.iter);
         }
@@ -1031,6 +1037,7 @@ impl<'a> Rules<'a> {
         }
         self.scopes.exit();
         self.comprehensions.pop();
+        self.in_iteration_target = outer_target;
     }
 
     fn iterable(&mut self, iter: &Expr) {
