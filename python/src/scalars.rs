@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use fedreq_protocol::{Limits, NodeMessage};
+use fedreq_protocol::message::Object;
+use fedreq_protocol::NodeMessage;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pythonize::depythonize;
@@ -27,20 +28,12 @@ impl ScalarWriter {
         csv: Option<PathBuf>,
         jsonl: Option<PathBuf>,
     ) -> PyResult<Self> {
-        let mut writer = fedreq::scalars::ScalarWriter::new();
-        if let Some(dir) = tensorboard {
-            writer = writer.tensorboard(dir);
-        }
-        if let Some(path) = csv {
-            writer = writer
-                .csv(path)
-                .map_err(|e| PyOSError::new_err(e.to_string()))?;
-        }
-        if let Some(path) = jsonl {
-            writer = writer
-                .json_lines(path)
-                .map_err(|e| PyOSError::new_err(e.to_string()))?;
-        }
+        let writer = fedreq::scalars::ScalarWriter::open(
+            tensorboard.as_deref(),
+            csv.as_deref(),
+            jsonl.as_deref(),
+        )
+        .map_err(|e| PyOSError::new_err(e.to_string()))?;
         Ok(ScalarWriter {
             inner: Mutex::new(writer),
         })
@@ -48,14 +41,13 @@ impl ScalarWriter {
 
     /// Writes one scalar message; ValueError if it is not an `add_scalar` message.
     fn __call__(&self, message: &Bound<'_, PyAny>) -> PyResult<()> {
-        let value: serde_json::Value = depythonize(message)?;
-        let bytes = serde_json::to_vec(&value).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let decoded = NodeMessage::decode(&bytes, &Limits::default())
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let NodeMessage::AddScalar(scalar) = decoded.message else {
+        let object: Object = depythonize(message)?;
+        let message =
+            NodeMessage::from_value(object).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let NodeMessage::AddScalar(scalar) = message else {
             return Err(PyValueError::new_err(format!(
                 "not a monitoring scalar but {}",
-                decoded.message.command()
+                message.command()
             )));
         };
         let mut writer = self.inner.lock().unwrap_or_else(|e| e.into_inner());

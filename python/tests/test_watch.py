@@ -54,7 +54,8 @@ def test_the_live_page_shows_the_federation_as_it_changes(browser):
     with fedreq.Federation(5) as federation:
         watch = subprocess.Popen(
             [FEDREQ, "--broker", federation.broker, "--researcher-id", "watcher", "watch"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            # Its stderr goes to the test's output: why it failed, if it does.
+            stdout=subprocess.PIPE, text=True,
         )
         try:
             url = watch.stdout.readline().strip()

@@ -26,6 +26,11 @@ pub fn phase(scalar: &AddScalarMessage) -> (&'static str, &'static str) {
     }
 }
 
+/// A metric's TensorBoard tag, as Fed-BioMed's Monitor tags it: `TRAINING/Loss`.
+pub fn tag(scalar: &AddScalarMessage, metric: &str) -> String {
+    format!("{}/{metric}", phase(scalar).1)
+}
+
 /// Writes each scalar as it arrives to any of: a TensorBoard folder (a run per job and
 /// node, `JOB/NODE`, tagged `TRAINING/Loss` as Fed-BioMed's Monitor tags them), a CSV file,
 /// a JSON-lines file. A metric that is not a number is left out.
@@ -45,10 +50,12 @@ impl ScalarWriter {
         Self::default()
     }
 
-    /// Also writes TensorBoard event files under `dir`.
-    pub fn tensorboard(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.tensorboard = Some(dir.into());
-        self
+    /// Also writes TensorBoard event files under `dir`, made if need be. An error names it.
+    pub fn tensorboard(mut self, dir: impl Into<PathBuf>) -> io::Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|e| naming(&dir, e))?;
+        self.tensorboard = Some(dir);
+        Ok(self)
     }
 
     /// Also writes `path` as CSV, with a header. An error names the file.
@@ -69,12 +76,37 @@ impl ScalarWriter {
         Ok(self)
     }
 
+    /// Writes to each place given, none of them required (a command's options, Python's
+    /// keyword arguments). An error names the file or folder.
+    pub fn open(
+        tensorboard: Option<&Path>,
+        csv: Option<&Path>,
+        json_lines: Option<&Path>,
+    ) -> io::Result<Self> {
+        let mut writer = Self::new();
+        if let Some(dir) = tensorboard {
+            writer = writer.tensorboard(dir)?;
+        }
+        if let Some(path) = csv {
+            writer = writer.csv(path)?;
+        }
+        if let Some(path) = json_lines {
+            writer = writer.json_lines(path)?;
+        }
+        Ok(writer)
+    }
+
+    /// Whether it writes anywhere.
+    pub fn writes(&self) -> bool {
+        self.tensorboard.is_some() || self.csv.is_some() || self.json_lines.is_some()
+    }
+
     /// Writes every numeric metric of `scalar`, flushed.
     pub fn write(&mut self, scalar: &AddScalarMessage) -> io::Result<()> {
         let wall_time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        let (phase, header) = phase(scalar);
+        let (phase, _) = phase(scalar);
         for (metric, value) in &scalar.metric {
             let Some(value) = value.as_f64() else {
                 log::warn!(
@@ -87,18 +119,25 @@ impl ScalarWriter {
             let step = self.steps.next(scalar, phase, metric);
             if let Some(dir) = &self.tensorboard {
                 let run = (scalar.job_id.clone(), scalar.node_id.clone());
-                if !self.runs.contains_key(&run) {
-                    let folder = dir.join(path_part(&run.0)).join(path_part(&run.1));
-                    let writer = SummaryWriter::from_prefix(folder.join("events"))?;
-                    if self.opened.len() == OPEN_RUNS {
-                        let oldest = self.opened.pop_front().expect("full");
-                        self.runs.remove(&oldest);
+                let folder = dir.join(path_part(&run.0)).join(path_part(&run.1));
+                // The least recently written run is closed first.
+                match self.opened.iter().position(|open| *open == run) {
+                    Some(at) => _ = self.opened.remove(at),
+                    None => {
+                        let writer = SummaryWriter::from_prefix(folder.join("events"))
+                            .map_err(|e| naming(&folder, e))?;
+                        if self.opened.len() == OPEN_RUNS {
+                            let oldest = self.opened.pop_front().expect("full");
+                            self.runs.remove(&oldest);
+                        }
+                        self.runs.insert(run.clone(), writer);
                     }
-                    self.opened.push_back(run.clone());
-                    self.runs.insert(run.clone(), writer);
                 }
+                self.opened.push_back(run.clone());
                 let writer = self.runs.get_mut(&run).expect("opened above");
-                writer.write_scalar(format!("{header}/{metric}"), step, value as f32)?;
+                writer
+                    .write_scalar(tag(scalar, metric), step, value as f32)
+                    .map_err(|e| naming(&folder, e))?;
             }
             if let Some(csv) = &mut self.csv {
                 let epoch = scalar.epoch.map(|e| e.to_string()).unwrap_or_default();
@@ -129,20 +168,29 @@ impl ScalarWriter {
 fn create(path: &Path) -> io::Result<BufWriter<File>> {
     File::create(path)
         .map(BufWriter::new)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))
+        .map_err(|e| naming(path, e))
+}
+
+/// `error`, naming the file or folder it is about.
+fn naming(path: &Path, error: io::Error) -> io::Error {
+    io::Error::new(
+        error.kind(),
+        format!("cannot write {}: {error}", path.display()),
+    )
 }
 
 /// Fed-BioMed's Monitor's step: the iteration counted on across epochs and rounds. Its
 /// iterations start again at each epoch and round; each time they do, the last one is
 /// added to what came before.
 #[derive(Default)]
-struct Steps {
+pub struct Steps {
     /// (job, node, phase, metric) -> (steps before this run of iterations, last iteration).
     seen: HashMap<(String, String, &'static str, String), (i64, i64)>,
 }
 
 impl Steps {
-    fn next(&mut self, scalar: &AddScalarMessage, phase: &'static str, metric: &str) -> i64 {
+    /// The step of `scalar`'s `metric`, measured on `phase` ([`phase`]'s first word).
+    pub fn next(&mut self, scalar: &AddScalarMessage, phase: &'static str, metric: &str) -> i64 {
         let key = (
             scalar.job_id.clone(),
             scalar.node_id.clone(),
@@ -210,6 +258,17 @@ mod tests {
         assert_eq!(counted, [1, 2, 3, 4, 5, 6]);
         // Another node counts from the start.
         assert_eq!(steps.next(&scalar("m", 1, 0.0), "training", "Loss"), 1);
+    }
+
+    #[test]
+    fn a_tensorboard_folder_that_cannot_be_made_is_refused_at_once_naming_it() {
+        let file = std::env::temp_dir().join(format!("fedreq-not-a-dir-{}", std::process::id()));
+        std::fs::write(&file, "").unwrap();
+        let folder = file.join("runs");
+        let error = ScalarWriter::open(Some(&folder), None, None).err();
+        std::fs::remove_file(&file).unwrap();
+        let error = error.expect("a folder inside a file").to_string();
+        assert!(error.contains(&folder.display().to_string()), "{error}");
     }
 
     #[test]

@@ -260,17 +260,13 @@ pub fn send(global: &Global, args: SendArgs) -> Result<(), String> {
 }
 
 pub fn listen(global: &Global, args: ListenArgs) -> Result<(), String> {
-    let mut writer = ScalarWriter::new();
-    if let Some(dir) = &args.tensorboard {
-        writer = writer.tensorboard(dir);
-    }
-    if let Some(path) = &args.csv {
-        writer = writer.csv(path).map_err(fail)?;
-    }
-    if let Some(path) = &args.jsonl {
-        writer = writer.json_lines(path).map_err(fail)?;
-    }
-    let writing = args.tensorboard.is_some() || args.csv.is_some() || args.jsonl.is_some();
+    let writer = ScalarWriter::open(
+        args.tensorboard.as_deref(),
+        args.csv.as_deref(),
+        args.jsonl.as_deref(),
+    )
+    .map_err(fail)?;
+    let writing = writer.writes();
     let requests = global.connect()?;
     let all = !args.logs && !args.monitor && !args.errors;
     let json = global.json;

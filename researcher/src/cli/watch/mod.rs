@@ -175,6 +175,9 @@ struct State {
     requests: VecDeque<Value>,
     pages: Vec<flume::Sender<String>>,
     next_request: u64,
+    /// Counted here, as the TensorBoard files count them, not by each page: a page opened
+    /// late sees the same steps.
+    steps: fedreq::scalars::Steps,
 }
 
 impl Hub {
@@ -228,11 +231,16 @@ impl Hub {
         let hub = Arc::clone(self);
         requests.add_monitor_callback(move |scalar| {
             hub.heard(&scalar.node_id);
-            let (_, header) = fedreq::scalars::phase(scalar);
+            let (phase, _) = fedreq::scalars::phase(scalar);
             for (metric, value) in &scalar.metric {
                 if let Some(value) = value.as_f64() {
-                    hub.publish("scalar", json!({ "job_id": scalar.job_id, "node_id": scalar.node_id,
-                        "tag": format!("{header}/{metric}"), "iteration": scalar.iteration, "value": value, "at": unix_ms() }));
+                    let step = hub.state().steps.next(scalar, phase, metric);
+                    let tag = fedreq::scalars::tag(scalar, metric);
+                    hub.publish(
+                        "scalar",
+                        json!({ "job_id": scalar.job_id, "node_id": scalar.node_id,
+                        "tag": tag, "step": step, "value": value, "at": unix_ms() }),
+                    );
                 }
             }
         });
