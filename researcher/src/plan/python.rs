@@ -54,6 +54,8 @@ const MAX_DEPTH: usize = 2_900;
 
 /// CPython's tokenizer takes 99 levels of indentation, no more.
 const MAX_INDENT: usize = 100;
+/// How deep brackets nest before CPython's tokenizer refuses them (`MAXLEVEL`).
+const MAX_NESTING: usize = 200;
 
 /// The parser builds deep nesting without recursion, but dropping it recurses: a stack
 /// large enough for the deepest plan within [`super::MAX_PLAN_BYTES`].
@@ -118,6 +120,9 @@ fn verdict(name: &str, source: &str, python: Python) -> Result<(), SyntaxError> 
             return Err(error(offset, "too many levels of indentation".into()));
         }
     }
+    if let Some(offset) = too_nested(source) {
+        return Err(error(offset, "too many nested parentheses".into()));
+    }
     let [grammar, symbols, compiler] = std::mem::take(&mut rules.found);
     // CPython's passes in turn: the parser, the symbol table's walk and then its analysis
     // of every scope, the compiler.
@@ -146,6 +151,47 @@ fn too_indented(source: &str) -> Option<usize> {
             (Tok::Dedent, _) => level -= 1,
             _ => {}
         }
+    }
+    None
+}
+
+/// Where CPython's tokenizer gives up on brackets, [`MAX_NESTING`] deep. Its brackets are
+/// those outside strings and comments (an f-string is one token to it, up to 3.11). Read
+/// byte by byte: the parser has accepted the source, so each string ends where it should.
+fn too_nested(source: &str) -> Option<usize> {
+    let bytes = source.as_bytes();
+    let (mut at, mut level) = (0, 0);
+    while at < bytes.len() {
+        match bytes[at] {
+            b'#' => {
+                while at < bytes.len() && bytes[at] != b'\n' {
+                    at += 1;
+                }
+                continue;
+            }
+            quote @ (b'\'' | b'"') => {
+                let triple = bytes[at..].starts_with(&[quote; 3]);
+                let width = if triple { 3 } else { 1 };
+                at += width;
+                while at < bytes.len() {
+                    match bytes[at] {
+                        // Escapes a quote in raw strings too, as far as tokens go.
+                        b'\\' => at += 2,
+                        b if b == quote && (!triple || bytes[at..].starts_with(&[quote; 3])) => {
+                            at += width;
+                            break;
+                        }
+                        _ => at += 1,
+                    }
+                }
+                continue;
+            }
+            b'(' | b'[' | b'{' if level == MAX_NESTING => return Some(at),
+            b'(' | b'[' | b'{' => level += 1,
+            b')' | b']' | b'}' => level = level.saturating_sub(1),
+            _ => {}
+        }
+        at += 1;
     }
     None
 }
