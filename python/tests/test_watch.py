@@ -83,6 +83,9 @@ def test_the_live_page_shows_the_federation_as_it_changes(browser):
             # Drawn a moment later (charts are redrawn four times a second), a line per node.
             legend = lambda b: [n.strip() for n in read(b, chart + " .u-legend .u-series th", "text")]
             wait.until(lambda b: [name for name in legend(b) if name.startswith("node-")] == nodes[:2])
+            # The nodes that sent scalars were heard; the others were not since.
+            heard = lambda b: read(b, "#nodes tr td:nth-child(4)", "text")
+            wait.until(lambda b: [cell != "—" for cell in heard(b)] == [True, True] + [False] * 3)
 
             browser.find_element(By.ID, "tags").send_keys("images")
             browser.find_element(By.ID, "search").click()

@@ -171,7 +171,8 @@ struct State {
     heard: BTreeMap<String, f64>,
     datasets: BTreeMap<String, Value>,
     logs: VecDeque<Value>,
-    scalars: VecDeque<Value>,
+    /// As sent (JSON text): the most numerous, a new page's snapshot copies only pointers.
+    scalars: VecDeque<Arc<str>>,
     requests: VecDeque<Value>,
     pages: Vec<flume::Sender<String>>,
     next_request: u64,
@@ -187,7 +188,8 @@ impl Hub {
 
     /// Keeps `data` (the last `kept` of its kind, or the one of it) and tells every page.
     fn publish(&self, kind: &str, data: Value) {
-        let event = format!("event: {kind}\ndata: {data}\n\n");
+        let text = data.to_string();
+        let event = format!("event: {kind}\ndata: {text}\n\n");
         let mut state = self.state();
         match kind {
             "roster" => state.roster = data,
@@ -196,7 +198,7 @@ impl Hub {
                 state.datasets.insert(node, data);
             }
             "log" => keep(&mut state.logs, data, KEPT_LOGS),
-            "scalar" => keep(&mut state.scalars, data, KEPT_SCALARS),
+            "scalar" => keep(&mut state.scalars, Arc::from(text), KEPT_SCALARS),
             "request" => {
                 // A request is kept once, as it is now.
                 let id = data["id"].clone();
@@ -249,6 +251,8 @@ impl Hub {
     /// Reads the roster often, and tells the pages when it changed: nodes online and
     /// offline by their presence, and those heard without it.
     fn watch_roster(&self, requests: &Requests) {
+        // When each node was last heard, as the pages were told.
+        let mut told: BTreeMap<String, f64> = BTreeMap::new();
         loop {
             let Ok(roster) = requests.roster() else {
                 return;
@@ -268,15 +272,23 @@ impl Hub {
                     )
                 })
                 .collect();
-            for (node, at) in &heard {
-                let entry = nodes
+            for node in heard.keys() {
+                nodes
                     .entry(node.clone())
                     .or_insert_with(|| json!({ "node_id": node, "state": "heard", "since": null }));
-                entry["last_heard"] = json!(at);
             }
             let roster = json!({ "nodes": nodes.into_values().collect::<Vec<_>>() });
             if roster != self.state().roster {
                 self.publish("roster", roster);
+            }
+            // Who spoke since: a few nodes, not the roster again.
+            let spoke: BTreeMap<String, f64> = heard
+                .into_iter()
+                .filter(|(node, at)| told.get(node) != Some(at))
+                .collect();
+            if !spoke.is_empty() {
+                self.publish("heard", json!(spoke));
+                told.extend(spoke);
             }
             std::thread::sleep(ROSTER_EVERY);
         }
@@ -321,17 +333,22 @@ impl Hub {
     /// A page's event stream: everything kept, then what happens.
     fn stream(&self, request: tiny_http::Request) {
         let (page, events) = flume::bounded(PAGE_QUEUE);
-        let snapshot = {
+        let (rest, scalars) = {
             let mut state = self.state();
             state.pages.push(page);
-            json!({
+            let rest = json!({
                 "roster": state.roster,
+                "heard": state.heard,
                 "datasets": state.datasets.values().collect::<Vec<_>>(),
                 "logs": state.logs,
-                "scalars": state.scalars,
                 "requests": state.requests,
-            })
+            });
+            (rest, state.scalars.iter().cloned().collect::<Vec<_>>())
         };
+        // The scalars kept as text go in as they are, outside the lock.
+        let mut snapshot = rest.to_string();
+        snapshot.pop();
+        snapshot = format!("{snapshot},\"scalars\":[{}]}}", scalars.join(","));
         let headers = Response::empty(200)
             .with_header(header("Content-Type", "text/event-stream"))
             .with_header(header("Cache-Control", "no-store"));
@@ -359,7 +376,7 @@ impl Hub {
     }
 }
 
-fn keep(kept: &mut VecDeque<Value>, data: Value, at_most: usize) {
+fn keep<T>(kept: &mut VecDeque<T>, data: T, at_most: usize) {
     if kept.len() == at_most {
         kept.pop_front();
     }
