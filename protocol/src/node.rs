@@ -403,7 +403,7 @@ impl Node {
                 self.fetch(status.training_plan_url.clone(), Waiting::Status(status))
             }
             Request::Train(train) => self.train(train),
-            Request::Secagg(secagg) => self.reply(NodeMessage::Secagg(SecaggReply {
+            Request::Secagg(secagg) => self.reply(NodeMessage::from(SecaggReply {
                 researcher_id: secagg.researcher_id,
                 secagg_id: secagg.secagg_id,
                 sequence: secagg.sequence,
@@ -411,16 +411,14 @@ impl Node {
                 node_id,
                 msg: "this node does not do secure aggregation".into(),
             })),
-            Request::SecaggDelete(delete) => {
-                self.reply(NodeMessage::SecaggDelete(SecaggDeleteReply {
-                    researcher_id: delete.researcher_id,
-                    secagg_id: delete.secagg_id,
-                    sequence: delete.sequence,
-                    success: false,
-                    node_id,
-                    msg: "this node does not do secure aggregation".into(),
-                }))
-            }
+            Request::SecaggDelete(delete) => self.reply(NodeMessage::from(SecaggDeleteReply {
+                researcher_id: delete.researcher_id,
+                secagg_id: delete.secagg_id,
+                sequence: delete.sequence,
+                success: false,
+                node_id,
+                msg: "this node does not do secure aggregation".into(),
+            })),
         }
     }
 
@@ -444,7 +442,7 @@ impl Node {
         let refusal = (!self.config.simulate_training).then_some("this node does not train");
         if refusal.is_none() {
             let loss = 1.0 / (train.round.max(0) as f64 + 1.0);
-            let scalar = NodeMessage::AddScalar(AddScalarMessage {
+            let scalar = NodeMessage::from(AddScalarMessage {
                 researcher_id: train.researcher_id.clone(),
                 node_id: self.config.node_id.clone(),
                 job_id: train.job_id.clone(),
@@ -463,7 +461,7 @@ impl Node {
             self.transmits
                 .push_back(Transmit::new(topic::MONITORING, scalar.encode()));
         }
-        self.reply(NodeMessage::Train(TrainReply {
+        self.reply(NodeMessage::from(TrainReply {
             researcher_id: train.researcher_id,
             job_id: train.job_id,
             success: refusal.is_none(),
@@ -605,7 +603,7 @@ impl Node {
                         ),
                     ),
                 };
-                self.reply(NodeMessage::TrainingPlanStatus(TrainingPlanStatusReply {
+                self.reply(NodeMessage::from(TrainingPlanStatusReply {
                     researcher_id: request.researcher_id,
                     node_id,
                     job_id: request.job_id,

@@ -581,7 +581,7 @@ impl Researcher {
         match decoded.message {
             NodeMessage::Log(log) => self.events.push_back(Event::Log(log.into())),
             NodeMessage::AddScalar(scalar) if scalar.researcher_id == self.config.researcher_id => {
-                self.events.push_back(Event::Monitoring(scalar))
+                self.events.push_back(Event::Monitoring(*scalar))
             }
             NodeMessage::Error(error) if error.is_for(&self.config.researcher_id) => {
                 self.on_error(now, error)

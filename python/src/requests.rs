@@ -495,7 +495,7 @@ impl Requests {
         }
         let callback = callback.unbind();
         self.inner()?.add_monitor_callback(move |scalar| {
-            let message = NodeMessage::AddScalar(scalar.clone()).to_value();
+            let message = NodeMessage::from(scalar.clone()).to_value();
             crate::attach(|py| {
                 let called = to_python(py, &message).and_then(|dict| callback.call1(py, (dict,)));
                 if let Err(error) = called {

@@ -242,7 +242,7 @@ mod tests {
             .unwrap()
             .message
         {
-            fedreq_protocol::NodeMessage::AddScalar(scalar) => scalar,
+            fedreq_protocol::NodeMessage::AddScalar(scalar) => *scalar,
             other => panic!("{other:?}"),
         }
     }

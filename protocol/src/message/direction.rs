@@ -11,17 +11,23 @@ use super::fast::command_hint;
 use super::schema::WireMessage;
 use super::{Command, Decoded, Limits, Object, Sequence};
 
+/// A variant's field: the message, or the message boxed.
+macro_rules! field {
+    ($ty:ty) => { $ty };
+    ($ty:ty, boxed) => { Box<$ty> };
+}
+
 macro_rules! directions {
     ($(
         $(#[$doc:meta])*
-        $enum:ident { $( $(#[$vdoc:meta])* $variant:ident($ty:ty), )* }
+        $enum:ident { $( $(#[$vdoc:meta])* $variant:ident($ty:ty $(, $boxed:ident)?), )* }
     )*) => {$(
         $(#[$doc])*
-        // A message is decoded, matched and dropped, or built and encoded: moved rarely.
+        // A request is built, encoded and dropped: its size costs little.
         #[allow(clippy::large_enum_variant)]
         #[derive(Clone, Debug, PartialEq)]
         pub enum $enum {
-            $( $(#[$vdoc])* $variant($ty), )*
+            $( $(#[$vdoc])* $variant(field!($ty $(, $boxed)?)), )*
         }
 
         impl $enum {
@@ -37,7 +43,7 @@ macro_rules! directions {
                     if let Some(hint) = command_hint(bytes) {
                         $( if hint == <$ty>::COMMAND.as_str() {
                             if let Some(decoded) = <$ty>::decode_fast(bytes) {
-                                return Ok(Decoded { message: $enum::$variant(decoded.message), compatibility: decoded.compatibility });
+                                return Ok(Decoded { message: $enum::$variant(decoded.message.into()), compatibility: decoded.compatibility });
                             }
                         } )*
                     }
@@ -52,7 +58,7 @@ macro_rules! directions {
                 let (command_text, version, body) = envelope(bytes, limits)?;
                 $( if command_text == <$ty>::COMMAND.as_str() {
                     let compatibility = judge_version(<$ty>::COMMAND, version)?;
-                    let message = $enum::$variant(<$ty>::from_object(body)?);
+                    let message = $enum::$variant(<$ty>::from_object(body)?.into());
                     return Ok(Decoded { message, compatibility });
                 } )*
                 Err(DecodeError::UnknownCommand(command_text))
@@ -60,12 +66,12 @@ macro_rules! directions {
 
             /// Encodes it with `command` and `protocol_version`.
             pub fn encode(&self) -> Vec<u8> {
-                match self { $( $enum::$variant(m) => encode(m), )* }
+                match self { $( $enum::$variant(m) => encode::<$ty>(m), )* }
             }
 
             /// The JSON object that travels, with `command` and `protocol_version`.
             pub fn to_value(&self) -> Value {
-                match self { $( $enum::$variant(m) => to_value(m), )* }
+                match self { $( $enum::$variant(m) => to_value::<$ty>(m), )* }
             }
 
             /// Builds the message from a JSON object (with `command`), as `send_message`
@@ -77,14 +83,14 @@ macro_rules! directions {
                     if let Some(version) = version {
                         judge_version(<$ty>::COMMAND, Some(version))?;
                     }
-                    return Ok($enum::$variant(<$ty>::from_object(object)?));
+                    return Ok($enum::$variant(<$ty>::from_object(object)?.into()));
                 } )*
                 Err(DecodeError::UnknownCommand(command_text))
             }
         }
 
         $( impl From<$ty> for $enum {
-            fn from(message: $ty) -> Self { $enum::$variant(message) }
+            fn from(message: $ty) -> Self { $enum::$variant(message.into()) }
         } )*
     )*};
 }
@@ -110,7 +116,8 @@ directions! {
         SecaggDelete(SecaggDeleteRequest),
     }
 
-    /// A message from a node to the researcher: a reply, a log, an error or a scalar.
+    /// A message from a node to the researcher: a reply, a log, an error or a scalar. The
+    /// rare large ones are boxed: a request keeps every reply, and moves each on the way in.
     NodeMessage {
         /// `pong`.
         Pong(PingReply),
@@ -121,19 +128,19 @@ directions! {
         /// `approval`.
         Approval(ApprovalReply),
         /// `training-plan-status`.
-        TrainingPlanStatus(TrainingPlanStatusReply),
+        TrainingPlanStatus(TrainingPlanStatusReply, boxed),
         /// `train`.
-        Train(TrainReply),
+        Train(TrainReply, boxed),
         /// `secagg`.
-        Secagg(SecaggReply),
+        Secagg(SecaggReply, boxed),
         /// `secagg-delete`.
-        SecaggDelete(SecaggDeleteReply),
+        SecaggDelete(SecaggDeleteReply, boxed),
         /// `log`.
         Log(LogMessage),
         /// `error`.
         Error(ErrorMessage),
         /// `add_scalar`.
-        AddScalar(AddScalarMessage),
+        AddScalar(AddScalarMessage, boxed),
     }
 }
 

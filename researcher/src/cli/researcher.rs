@@ -298,7 +298,7 @@ pub fn listen(global: &Global, args: ListenArgs) -> Result<(), String> {
                 return;
             }
             if json {
-                let value = fedreq_protocol::NodeMessage::AddScalar(scalar.clone()).to_value();
+                let value = fedreq_protocol::NodeMessage::from(scalar.clone()).to_value();
                 outln!("{}", json!({ "monitoring": value }));
             } else {
                 outln!(
