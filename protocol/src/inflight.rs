@@ -57,7 +57,7 @@ pub(crate) struct Active {
     /// The nodes it expects, in the order they are reported missing.
     pub(crate) expected: Vec<NodeId>,
     /// Where it stands with each node it expects or heard from.
-    pub(crate) nodes: HashTable<Ledger>,
+    pub(crate) nodes: Ledger,
     pub(crate) keyed: Keyed,
     /// Expected nodes without presence and how long after sending each is awaited: they may
     /// have left without a word.
@@ -113,22 +113,16 @@ impl Active {
         expected: Vec<NodeId>,
         keyed: Keyed,
     ) -> Self {
-        let mut nodes = HashTable::with_capacity(expected.len());
+        let mut nodes = Ledger::with_capacity(expected.len());
         let standing = Standing {
             expected: true,
             ..Standing::default()
         };
         for (at, node) in expected.iter().enumerate() {
             let hash = NodeHash::of(&keyed, node).0;
-            let entry = nodes.entry(
-                hash,
-                |e: &Ledger| e.is(hash, node, &expected, &[]),
-                |e| e.hash,
-            );
-            if let Entry::Vacant(vacant) = entry {
-                let (id, standing) = (Id::Expected(at), standing);
-                vacant.insert(Ledger { hash, id, standing });
-            }
+            let is = |line: &Line| line.is(node, &expected, &[]);
+            let (id, standing) = (Id::Expected(at), standing);
+            nodes.entry(hash, is, || Line { id, standing });
         }
         // Room for every expected reply: growing a vector of them copies them all.
         let replies = Vec::with_capacity(expected.len());
@@ -204,8 +198,8 @@ impl Active {
         let (expected, replies) = (&self.expected, &self.replies);
         let found = self
             .nodes
-            .find(hash.0, |e| e.is(hash.0, node, expected, replies));
-        found.map(|e| e.standing).unwrap_or_default()
+            .get(hash.0, |line| line.is(node, expected, replies));
+        found.map(|line| line.standing).unwrap_or_default()
     }
 
     /// `node`'s hash, for the methods that take one.
@@ -216,17 +210,12 @@ impl Active {
     /// Its ledger entry for `node`, made with `id` when it has none.
     fn entry(&mut self, hash: NodeHash, node: &str, id: impl FnOnce() -> Id) -> &mut Standing {
         let (expected, replies) = (&self.expected, &self.replies);
-        let is = |e: &Ledger| e.is(hash.0, node, expected, replies);
-        match self.nodes.entry(hash.0, is, |e| e.hash) {
-            Entry::Occupied(found) => &mut found.into_mut().standing,
-            Entry::Vacant(vacant) => {
-                let (hash, id, standing) = (hash.0, id(), Standing::default());
-                &mut vacant
-                    .insert(Ledger { hash, id, standing })
-                    .into_mut()
-                    .standing
-            }
-        }
+        let is = |line: &Line| line.is(node, expected, replies);
+        let new = || Line {
+            id: id(),
+            standing: Standing::default(),
+        };
+        &mut self.nodes.entry(hash.0, is, new).standing
     }
 
     fn entry_if_any(&mut self, node: &str) -> Option<&mut Standing> {
@@ -234,8 +223,8 @@ impl Active {
         let (expected, replies) = (&self.expected, &self.replies);
         let found = self
             .nodes
-            .find_mut(hash, |e| e.is(hash, node, expected, replies));
-        found.map(|e| &mut e.standing)
+            .get_mut(hash, |line| line.is(node, expected, replies));
+        found.map(|line| &mut line.standing)
     }
 
     /// Room for `nodes` answers in all, once the first comes: a broadcast submitted before
@@ -243,8 +232,7 @@ impl Active {
     pub(crate) fn reserve(&mut self, nodes: usize) {
         self.replies
             .reserve(nodes.saturating_sub(self.replies.len()));
-        let more = nodes.saturating_sub(self.nodes.len());
-        self.nodes.reserve(more, |e| e.hash);
+        self.nodes.reserve(nodes.saturating_sub(self.nodes.len()));
     }
 
     pub(crate) fn has_answered(&self, hash: NodeHash, node: &str) -> bool {
@@ -364,15 +352,79 @@ pub(crate) enum Answered {
     Passed,
 }
 
-/// One node's entry in a request's ledger.
+/// Where a request stands with each node: a line a node, in the order they came, found
+/// through a table of hashes and positions. The table's slots are half a line: a broadcast
+/// to thousands of nodes keeps it in cache, and meeting a node appends a line.
 #[derive(Debug)]
 pub(crate) struct Ledger {
-    hash: u64,
+    lines: Vec<Line>,
+    index: HashTable<(u64, usize)>,
+}
+
+impl Ledger {
+    fn with_capacity(lines: usize) -> Self {
+        Ledger {
+            lines: Vec::with_capacity(lines),
+            index: HashTable::with_capacity(lines),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    fn reserve(&mut self, more: usize) {
+        self.lines.reserve(more);
+        self.index.reserve(more, |&(hash, _)| hash);
+    }
+
+    fn position(&self, hash: u64, is: impl Fn(&Line) -> bool) -> Option<usize> {
+        let lines = &self.lines;
+        let found = self
+            .index
+            .find(hash, |&(h, at)| h == hash && is(&lines[at]));
+        found.map(|&(_, at)| at)
+    }
+
+    fn get(&self, hash: u64, is: impl Fn(&Line) -> bool) -> Option<&Line> {
+        Some(&self.lines[self.position(hash, is)?])
+    }
+
+    fn get_mut(&mut self, hash: u64, is: impl Fn(&Line) -> bool) -> Option<&mut Line> {
+        let at = self.position(hash, is)?;
+        Some(&mut self.lines[at])
+    }
+
+    /// The line `is` finds, appended as `new` makes it when there is none.
+    fn entry(
+        &mut self,
+        hash: u64,
+        is: impl Fn(&Line) -> bool,
+        new: impl FnOnce() -> Line,
+    ) -> &mut Line {
+        let lines = &self.lines;
+        let eq = |&(h, at): &(u64, usize)| h == hash && is(&lines[at]);
+        let at = match self.index.entry(hash, eq, |&(hash, _)| hash) {
+            Entry::Occupied(found) => found.get().1,
+            Entry::Vacant(vacant) => {
+                let at = self.lines.len();
+                vacant.insert((hash, at));
+                self.lines.push(new());
+                at
+            }
+        };
+        &mut self.lines[at]
+    }
+}
+
+/// One node's line in a request's ledger.
+#[derive(Debug)]
+pub(crate) struct Line {
     id: Id,
     standing: Standing,
 }
 
-/// Where a ledger entry's node id is.
+/// Where a ledger line's node id is.
 #[derive(Debug)]
 enum Id {
     /// In the request's expected nodes, at this index.
@@ -383,14 +435,13 @@ enum Id {
     Own(Box<str>),
 }
 
-impl Ledger {
-    fn is(&self, hash: u64, node: &str, expected: &[NodeId], replies: &[NodeMessage]) -> bool {
-        self.hash == hash
-            && match &self.id {
-                Id::Expected(at) => expected[*at] == node,
-                Id::Reply(at) => replies[*at].node_id() == node,
-                Id::Own(id) => **id == *node,
-            }
+impl Line {
+    fn is(&self, node: &str, expected: &[NodeId], replies: &[NodeMessage]) -> bool {
+        match &self.id {
+            Id::Expected(at) => expected[*at] == node,
+            Id::Reply(at) => replies[*at].node_id() == node,
+            Id::Own(id) => **id == *node,
+        }
     }
 }
 
