@@ -23,8 +23,6 @@ macro_rules! directions {
         $enum:ident { $( $(#[$vdoc:meta])* $variant:ident($ty:ty $(, $boxed:ident)?), )* }
     )*) => {$(
         $(#[$doc])*
-        // A request is built, encoded and dropped: its size costs little.
-        #[allow(clippy::large_enum_variant)]
         #[derive(Clone, Debug, PartialEq)]
         pub enum $enum {
             $( $(#[$vdoc])* $variant(field!($ty $(, $boxed)?)), )*
@@ -97,6 +95,8 @@ macro_rules! directions {
 
 directions! {
     /// A message from the researcher to nodes.
+    // A request is built, encoded and dropped: its size costs little.
+    #[allow(clippy::large_enum_variant)]
     Request {
         /// `ping`.
         Ping(PingRequest),

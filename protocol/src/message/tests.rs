@@ -13,6 +13,13 @@ fn pong() -> Value {
 }
 
 #[test]
+fn a_node_message_is_small_its_large_kinds_boxed() {
+    // A request keeps every reply it takes: a train reply or a scalar must not make every pong
+    // as large as itself.
+    assert!(std::mem::size_of::<NodeMessage>() <= 104);
+}
+
+#[test]
 fn pong_decodes_and_reencodes_equal() {
     let message = decode_reply(pong()).unwrap();
     assert_eq!(message.command(), Command::Pong);
