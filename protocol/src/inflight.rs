@@ -121,7 +121,7 @@ impl Active {
         for (at, node) in expected.iter().enumerate() {
             let hash = NodeHash::of(&keyed, node).0;
             let is = |line: &Line| line.is(node, &expected, &[]);
-            let (id, standing) = (Id::Expected(at), standing);
+            let id = Id::Expected(at);
             nodes.entry(hash, is, || Line { id, standing });
         }
         // Room for every expected reply: growing a vector of them copies them all.
@@ -207,7 +207,7 @@ impl Active {
         NodeHash::of(&self.keyed, node)
     }
 
-    /// Its ledger entry for `node`, made with `id` when it has none.
+    /// Its standing with `node`, a line made with `id` when it has none.
     fn entry(&mut self, hash: NodeHash, node: &str, id: impl FnOnce() -> Id) -> &mut Standing {
         let (expected, replies) = (&self.expected, &self.replies);
         let is = |line: &Line| line.is(node, expected, replies);
@@ -352,7 +352,7 @@ pub(crate) enum Answered {
     Passed,
 }
 
-/// Where a request stands with each node: a line a node, in the order they came, found
+/// Where a request stands with each node: one line per node, in the order they came, found
 /// through a table of hashes and positions. The table's slots are half a line: a broadcast
 /// to thousands of nodes keeps it in cache, and meeting a node appends a line.
 #[derive(Debug)]
@@ -408,8 +408,8 @@ impl Ledger {
             Entry::Occupied(found) => found.get().1,
             Entry::Vacant(vacant) => {
                 let at = self.lines.len();
-                vacant.insert((hash, at));
                 self.lines.push(new());
+                vacant.insert((hash, at));
                 at
             }
         };
@@ -535,5 +535,13 @@ mod tests {
         active.expect("node-7");
         assert!(active.standing("node-7").expected);
         assert_eq!(active.expected_answered, 3);
+    }
+
+    #[test]
+    fn a_node_expected_twice_has_one_line() {
+        let active = answered(&["a", "b", "a"], &["a".to_owned()]);
+        assert_eq!(active.nodes.len(), 2);
+        assert!(active.standing("a").replied && active.standing("b").expected);
+        assert_eq!((active.answered, active.expected_answered), (1, 1));
     }
 }
