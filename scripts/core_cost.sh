@@ -11,12 +11,10 @@ instructions() {
         awk '/I *refs/ { gsub(",", "", $4); print $4 }'
 }
 per_pong() { echo $(( ($(instructions "$1") - $(instructions "$1" setup)) / 10000 )); }
-# Each case against decoding and keeping the same pongs (`many`'s carry longer sequences).
-keep=$(per_pong keep)
-keep_many=$(per_pong keep-many)
-echo "decode and keep: $keep instructions a pong ($keep_many for many's pongs)"
-for case in known first many; do
-    base=$([ "$case" = many ] && echo "$keep_many" || echo "$keep")
+# Each case against decoding and keeping the same pongs after the same setup.
+for pair in known:keep-known first:keep many:keep-many; do
+    case=${pair%%:*}
+    base=$(per_pong "${pair#*:}")
     cost=$(per_pong "$case")
-    echo "$case: $cost ($(awk -v a="$cost" -v b="$base" 'BEGIN { printf "%.2fx", a / b }'))"
+    echo "$case: $cost against $base ($(awk -v a="$cost" -v b="$base" 'BEGIN { printf "%.2fx", a / b }'))"
 done
