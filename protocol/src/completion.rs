@@ -12,6 +12,7 @@
 use crate::message::NodeMessage;
 use crate::outcome::Completion;
 use crate::policy::{settle_window, Policy};
+use crate::registry::Registry;
 use crate::time::Timestamp;
 
 use crate::inflight::{Active, Answered, Unknown};
@@ -154,7 +155,7 @@ impl Active {
 
     /// The timer due at `at`, if any, applied: the completion it means, or `None` when the
     /// request goes on (a Fed-BioMed round that brought news starts the next one).
-    pub(crate) fn expire(&mut self, at: Timestamp) -> Option<Completion> {
+    pub(crate) fn expire(&mut self, at: Timestamp, registry: &Registry) -> Option<Completion> {
         let (_, timer) = self.timers().next().filter(|&(when, _)| when <= at)?;
         let completion = match timer {
             Timer::Deadline => Completion::Deadline,
@@ -175,7 +176,7 @@ impl Active {
                     .map(|(node, _)| node.clone())
                     .collect();
                 for node in due {
-                    self.give_up(&node, true);
+                    self.give_up(registry.find(&node), &node, true);
                 }
                 return self.on_answer(at, Answer::Gone);
             }
@@ -187,7 +188,7 @@ impl Active {
                     .take_while(|(_, wait)| sent + *wait <= at)
                     .count();
                 for (node, _) in self.unsure.drain(..due).collect::<Vec<_>>() {
-                    self.give_up(&node, false);
+                    self.give_up(registry.find(&node), &node, false);
                 }
                 return self.on_answer(at, Answer::Gone);
             }
@@ -217,17 +218,17 @@ impl Active {
 
     /// Keeps a message for a collect (errors apart), unless `only_successful` drops it; its
     /// node has answered either way.
-    pub(crate) fn keep(&mut self, now: Timestamp, message: NodeMessage) {
+    pub(crate) fn keep(&mut self, now: Timestamp, message: NodeMessage, registry: &mut Registry) {
+        let node = registry.enter(message.node_id());
         match message {
             NodeMessage::Error(error) => {
-                self.record(self.hash(&error.node_id), &error.node_id, Answered::Errored);
+                self.record(registry, node, Answered::Errored);
                 self.errors.push(error);
                 self.note_activity(now);
             }
             message => {
                 let kept = self.keeps(&message);
-                let hash = self.hash(message.node_id());
-                self.record(hash, message.node_id(), Answered::Replied { kept });
+                self.record(registry, node, Answered::Replied { kept });
                 self.keep_reply(now, message, kept);
             }
         }

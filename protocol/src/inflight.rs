@@ -3,13 +3,11 @@
 
 use std::time::Duration;
 
-use hashbrown::hash_table::{Entry, HashTable};
-
 use crate::completion::SettleFrom;
 use crate::message::{Command, ErrorMessage, NodeMessage, Request, Sequence};
-use crate::node_table::{Keyed, NodeHash};
 use crate::outcome::Counters;
 use crate::policy::Policy;
+use crate::registry::{NodeRef, Registry};
 use crate::time::Timestamp;
 use crate::topic::NodeId;
 
@@ -58,7 +56,6 @@ pub(crate) struct Active {
     pub(crate) expected: Vec<NodeId>,
     /// Where it stands with each node it expects or heard from.
     pub(crate) nodes: Ledger,
-    pub(crate) keyed: Keyed,
     /// Expected nodes without presence and how long after sending each is awaited: they may
     /// have left without a word.
     pub(crate) unsure: Vec<(NodeId, Duration)>,
@@ -105,24 +102,19 @@ pub(crate) struct Active {
 }
 
 impl Active {
-    /// A request submitted at `now`, not yet sent, expecting no one.
+    /// A request submitted at `now`, not yet sent, expecting `expected` (holding their numbers
+    /// in `registry`).
     pub(crate) fn new(
         kind: Kind,
         policy: Policy,
         now: Timestamp,
         expected: Vec<NodeId>,
-        keyed: Keyed,
+        registry: &mut Registry,
     ) -> Self {
-        let mut nodes = Ledger::with_capacity(expected.len());
-        let standing = Standing {
-            expected: true,
-            ..Standing::default()
-        };
-        for (at, node) in expected.iter().enumerate() {
-            let hash = NodeHash::of(&keyed, node).0;
-            let is = |line: &Line| line.is(node, &expected, &[]);
-            let id = Id::Expected(at);
-            nodes.entry(hash, is, || Line { id, standing });
+        let mut nodes = Ledger::default();
+        for node in &expected {
+            let number = registry.enter(node);
+            nodes.update(registry, number, |standing| standing.set(EXPECTED, true));
         }
         // Room for every expected reply: growing a vector of them copies them all.
         let replies = Vec::with_capacity(expected.len());
@@ -134,7 +126,6 @@ impl Active {
             targets: None,
             expected,
             nodes,
-            keyed,
             unsure: Vec::new(),
             unknown: Unknown::Ignored,
             met_unexpected: false,
@@ -184,71 +175,46 @@ impl Active {
         !matches!(self.unknown, Unknown::Ignored)
     }
 
-    /// Whether it went to `node`: a targeted request expects exactly its targets.
-    pub(crate) fn targets(&self, hash: NodeHash, node: &str) -> bool {
-        self.targets.is_none() || self.standing_hashed(hash, node).expected
+    /// Whether it went to the node numbered `node` (`None`: a node without a number): a
+    /// targeted request expects exactly its targets.
+    pub(crate) fn targets(&self, node: Option<NodeRef>) -> bool {
+        self.targets.is_none() || self.standing(node).expected()
+    }
+
+    /// `node`'s number if the request went to it, given now if it has none.
+    pub(crate) fn reaches(&self, registry: &mut Registry, node: &str) -> Option<NodeRef> {
+        match self.targets {
+            // Its targets have numbers, held by its lines.
+            Some(_) => registry.find(node).filter(|&n| self.targets(Some(n))),
+            None => Some(registry.enter(node)),
+        }
     }
 
     /// Where it stands with `node` (nowhere, for a node it neither expects nor heard from).
-    pub(crate) fn standing(&self, node: &str) -> Standing {
-        self.standing_hashed(self.hash(node), node)
-    }
-
-    fn standing_hashed(&self, hash: NodeHash, node: &str) -> Standing {
-        let (expected, replies) = (&self.expected, &self.replies);
-        let found = self
-            .nodes
-            .get(hash.0, |line| line.is(node, expected, replies));
-        found.map(|line| line.standing).unwrap_or_default()
-    }
-
-    /// `node`'s hash, for the methods that take one.
-    pub(crate) fn hash(&self, node: &str) -> NodeHash {
-        NodeHash::of(&self.keyed, node)
-    }
-
-    /// Its standing with `node`, a line made with `id` when it has none.
-    fn entry(&mut self, hash: NodeHash, node: &str, id: impl FnOnce() -> Id) -> &mut Standing {
-        let (expected, replies) = (&self.expected, &self.replies);
-        let is = |line: &Line| line.is(node, expected, replies);
-        let new = || Line {
-            id: id(),
-            standing: Standing::default(),
-        };
-        &mut self.nodes.entry(hash.0, is, new).standing
-    }
-
-    fn entry_if_any(&mut self, node: &str) -> Option<&mut Standing> {
-        let hash = self.hash(node).0;
-        let (expected, replies) = (&self.expected, &self.replies);
-        let found = self
-            .nodes
-            .get_mut(hash, |line| line.is(node, expected, replies));
-        found.map(|line| &mut line.standing)
+    pub(crate) fn standing(&self, node: Option<NodeRef>) -> Standing {
+        node.map_or(Standing::NONE, |node| self.nodes.get(node))
     }
 
     /// Room for `nodes` answers in all, once the first comes: a broadcast submitted before
-    /// the core knew whom to expect still knows how many answer.
-    pub(crate) fn reserve(&mut self, nodes: usize) {
+    /// the core knew whom to expect still knows how many answer, and most of them have
+    /// numbers below `registry`'s count already.
+    pub(crate) fn reserve(&mut self, nodes: usize, registry: &Registry) {
         self.replies
             .reserve(nodes.saturating_sub(self.replies.len()));
-        self.nodes.reserve(nodes.saturating_sub(self.nodes.len()));
-    }
-
-    pub(crate) fn has_answered(&self, hash: NodeHash, node: &str) -> bool {
-        self.standing_hashed(hash, node).answered()
+        let standings = &mut self.nodes.0;
+        standings.reserve((registry.count() + nodes).saturating_sub(standings.len()));
     }
 
     /// Expects `node` too, told of it after sending (a primer's pong), unless it does already.
-    pub(crate) fn expect(&mut self, node: &str) {
-        let at = self.expected.len();
-        let standing = self.entry(self.hash(node), node, || Id::Expected(at));
-        if standing.expected {
+    pub(crate) fn expect(&mut self, registry: &mut Registry, number: NodeRef, node: &str) {
+        let before = self
+            .nodes
+            .update(registry, number, |s| s.set(EXPECTED, true));
+        if before.expected() {
             return;
         }
-        standing.expected = true;
         // Its answer overtook the news of it (a broker that reordered).
-        self.expected_answered += usize::from(standing.answered());
+        self.expected_answered += usize::from(before.answered());
         self.expected.push(node.to_owned());
     }
 
@@ -258,32 +224,36 @@ impl Active {
     #[inline]
     pub(crate) fn record(
         &mut self,
-        hash: NodeHash,
-        node: &str,
+        registry: &mut Registry,
+        node: NodeRef,
         answer: Answered,
     ) -> Option<Standing> {
-        // A reply about to be kept names its node: its id is not copied.
-        let at = self.replies.len();
-        let standing = self.entry(hash, node, || match answer {
-            Answered::Replied { kept: true } => Id::Reply(at),
-            _ => Id::Own(node.into()),
-        });
-        let before = *standing;
-        match answer {
-            Answered::Replied { .. } if before.replied => return None,
-            // A reply after its node passed the fence (a broker that reordered, a redelivery).
-            Answered::Replied { .. } => (standing.replied, standing.passed) = (true, false),
-            Answered::Errored => standing.errored = true,
-            Answered::Passed => standing.passed = true,
+        let before = self.nodes.get(node);
+        if matches!(answer, Answered::Replied { .. }) && before.replied() {
+            return None;
         }
-        if before.answered() {
+        let first = !before.answered();
+        self.nodes.update(registry, node, |standing| {
+            match answer {
+                // A reply after its node passed the fence (a broker that reordered, a redelivery).
+                Answered::Replied { .. } => {
+                    standing.set(REPLIED, true);
+                    standing.set(PASSED, false);
+                }
+                Answered::Errored => standing.set(ERRORED, true),
+                Answered::Passed => standing.set(PASSED, true),
+            };
+            if first {
+                standing.set_gone(None);
+            }
+        });
+        if !first {
             return Some(before);
         }
-        standing.gone = None;
         self.answered += 1;
-        match before.gone {
+        match before.gone() {
             Some(offline) => self.count_gone(offline, false),
-            None if before.expected => self.expected_answered += 1,
+            None if before.expected() => self.expected_answered += 1,
             None => self.met_unexpected = true,
         }
         Some(before)
@@ -291,17 +261,17 @@ impl Active {
 
     /// Awaits `node` no more: it will be reported missing. `offline` when it went offline,
     /// rather than being waited out.
-    pub(crate) fn give_up(&mut self, node: &str, offline: bool) {
+    pub(crate) fn give_up(&mut self, number: Option<NodeRef>, node: &str, offline: bool) {
         if !self.leaving.is_empty() {
             self.leaving.retain(|(n, _)| n != node);
         }
-        let Some(standing) = self.entry_if_any(node) else {
+        let Some(standing) = self.nodes.get_mut(number) else {
             return;
         };
-        if !standing.expected || standing.answered() || standing.gone.is_some() {
+        if !standing.expected() || standing.answered() || standing.gone().is_some() {
             return;
         }
-        standing.gone = Some(offline);
+        standing.set_gone(Some(offline));
         self.expected_answered += 1;
         self.count_gone(offline, true);
     }
@@ -319,25 +289,39 @@ impl Active {
     }
 
     /// Awaits `node` again, given up too soon (it is back): the reverse of [`give_up`](Self::give_up).
-    pub(crate) fn await_again(&mut self, node: &str) {
-        let Some(standing) = self.entry_if_any(node) else {
+    pub(crate) fn await_again(&mut self, node: Option<NodeRef>) {
+        let Some(standing) = self.nodes.get_mut(node) else {
             return;
         };
-        if let Some(offline) = standing.gone.take() {
+        if let Some(offline) = standing.gone() {
+            standing.set_gone(None);
             self.expected_answered -= 1;
             self.count_gone(offline, false);
         }
     }
 
     /// Whether it still awaits an answer from `node`.
-    pub(crate) fn awaits(&self, node: &str) -> bool {
+    pub(crate) fn awaits(&self, node: Option<NodeRef>) -> bool {
         let standing = self.standing(node);
-        self.sent.is_some() && standing.expected && !standing.answered() && standing.gone.is_none()
+        self.sent.is_some()
+            && standing.expected()
+            && !standing.answered()
+            && standing.gone().is_none()
     }
 
     /// Whether it awaits `node`, which just went offline, and does not know it yet.
-    pub(crate) fn awaits_unwarned(&self, node: &str) -> bool {
-        self.awaits(node) && !self.leaving.iter().any(|(n, _)| n == node)
+    pub(crate) fn awaits_unwarned(&self, number: Option<NodeRef>, node: &str) -> bool {
+        self.awaits(number) && !self.leaving.iter().any(|(n, _)| n == node)
+    }
+
+    /// Its expected nodes that did not answer, in order.
+    pub(crate) fn missing(&self, registry: &Registry) -> Vec<NodeId> {
+        let answered = |node: &NodeId| self.standing(registry.find(node)).answered();
+        self.expected
+            .iter()
+            .filter(|n| !answered(n))
+            .cloned()
+            .collect()
     }
 }
 
@@ -352,115 +336,102 @@ pub(crate) enum Answered {
     Passed,
 }
 
-/// Where a request stands with each node: one line per node, in the order they came, found
-/// through a table of hashes and positions. The table's slots are half a line: a broadcast
-/// to thousands of nodes keeps it in cache, and meeting a node appends a line.
-#[derive(Debug)]
-pub(crate) struct Ledger {
-    lines: Vec<Line>,
-    index: HashTable<(u64, usize)>,
-}
+/// Where a request stands with each node, by the node's number in the core's [`Registry`]: a
+/// byte per node, where a table of its own would cost every node met an insertion. The
+/// request holds the number of every node it has a standing with.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger(Vec<Standing>);
 
 impl Ledger {
-    fn with_capacity(lines: usize) -> Self {
-        Ledger {
-            lines: Vec::with_capacity(lines),
-            index: HashTable::with_capacity(lines),
-        }
+    fn get(&self, node: NodeRef) -> Standing {
+        self.0.get(node.index()).copied().unwrap_or(Standing::NONE)
     }
 
-    fn len(&self) -> usize {
-        self.lines.len()
+    /// Its standing with `node`, if it has one.
+    fn get_mut(&mut self, node: Option<NodeRef>) -> Option<&mut Standing> {
+        let standing = self.0.get_mut(node?.index())?;
+        (*standing != Standing::NONE).then_some(standing)
     }
 
-    fn reserve(&mut self, more: usize) {
-        self.lines.reserve(more);
-        self.index.reserve(more, |&(hash, _)| hash);
-    }
-
-    fn position(&self, hash: u64, is: impl Fn(&Line) -> bool) -> Option<usize> {
-        let lines = &self.lines;
-        let found = self
-            .index
-            .find(hash, |&(h, at)| h == hash && is(&lines[at]));
-        found.map(|&(_, at)| at)
-    }
-
-    fn get(&self, hash: u64, is: impl Fn(&Line) -> bool) -> Option<&Line> {
-        Some(&self.lines[self.position(hash, is)?])
-    }
-
-    fn get_mut(&mut self, hash: u64, is: impl Fn(&Line) -> bool) -> Option<&mut Line> {
-        let at = self.position(hash, is)?;
-        Some(&mut self.lines[at])
-    }
-
-    /// The line `is` finds, appended as `new` makes it when there is none.
-    fn entry(
+    /// Changes its standing with `node`, holding the node's number on the first change;
+    /// returns the standing before.
+    fn update(
         &mut self,
-        hash: u64,
-        is: impl Fn(&Line) -> bool,
-        new: impl FnOnce() -> Line,
-    ) -> &mut Line {
-        let lines = &self.lines;
-        let eq = |&(h, at): &(u64, usize)| h == hash && is(&lines[at]);
-        let at = match self.index.entry(hash, eq, |&(hash, _)| hash) {
-            Entry::Occupied(found) => found.get().1,
-            Entry::Vacant(vacant) => {
-                let at = self.lines.len();
-                self.lines.push(new());
-                vacant.insert((hash, at));
-                at
-            }
-        };
-        &mut self.lines[at]
+        registry: &mut Registry,
+        node: NodeRef,
+        change: impl FnOnce(&mut Standing),
+    ) -> Standing {
+        let at = node.index();
+        if at >= self.0.len() {
+            self.0.resize(at + 1, Standing::NONE);
+        }
+        let standing = &mut self.0[at];
+        let before = *standing;
+        change(standing);
+        if before == Standing::NONE && *standing != Standing::NONE {
+            registry.hold(node);
+        }
+        before
     }
-}
 
-/// One node's line in a request's ledger.
-#[derive(Debug)]
-pub(crate) struct Line {
-    id: Id,
-    standing: Standing,
-}
-
-/// Where a ledger line's node id is.
-#[derive(Debug)]
-enum Id {
-    /// In the request's expected nodes, at this index.
-    Expected(usize),
-    /// In its kept replies, at this index: replies are only ever pushed while it is in flight.
-    Reply(usize),
-    /// Nowhere else: copied.
-    Own(Box<str>),
-}
-
-impl Line {
-    fn is(&self, node: &str, expected: &[NodeId], replies: &[NodeMessage]) -> bool {
-        match &self.id {
-            Id::Expected(at) => expected[*at] == node,
-            Id::Reply(at) => replies[*at].node_id() == node,
-            Id::Own(id) => **id == *node,
+    /// Lets go of every number it holds: the request is over.
+    pub(crate) fn release(&self, registry: &mut Registry) {
+        for (at, standing) in self.0.iter().enumerate() {
+            if *standing != Standing::NONE {
+                registry.release(NodeRef::from_index(at));
+            }
         }
     }
 }
 
-/// Where a request stands with one node.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Standing {
-    pub(crate) expected: bool,
-    pub(crate) replied: bool,
-    pub(crate) errored: bool,
-    /// It passed the fence without a reply.
-    pub(crate) passed: bool,
-    /// Awaited no more, it will be reported missing: `Some(true)` when it went offline,
-    /// `Some(false)` when it was waited out.
-    pub(crate) gone: Option<bool>,
-}
+/// Where a request stands with one node, a bit for each fact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Standing(u8);
+
+const EXPECTED: u8 = 1;
+const REPLIED: u8 = 1 << 1;
+const ERRORED: u8 = 1 << 2;
+/// It passed the fence without a reply.
+const PASSED: u8 = 1 << 3;
+/// Awaited no more, it will be reported missing...
+const GONE: u8 = 1 << 4;
+/// ...because it went offline, rather than being waited out.
+const OFFLINE: u8 = 1 << 5;
 
 impl Standing {
-    pub(crate) fn answered(&self) -> bool {
-        self.replied || self.errored || self.passed
+    const NONE: Standing = Standing(0);
+
+    fn set(&mut self, bit: u8, on: bool) {
+        match on {
+            true => self.0 |= bit,
+            false => self.0 &= !bit,
+        }
+    }
+
+    fn is(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+
+    pub(crate) fn expected(self) -> bool {
+        self.is(EXPECTED)
+    }
+
+    pub(crate) fn replied(self) -> bool {
+        self.is(REPLIED)
+    }
+
+    pub(crate) fn answered(self) -> bool {
+        self.is(REPLIED | ERRORED | PASSED)
+    }
+
+    /// `Some(true)` when it was given up as offline, `Some(false)` when waited out.
+    pub(crate) fn gone(self) -> Option<bool> {
+        self.is(GONE).then_some(self.is(OFFLINE))
+    }
+
+    fn set_gone(&mut self, gone: Option<bool>) {
+        self.set(GONE, gone.is_some());
+        self.set(OFFLINE, gone == Some(true));
     }
 }
 
@@ -468,7 +439,7 @@ impl Standing {
 mod tests {
     use super::*;
     use crate::message::PingReply;
-    use crate::node_table::keyed;
+    use crate::registry::keyed;
 
     fn pong(node: &str, success: bool) -> NodeMessage {
         NodeMessage::Pong(PingReply {
@@ -481,23 +452,19 @@ mod tests {
 
     /// A request expecting `expected`, taking replies from `repliers` (every third one
     /// unsuccessful) as the core does: recorded, then kept unless unsuccessful.
-    fn answered(expected: &[&str], repliers: &[String]) -> Active {
+    fn answered(registry: &mut Registry, expected: &[&str], repliers: &[String]) -> Active {
         let policy = Policy {
             only_successful: true,
             ..Policy::default()
         };
         let expected = expected.iter().map(|n| n.to_string()).collect();
-        let mut active = Active::new(
-            Kind::Collect(vec![]),
-            policy,
-            Timestamp::ZERO,
-            expected,
-            keyed(3),
-        );
+        let kind = Kind::Collect(vec![]);
+        let mut active = Active::new(kind, policy, Timestamp::ZERO, expected, registry);
         for (i, node) in repliers.iter().enumerate() {
             let reply = pong(node, i % 3 != 0);
             let kept = active.keeps(&reply);
-            let recorded = active.record(active.hash(node), node, Answered::Replied { kept });
+            let number = registry.enter(node);
+            let recorded = active.record(registry, number, Answered::Replied { kept });
             assert!(recorded.is_some(), "{node} answered once");
             active.keep_reply(Timestamp::ZERO, reply, kept);
         }
@@ -505,43 +472,72 @@ mod tests {
     }
 
     #[test]
-    fn the_ledger_finds_each_node_wherever_its_id_is_kept() {
-        // Expected ids, ids in kept replies, and copied ids (unsuccessful replies, dropped),
-        // across the table's growth.
+    fn the_ledger_finds_each_node_and_lets_go_of_them_at_the_end() {
+        let mut registry = Registry::new(keyed(3));
         let repliers: Vec<String> = (0..500).map(|i| format!("node-{i}")).collect();
-        let mut active = answered(&["node-0", "node-1", "absent"], &repliers);
+        let mut active = answered(&mut registry, &["node-0", "node-1", "absent"], &repliers);
         assert_eq!(
             active.replies.len(),
             500 - 167,
             "the unsuccessful ones dropped"
         );
         assert_eq!((active.answered, active.expected_answered), (500, 2));
-        for node in &repliers {
-            let standing = active.standing(node);
-            assert!(standing.replied, "{node}");
-            assert_eq!(standing.expected, node == "node-0" || node == "node-1");
-            let again = active.record(active.hash(node), node, Answered::Replied { kept: true });
-            assert!(again.is_none(), "a second reply from {node} is a duplicate");
+        fn standing(active: &Active, registry: &Registry, node: &str) -> Standing {
+            active.standing(registry.find(node))
         }
+        for node in &repliers {
+            assert!(standing(&active, &registry, node).replied(), "{node}");
+            assert_eq!(
+                standing(&active, &registry, node).expected(),
+                node == "node-0" || node == "node-1"
+            );
+        }
+        let number = registry.find("node-9").unwrap();
+        let again = active.record(&mut registry, number, Answered::Replied { kept: true });
+        assert!(again.is_none(), "a second reply is a duplicate");
         assert!(
-            active.standing("absent").expected
-                && !active.has_answered(active.hash("absent"), "absent")
+            standing(&active, &registry, "absent").expected()
+                && !standing(&active, &registry, "absent").answered()
         );
-        assert!(
-            !active.standing("node-500").expected
-                && !active.has_answered(active.hash("node-500"), "node-500")
-        );
+        assert_eq!(standing(&active, &registry, "node-500"), Standing::NONE);
+        assert_eq!(active.missing(&registry), ["absent"]);
         // Told of a node after its reply came: expected, and answered already.
-        active.expect("node-7");
-        assert!(active.standing("node-7").expected);
+        let number = registry.find("node-7").unwrap();
+        active.expect(&mut registry, number, "node-7");
+        assert!(standing(&active, &registry, "node-7").expected());
         assert_eq!(active.expected_answered, 3);
+        // Over, it holds no number: every node is forgotten.
+        active.nodes.release(&mut registry);
+        assert_eq!(registry.find("node-7"), None);
+        assert_eq!(registry.find("absent"), None);
     }
 
     #[test]
-    fn a_node_expected_twice_has_one_line() {
-        let active = answered(&["a", "b", "a"], &["a".to_owned()]);
-        assert_eq!(active.nodes.len(), 2);
-        assert!(active.standing("a").replied && active.standing("b").expected);
+    fn a_node_expected_twice_has_one_standing_and_one_hold() {
+        let mut registry = Registry::new(keyed(3));
+        let active = answered(&mut registry, &["a", "b", "a"], &["a".to_owned()]);
+        assert!(active.standing(registry.find("a")).replied());
         assert_eq!((active.answered, active.expected_answered), (1, 1));
+        let other = answered(&mut registry, &["a"], &[]);
+        active.nodes.release(&mut registry);
+        assert!(registry.find("a").is_some(), "the other request holds it");
+        other.nodes.release(&mut registry);
+        assert_eq!(registry.find("a"), None);
+    }
+
+    #[test]
+    fn a_standing_keeps_each_fact_apart() {
+        let mut standing = Standing::NONE;
+        standing.set(EXPECTED, true);
+        standing.set(PASSED, true);
+        assert!(standing.expected() && standing.answered() && !standing.replied());
+        standing.set_gone(Some(false));
+        assert_eq!(standing.gone(), Some(false));
+        standing.set_gone(Some(true));
+        assert_eq!(standing.gone(), Some(true));
+        standing.set_gone(None);
+        assert_eq!(standing.gone(), None);
+        standing.set(PASSED, false);
+        assert!(standing.expected() && !standing.answered());
     }
 }

@@ -9,10 +9,10 @@ use crate::error::SubmitError;
 use crate::event::{ConnectionState, Event, Mail, Unmatched};
 use crate::inflight::{Active, Answered, Kind, Unknown};
 use crate::message::{Command, ErrorMessage, Limits, NodeMessage, Request, Sequence};
-use crate::node_table::{keyed, Keyed, NodeHash, NodeMap, NodeTable};
 use crate::outcome::{Completion, Counters, Outcome, RequestId};
 use crate::policy::Policy;
 use crate::presence::{self, NoMatch, Presence, Status};
+use crate::registry::{keyed, Keyed, NodeMap, NodeRef, Registry};
 use crate::time::Timestamp;
 use crate::topic::{NodeId, Target};
 use crate::version::Compatibility;
@@ -273,11 +273,9 @@ pub struct Researcher {
     offline: BTreeSet<NodeId>,
     /// When each member last said `online` again, of the run we know: it connected again.
     reconnected: NodeMap<Timestamp>,
-    /// Nodes without presence that answered a broadcast lately, and how long they took:
-    /// expected by the next ones.
-    heard: NodeTable<Duration>,
-    /// The hasher of every map keyed by what the network sends.
-    keyed: Keyed,
+    /// Every node a request in flight has a standing with, and those without presence that
+    /// answered a broadcast lately, with how long they took: expected by the next ones.
+    nodes: Registry,
     /// When our connection broke, while it is down.
     disconnected_at: Option<Timestamp>,
     /// Whether it knows who is out there: a broadcast made first contact, or an earlier
@@ -291,9 +289,12 @@ impl Researcher {
     pub fn new(config: ResearcherConfig) -> Self {
         let keyed = keyed(config.hash_seed);
         let known = config.known.clone();
-        let mut heard = NodeTable::new(keyed.clone());
-        for (node, took) in known.iter().flatten().take(config.mailbox_capacity) {
-            heard.insert(heard.hash(node), node, *took);
+        // Every map keyed by what the network sends takes the configured seed.
+        let mut nodes = Registry::new(keyed.clone());
+        let capacity = config.mailbox_capacity;
+        for (node, took) in known.iter().flatten() {
+            let number = nodes.enter(node);
+            nodes.hear(number, *took, true, capacity);
         }
         Researcher {
             next_id: 0,
@@ -306,8 +307,7 @@ impl Researcher {
             kept_finished: VecDeque::new(),
             recent: VecDeque::new(),
             by_node: NodeMap::with_hasher(keyed.clone()),
-            reconnected: NodeMap::with_hasher(keyed.clone()),
-            keyed,
+            reconnected: NodeMap::with_hasher(keyed),
             broadcasts: BTreeSet::new(),
             collects: BTreeSet::new(),
             strays: BTreeMap::new(),
@@ -323,7 +323,7 @@ impl Researcher {
             disconnected_at: None,
             // Known nodes without presence, or nothing known at all: broadcasts settle.
             knows_federation: known.is_some(),
-            heard,
+            nodes,
             config,
         }
     }
@@ -350,7 +350,7 @@ impl Researcher {
 
     /// The nodes without presence heard lately, with how long each took to answer.
     pub fn heard(&self) -> BTreeMap<NodeId, Duration> {
-        self.heard.iter().map(|(n, t)| (n.to_owned(), *t)).collect()
+        self.nodes.heard().map(|(n, t)| (n.to_owned(), t)).collect()
     }
 
     /// What an adapter keeps for the next process ([`ResearcherConfig::known`]): the nodes
@@ -386,9 +386,9 @@ impl Researcher {
             (None, None) if !policy.expect_online => (Vec::new(), Vec::new(), Unknown::Ignored),
             (None, None) => {
                 let mut unsure: Vec<(NodeId, Duration)> = self
-                    .heard
-                    .iter()
-                    .map(|(node, &took)| {
+                    .nodes
+                    .heard()
+                    .map(|(node, took)| {
                         let wait = policy.first_contact.wait_for(took, policy.timeout);
                         (node.to_owned(), wait)
                     })
@@ -459,7 +459,7 @@ impl Researcher {
             targets,
             unsure,
             unknown,
-            ..Active::new(kind, policy, now, expected, self.keyed.clone())
+            ..Active::new(kind, policy, now, expected, &mut self.nodes)
         };
         self.index(id, &active);
         self.requests.insert(id, active);
@@ -492,7 +492,7 @@ impl Researcher {
         let mut active = Active {
             unsure,
             unknown,
-            ..Active::new(kind, collect.policy, now, expected, self.keyed.clone())
+            ..Active::new(kind, collect.policy, now, expected, &mut self.nodes)
         };
         active.start(now);
         self.collects.insert(id);
@@ -524,7 +524,7 @@ impl Researcher {
         self.mailbox = kept;
         self.mailbox_bytes -= taken.iter().map(|m| m.size).sum::<usize>();
         for mail in taken {
-            active.keep(now, mail.message);
+            active.keep(now, mail.message, &mut self.nodes);
         }
         // What waited in the mailbox is news of the first round; the quiet period starts now.
         active.last_reply = now;
@@ -631,9 +631,12 @@ impl Researcher {
             }
             self.timers.pop_first();
             // Judged at the timer's own instant, so a late call changes no outcome.
-            let active = self.active(id);
+            let active = self
+                .requests
+                .get_mut(&id)
+                .expect("timers name requests in flight");
             active.wake = None;
-            match active.expire(at) {
+            match active.expire(at, &self.nodes) {
                 Some(completion) => self.complete(id, at, completion),
                 None => self.reschedule(id),
             }
@@ -718,33 +721,33 @@ impl Researcher {
             None => return self.on_stray_reply(now, reply),
         };
         let node = reply.node_id();
-        let hash = NodeHash::of(&self.keyed, node);
         let active = self.requests.get_mut(&id).expect("candidate is in flight");
-        if !active.targets(hash, node) {
+        let Some(number) = active.reaches(&mut self.nodes, node) else {
             active.counters.not_targeted += 1;
             return self.post(now, Unmatched::NotTargeted, reply);
-        }
+        };
         if active.answered == 0 && active.by_presence() {
             let online = self.roster.len() - self.offline.len();
-            active.reserve(self.heard.len() + online);
+            active.reserve(self.nodes.heard_len() + online, &self.nodes);
         }
         // A reply after its node passed the fence (a broker that reordered, a redelivery)
         // is kept: the node has answered already.
         let kept = active.keeps(&reply);
-        let Some(before) = active.record(hash, node, Answered::Replied { kept }) else {
+        let Some(before) = active.record(&mut self.nodes, number, Answered::Replied { kept })
+        else {
             active.counters.duplicates += 1;
             return;
         };
         // How long a node without presence took: a node expected is online or known already.
         if active.by_presence() {
             let took = now - active.sent.unwrap_or(now);
-            let capacity = self.config.mailbox_capacity;
-            let meet = !before.expected;
-            note_heard(
-                &mut self.heard,
-                &self.roster,
+            let (roster, capacity) = (&self.roster, self.config.mailbox_capacity);
+            let meet = !before.expected();
+            hear(
+                &mut self.nodes,
+                roster,
                 capacity,
-                (hash, node),
+                (number, node),
                 took,
                 meet,
             );
@@ -762,20 +765,25 @@ impl Researcher {
     /// `node` passed the fence of request `id`, or said it has nothing for it: whatever it had
     /// for the request came before.
     fn on_fence(&mut self, now: Timestamp, id: RequestId, node: &str) {
-        let hash = NodeHash::of(&self.keyed, node);
-        let active = self.active(id);
-        // Its reply came first: the fence tells nothing new.
-        if !active.targets(hash, node) || active.has_answered(hash, node) {
+        let active = self
+            .requests
+            .get_mut(&id)
+            .expect("fences name requests in flight");
+        let Some(number) = active.reaches(&mut self.nodes, node) else {
             return;
+        };
+        // Its reply came first: the fence tells nothing new.
+        if active.standing(Some(number)).answered() {
+            return self.nodes.forget_if_unused(number);
         }
         active.first_probe.get_or_insert(now);
-        active.record(hash, node, Answered::Passed);
+        active.record(&mut self.nodes, number, Answered::Passed);
         active.last_reply = now;
         let learn = active
             .by_presence()
             .then(|| now - active.sent.unwrap_or(now));
         if let Some(took) = learn {
-            self.hear(hash, node, took);
+            self.hear(number, node, took);
         }
         match self.active(id).on_answer(now, Answer::Reply) {
             Some(completion) => self.complete(id, now, completion),
@@ -823,25 +831,27 @@ impl Researcher {
     /// its pong (a search may take the node a while), so a forged pong costs no more than that.
     fn on_primer(&mut self, now: Timestamp, id: RequestId, node: &str) {
         let capacity = self.config.mailbox_capacity;
-        let hash = NodeHash::of(&self.keyed, node);
-        let active = self.active(id);
-        if !active.targets(hash, node) {
+        let active = self
+            .requests
+            .get_mut(&id)
+            .expect("primers name requests in flight");
+        let Some(number) = active.reaches(&mut self.nodes, node) else {
             return;
-        }
+        };
         active.first_probe.get_or_insert(now);
         let newcomer = active.by_presence()
             && active.expected.len() < capacity
-            && !active.standing(node).expected;
+            && !active.standing(Some(number)).expected();
         if !newcomer {
-            return;
+            return self.nodes.forget_if_unused(number);
         }
         active.met_unexpected = true;
-        active.expect(node);
+        active.expect(&mut self.nodes, number, node);
         let took = now - active.sent.unwrap_or(now);
         let wait = (took + active.policy.first_contact.max).min(active.policy.timeout);
         let at = active.unsure.partition_point(|&(_, w)| w <= wait);
         active.unsure.insert(at, (node.to_owned(), wait));
-        self.hear(hash, node, took);
+        self.hear(number, node, took);
         self.reschedule(id);
     }
 
@@ -869,7 +879,8 @@ impl Researcher {
             // A node without presence, slower than the broadcast waited: the next ones expect it.
             if recent.broadcast {
                 let node = reply.node_id();
-                self.hear(NodeHash::of(&self.keyed, node), node, now - recent.sent);
+                let number = self.nodes.enter(node);
+                self.hear(number, node, now - recent.sent);
             }
             if recent.fence {
                 self.stats.late_fences += 1;
@@ -885,22 +896,23 @@ impl Researcher {
     fn on_error(&mut self, now: Timestamp, error: ErrorMessage) {
         self.events.push_back(Event::NodeError(error.clone()));
         let node = error.node_id.as_str();
-        let hash = NodeHash::of(&self.keyed, node);
+        let number = self.nodes.find(node);
         let to_node = self.by_node.get(node).into_iter().flatten();
         let about = match error.is_for_anyone() {
             true => None,
             false => merged(to_node, &self.broadcasts).find(|id| {
                 let active = &self.requests[id];
                 active.sent.is_some()
-                    && active.targets(hash, node)
-                    && !active.has_answered(hash, node)
+                    && active.targets(number)
+                    && !active.standing(number).answered()
             }),
         };
         let Some(id) = about else {
             return self.post(now, Unmatched::Unknown, NodeMessage::Error(error));
         };
-        let active = self.active(id);
-        active.record(hash, node, Answered::Errored);
+        let number = self.nodes.enter(node);
+        let active = self.requests.get_mut(&id).expect("found in flight");
+        active.record(&mut self.nodes, number, Answered::Errored);
         active.errors.push(error);
         active.note_activity(now);
         match active.on_answer(now, Answer::Error) {
@@ -967,13 +979,9 @@ impl Researcher {
         // Online, it is expected by presence; gone, by nobody. A retained offline status
         // may be older than what an earlier process heard of the node: that still counts,
         // unless that process knew it only by presence (no time), which this status follows.
-        let hash = self.heard.hash(node);
-        let only_by_presence = self
-            .heard
-            .get(hash, node)
-            .is_some_and(|took| took.is_zero());
+        let only_by_presence = self.nodes.heard_took(node).is_some_and(|t| t.is_zero());
         if !retained || presence.status.is_online() || only_by_presence {
-            self.heard.remove(node);
+            self.nodes.unhear(node);
         }
         self.roster.insert(presence.node_id.clone(), member);
         self.events.push_back(Event::Presence(presence.clone()));
@@ -997,12 +1005,10 @@ impl Researcher {
     /// Every request in flight awaiting `node`, which went offline, awaits it `return_window`
     /// more: its connection may only have broken.
     fn on_gone(&mut self, now: Timestamp, node: &str) {
+        let number = self.nodes.find(node);
         for id in self.concerning(node) {
-            // Completing one may send the next of its command, which may end at once.
-            let Some(active) = self.requests.get_mut(&id) else {
-                continue;
-            };
-            if active.awaits_unwarned(node) {
+            let active = self.active(id);
+            if active.awaits_unwarned(number, node) {
                 active.leaving.push((node.to_owned(), Some(now)));
                 self.reschedule(id);
             }
@@ -1044,8 +1050,9 @@ impl Researcher {
             let Some(active) = self.requests.get_mut(&id) else {
                 continue;
             };
-            let standing = active.standing(node);
-            let unanswered = active.sent.is_some() && standing.expected && !standing.answered();
+            let number = self.nodes.find(node);
+            let standing = active.standing(number);
+            let unanswered = active.sent.is_some() && standing.expected() && !standing.answered();
             let asked_again = active
                 .sent
                 .zip(after)
@@ -1055,13 +1062,13 @@ impl Researcher {
             }
             active.leaving.retain(|(n, _)| n != node);
             if active.sent.is_some_and(|sent| sent > since) {
-                active.await_again(node);
+                active.await_again(number);
             } else if active.command().is_some_and(Command::is_safe_to_repeat) {
-                active.await_again(node);
+                active.await_again(number);
                 let topics = Target::Nodes(vec![node.to_owned()]).topics();
                 self.transmit(id, topics.unwrap_or_default());
             } else if lost {
-                active.give_up(node, true);
+                active.give_up(number, node, true);
                 if let Some(completion) = active.on_answer(now, Answer::Gone) {
                     self.complete(id, now, completion);
                     continue;
@@ -1079,10 +1086,11 @@ impl Researcher {
             let Some(active) = self.requests.get_mut(&id) else {
                 continue;
             };
-            if !active.awaits(node) {
+            let number = self.nodes.find(node);
+            if !active.awaits(number) {
                 continue;
             }
-            active.give_up(node, true);
+            active.give_up(number, node, true);
             match active.on_answer(now, Answer::Gone) {
                 Some(completion) => self.complete(id, now, completion),
                 None => self.reschedule(id),
@@ -1106,11 +1114,11 @@ impl Researcher {
                 Some((node.clone(), since))
             })
             .collect();
-        let active = self.active(id);
+        let active = self.requests.get_mut(&id).expect("sent in flight");
         for (node, since) in offline {
             match since {
                 Some(since) => active.leaving.push((node, Some(since))),
-                None => active.give_up(&node, true),
+                None => active.give_up(self.nodes.find(&node), &node, true),
             }
         }
     }
@@ -1127,7 +1135,7 @@ impl Researcher {
         let mut ids: Vec<RequestId> = self.requests.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
-            let active = self.active(id);
+            let active = self.requests.get_mut(&id).expect("listed in flight");
             for (_, since) in &mut active.leaving {
                 *since = up.then_some(now);
             }
@@ -1136,7 +1144,8 @@ impl Researcher {
                 let topics = match &active.targets {
                     None => Target::All.topics(),
                     Some(targets) => {
-                        let unanswered = targets.iter().filter(|n| active.awaits(n)).cloned();
+                        let awaits = |n: &&NodeId| active.awaits(self.nodes.find(n));
+                        let unanswered = targets.iter().filter(awaits).cloned();
                         Target::Nodes(unanswered.collect()).topics()
                     }
                 };
@@ -1148,13 +1157,13 @@ impl Researcher {
 
     /// Remembers a node without presence that answered a broadcast `took` after it was sent,
     /// bounded like the mailbox: from now on broadcasts expect it.
-    fn hear(&mut self, hash: NodeHash, node: &str, took: Duration) {
-        let capacity = self.config.mailbox_capacity;
-        note_heard(
-            &mut self.heard,
-            &self.roster,
+    fn hear(&mut self, number: NodeRef, node: &str, took: Duration) {
+        let (roster, capacity) = (&self.roster, self.config.mailbox_capacity);
+        hear(
+            &mut self.nodes,
+            roster,
             capacity,
-            (hash, node),
+            (number, node),
             took,
             true,
         );
@@ -1192,8 +1201,8 @@ impl Researcher {
                 .find(|id| self.requests[id].collects(message.command()))
                 .copied();
             if let Some(id) = collect {
-                let active = self.active(id);
-                active.keep(now, message);
+                let active = self.requests.get_mut(&id).expect("collects are in flight");
+                active.keep(now, message, &mut self.nodes);
                 return match active.on_answer(now, Answer::Reply) {
                     Some(completion) => self.complete(id, now, completion),
                     None => self.reschedule(id),
@@ -1424,15 +1433,11 @@ impl Researcher {
                 queue.retain(|&waiting| waiting != id);
             }
         }
-        let missing: Vec<NodeId> = active
-            .expected
-            .iter()
-            .filter(|node| !active.has_answered(active.hash(node), node))
-            .cloned()
-            .collect();
+        let missing = active.missing(&self.nodes);
+        active.nodes.release(&mut self.nodes);
         if broadcast && matches!(active.kind, Kind::Sent { .. }) && active.sent.is_some() {
             for node in &missing {
-                self.heard.remove(node);
+                self.nodes.unhear(node);
             }
             // First contact made: the next ones expect whom it found.
             if active.unknown == Unknown::Settles && completion != Completion::Cancelled {
@@ -1508,24 +1513,21 @@ fn request_of(reply: Command) -> Command {
 }
 
 /// How long `node`, without presence, took to answer a broadcast: updated if it is heard
-/// already, remembered if it is met (`meet`) and there is room, unless it is online by
-/// presence. [`Researcher::hear`] on the fields it needs, so that a request in flight may
-/// stay borrowed meanwhile.
-fn note_heard(
-    heard: &mut NodeTable<Duration>,
+/// already, remembered if it is met (`meet`), unless it is online by presence, and fewer
+/// than `capacity` are heard. [`Researcher::hear`] on the fields it needs, so that a
+/// request in flight may stay borrowed meanwhile.
+fn hear(
+    nodes: &mut Registry,
     roster: &BTreeMap<NodeId, Member>,
     capacity: usize,
-    (hash, node): (NodeHash, &str),
+    (number, node): (NodeRef, &str),
     took: Duration,
     meet: bool,
 ) {
     // Never zero, which stands for a node never timed (known by presence).
     let took = took.max(Duration::from_nanos(1));
-    if meet && heard.len() < capacity && !roster.get(node).is_some_and(Member::online) {
-        heard.insert(hash, node, took);
-    } else if let Some(known) = heard.get_mut(hash, node) {
-        *known = took;
-    }
+    let meet = meet && !roster.get(node).is_some_and(Member::online);
+    nodes.hear(number, took, meet, capacity);
 }
 
 /// The nodes in first-seen order, each once.
@@ -1536,4 +1538,49 @@ fn dedup(nodes: &[NodeId]) -> Vec<NodeId> {
         .filter(|n| seen.insert(n.as_str()))
         .cloned()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::PingReply;
+
+    fn completed(core: &mut Researcher) -> usize {
+        std::iter::from_fn(|| core.poll_event())
+            .filter(|e| matches!(e, Event::Completed(_)))
+            .count()
+    }
+
+    #[test]
+    fn the_ids_a_request_met_are_forgotten_when_it_ends_but_those_heard() {
+        let config = ResearcherConfig {
+            mailbox_capacity: 10,
+            ..ResearcherConfig::new("me")
+        };
+        let mut core = Researcher::new(config);
+        let policy = Policy::quiet(Duration::from_millis(100));
+        let ping = Submission::broadcast(Request::ping()).with_policy(policy.clone());
+        core.submit(Timestamp::ZERO, ping).unwrap();
+        // A thousand ids nobody knows answer it (forged, or a federation met for the first
+        // time), and errors from others; a targeted request to ids never heard of ends too.
+        for i in 0..1000 {
+            let pong = PingReply {
+                researcher_id: "me".into(),
+                node_id: format!("forged-{i}"),
+                success: true,
+                sequence: 0,
+            };
+            core.on_reply(Timestamp::ZERO, NodeMessage::Pong(pong));
+        }
+        let targets = vec!["ghost-1".to_owned(), "ghost-2".to_owned()];
+        let ping = Submission::to_nodes(Request::ping(), targets).with_policy(policy);
+        core.submit(Timestamp::ZERO, ping).unwrap();
+        assert_eq!(core.nodes.live(), 1002);
+        core.handle_timeout(Timestamp::from_duration(Duration::from_secs(60)));
+        assert_eq!(completed(&mut core), 2);
+        // Only those heard stay, as many as the mailbox holds.
+        assert_eq!(core.nodes.heard_len(), 10);
+        assert_eq!(core.nodes.live(), 10);
+        assert_eq!(core.heard().len(), 10);
+    }
 }
