@@ -114,7 +114,7 @@ impl Active {
         let mut nodes = Ledger::default();
         for node in &expected {
             let number = registry.enter(node);
-            nodes.update(registry, number, |standing| standing.set(EXPECTED, true));
+            nodes.line(registry, number).0.set(EXPECTED, true);
         }
         // Room for every expected reply: growing a vector of them copies them all.
         let replies = Vec::with_capacity(expected.len());
@@ -207,9 +207,8 @@ impl Active {
 
     /// Expects `node` too, told of it after sending (a primer's pong), unless it does already.
     pub(crate) fn expect(&mut self, registry: &mut Registry, number: NodeRef, node: &str) {
-        let before = self
-            .nodes
-            .update(registry, number, |s| s.set(EXPECTED, true));
+        let (standing, before) = self.nodes.line(registry, number);
+        standing.set(EXPECTED, true);
         if before.expected() {
             return;
         }
@@ -228,25 +227,23 @@ impl Active {
         node: NodeRef,
         answer: Answered,
     ) -> Option<Standing> {
-        let before = self.nodes.get(node);
+        let (standing, before) = self.nodes.line(registry, node);
         if matches!(answer, Answered::Replied { .. }) && before.replied() {
             return None;
         }
         let first = !before.answered();
-        self.nodes.update(registry, node, |standing| {
-            match answer {
-                // A reply after its node passed the fence (a broker that reordered, a redelivery).
-                Answered::Replied { .. } => {
-                    standing.set(REPLIED, true);
-                    standing.set(PASSED, false);
-                }
-                Answered::Errored => standing.set(ERRORED, true),
-                Answered::Passed => standing.set(PASSED, true),
-            };
-            if first {
-                standing.set_gone(None);
+        match answer {
+            // A reply after its node passed the fence (a broker that reordered, a redelivery).
+            Answered::Replied { .. } => {
+                standing.set(REPLIED, true);
+                standing.set(PASSED, false);
             }
-        });
+            Answered::Errored => standing.set(ERRORED, true),
+            Answered::Passed => standing.set(PASSED, true),
+        };
+        if first {
+            standing.set_gone(None);
+        }
         if !first {
             return Some(before);
         }
@@ -353,25 +350,20 @@ impl Ledger {
         (*standing != Standing::NONE).then_some(standing)
     }
 
-    /// Changes its standing with `node`, holding the node's number on the first change;
-    /// returns the standing before.
-    fn update(
-        &mut self,
-        registry: &mut Registry,
-        node: NodeRef,
-        change: impl FnOnce(&mut Standing),
-    ) -> Standing {
+    /// Its standing with `node` to change, and that standing before. The request holds the
+    /// node's number from now on: the caller records something.
+    #[inline]
+    fn line(&mut self, registry: &mut Registry, node: NodeRef) -> (&mut Standing, Standing) {
         let at = node.index();
         if at >= self.0.len() {
             self.0.resize(at + 1, Standing::NONE);
         }
         let standing = &mut self.0[at];
-        let before = *standing;
-        change(standing);
-        if before == Standing::NONE && *standing != Standing::NONE {
+        if *standing == Standing::NONE {
             registry.hold(node);
         }
-        before
+        let before = *standing;
+        (standing, before)
     }
 
     /// Lets go of every number it holds: the request is over.

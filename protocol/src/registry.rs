@@ -130,6 +130,7 @@ impl Registry {
     }
 
     /// A request holds `node`'s number: it is not given to another node meanwhile.
+    #[inline]
     pub(crate) fn hold(&mut self, node: NodeRef) {
         self.entries[node.index()].holders += 1;
     }
@@ -199,6 +200,7 @@ impl Registry {
 
     /// How long `node`, without presence, took to answer a broadcast: updated if it is heard
     /// already, remembered if it is met (`meet`) and fewer than `capacity` are heard.
+    #[inline]
     pub(crate) fn hear(&mut self, node: NodeRef, took: Duration, meet: bool, capacity: usize) {
         let entry = &mut self.entries[node.index()];
         match &mut entry.heard {
