@@ -43,7 +43,7 @@ impl NodeRef {
 /// allocation.
 #[derive(Debug)]
 pub(crate) struct Registry {
-    index: HashTable<u32>,
+    index: HashTable<Slot>,
     entries: Vec<Record>,
     ids: String,
     /// Bytes of `ids` whose entries were forgotten: reclaimed once they are most of it.
@@ -54,12 +54,32 @@ pub(crate) struct Registry {
     keyed: Keyed,
 }
 
+/// A node in the index: its number, and its id's hash folded to 32 bits, from which the
+/// table's hash is made again: growing the table reads no entry.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    number: u32,
+    hash: u32,
+}
+
+impl Slot {
+    /// The table's hash of a node whose folded hash is `hash`: hashbrown takes buckets from
+    /// the low bits and tags from the top seven.
+    fn spread(hash: u32) -> u64 {
+        (u64::from(hash) << 32) | u64::from(hash)
+    }
+
+    fn table_hash(&self) -> u64 {
+        Slot::spread(self.hash)
+    }
+}
+
 #[derive(Debug)]
 struct Record {
-    hash: u64,
+    hash: u32,
+    len: u32,
     /// Where its id is in `ids`.
     at: usize,
-    len: usize,
     /// How long it took to answer a broadcast, when it is heard without presence (zero when
     /// an earlier process knew it by presence only): broadcasts expect it.
     heard: Option<Duration>,
@@ -69,7 +89,7 @@ struct Record {
 
 impl Record {
     fn id<'a>(&self, ids: &'a str) -> &'a str {
-        &ids[self.at..self.at + self.len]
+        &ids[self.at..self.at + self.len as usize]
     }
 }
 
@@ -86,29 +106,35 @@ impl Registry {
         }
     }
 
+    /// `node`'s id hashed and folded to 32 bits.
+    fn hash(&self, node: &str) -> u32 {
+        let hash = self.keyed.hash_one(node);
+        (hash ^ (hash >> 32)) as u32
+    }
+
     /// `node`'s number, if it has one.
     pub(crate) fn find(&self, node: &str) -> Option<NodeRef> {
-        let hash = self.keyed.hash_one(node);
+        let hash = self.hash(node);
         let (entries, ids) = (&self.entries, &self.ids);
-        let found = self
-            .index
-            .find(hash, |&i| entries[i as usize].id(ids) == node);
-        found.map(|&i| NodeRef(i))
+        let is = |slot: &Slot| slot.hash == hash && entries[slot.number as usize].id(ids) == node;
+        let found = self.index.find(Slot::spread(hash), is);
+        found.map(|slot| NodeRef(slot.number))
     }
 
     /// `node`'s number, given now if it has none: hold it or hear the node, else
     /// [`forget_if_unused`](Self::forget_if_unused) it.
     pub(crate) fn enter(&mut self, node: &str) -> NodeRef {
-        let hash = self.keyed.hash_one(node);
+        let hash = self.hash(node);
         let (entries, ids) = (&self.entries, &self.ids);
-        let eq = |&i: &u32| entries[i as usize].id(ids) == node;
-        match self.index.entry(hash, eq, |&i| entries[i as usize].hash) {
-            hash_table::Entry::Occupied(found) => NodeRef(*found.get()),
+        let is = |slot: &Slot| slot.hash == hash && entries[slot.number as usize].id(ids) == node;
+        match self.index.entry(Slot::spread(hash), is, Slot::table_hash) {
+            hash_table::Entry::Occupied(found) => NodeRef(found.get().number),
             hash_table::Entry::Vacant(vacant) => {
                 let entry = Record {
                     hash,
                     at: self.ids.len(),
-                    len: node.len(),
+                    // Ids come whole from a payload within the limits: far below 4 GiB.
+                    len: node.len() as u32,
                     heard: None,
                     holders: 0,
                 };
@@ -123,7 +149,7 @@ impl Registry {
                         (self.entries.len() - 1) as u32
                     }
                 };
-                vacant.insert(i);
+                vacant.insert(Slot { number: i, hash });
                 NodeRef(i)
             }
         }
@@ -148,10 +174,13 @@ impl Registry {
             return;
         }
         let (hash, len) = (entry.hash, entry.len);
-        if let Ok(found) = self.index.find_entry(hash, |&i| i == node.0) {
+        let found = self
+            .index
+            .find_entry(Slot::spread(hash), |slot| slot.number == node.0);
+        if let Ok(found) = found {
             found.remove();
             self.free.push(node.0);
-            self.freed += len;
+            self.freed += len as usize;
             if self.freed > self.ids.len() / 2 {
                 self.compact();
             }
@@ -161,8 +190,8 @@ impl Registry {
     /// Copies the ids still in use to a buffer of their own.
     fn compact(&mut self) {
         let mut ids = String::with_capacity(self.ids.len() - self.freed);
-        for &i in self.index.iter() {
-            let entry = &mut self.entries[i as usize];
+        for slot in self.index.iter() {
+            let entry = &mut self.entries[slot.number as usize];
             let at = ids.len();
             ids.push_str(entry.id(&self.ids));
             entry.at = at;
@@ -194,7 +223,10 @@ impl Registry {
     /// The nodes heard, with how long each took.
     pub(crate) fn heard(&self) -> impl Iterator<Item = (&str, Duration)> {
         let (entries, ids) = (&self.entries, &self.ids);
-        let entries = self.index.iter().map(move |&i| &entries[i as usize]);
+        let entries = self
+            .index
+            .iter()
+            .map(move |slot| &entries[slot.number as usize]);
         entries.filter_map(move |entry| Some((entry.id(ids), entry.heard?)))
     }
 
