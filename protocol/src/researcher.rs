@@ -706,11 +706,17 @@ impl Researcher {
         let Kind::Sent { request, .. } = &active.kind else {
             return None;
         };
-        let same_job = request
-            .job_id()
-            .is_none_or(|job| reply.job_id() == Some(job));
-        (active.reply_command() == Some(command) && same_job && answers_search(request, reply))
-            .then_some(Match::Reply(id))
+        if active.reply_command() != Some(command) {
+            return None;
+        }
+        // The request itself (boxed, cold when its first reply comes) is read only where a
+        // reply of its command may disagree with it: on the job, which both sides of those
+        // commands carry, and on a search's tags.
+        let agrees = match reply.job_id() {
+            Some(job) => request.job_id() == Some(job),
+            None => command != Command::Search || answers_search(request, reply),
+        };
+        agrees.then_some(Match::Reply(id))
     }
 
     fn on_reply(&mut self, now: Timestamp, reply: NodeMessage) {

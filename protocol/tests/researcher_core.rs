@@ -1001,3 +1001,36 @@ fn a_collect_expecting_named_nodes_completes_when_each_answered_with_a_reply_or_
     );
     assert_eq!((outcome.replies.len(), outcome.errors.len()), (2, 1));
 }
+
+#[test]
+fn a_reply_for_another_job_is_not_taken_by_the_request_in_flight() {
+    let mut core = core();
+    let status = Request::TrainingPlanStatus(fedreq_protocol::message::TrainingPlanStatusRequest {
+        researcher_id: String::new(),
+        job_id: "job-1".into(),
+        training_plan_url: "http://repo/plan.py".into(),
+    });
+    let sent = Submission::to_nodes(status, nodes(&["a"])).with_policy(plain(secs(5)));
+    core.submit(ms(0.0), sent).unwrap();
+    let reply = |job: &str| {
+        json!({"researcher_id": ME, "node_id": "a", "job_id": job, "success": true,
+               "approval_obligation": true, "status": "Approved", "msg": "",
+               "training_plan_url": "http://repo/plan.py", "command": "training-plan-status",
+               "protocol_version": "1"})
+    };
+    publish(&mut core, ms(1.0), &reply("job-0"));
+    publish(&mut core, ms(2.0), &reply("job-1"));
+    let events = run_until(&mut core, ms(10.0));
+    let done = completed(&events);
+    assert_eq!(done.len(), 1, "{events:?}");
+    assert_eq!(done[0].replies.len(), 1);
+    assert_eq!(done[0].replies[0].job_id(), Some("job-1"));
+    assert_eq!(done[0].completion, Completion::AllAnswered);
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Unmatched {
+            command: Command::TrainingPlanStatus,
+            ..
+        }
+    )));
+}
