@@ -29,8 +29,12 @@ impl Clock {
         Timestamp::from_duration(self.since_unix_epoch + self.started.elapsed())
     }
 
-    /// The instant `at` falls on; `None` past what an `Instant` can hold, which means never.
+    /// The instant `at` falls on; `None` for [`Timestamp::NEVER`] or past what an `Instant`
+    /// can hold.
     pub fn instant(&self, at: Timestamp) -> Option<Instant> {
+        if at == Timestamp::NEVER {
+            return None;
+        }
         let after_start = at.since_epoch().saturating_sub(self.since_unix_epoch);
         self.started.checked_add(after_start)
     }

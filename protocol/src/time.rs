@@ -8,27 +8,40 @@ use std::time::Duration;
 ///
 /// Cores never read a clock: the adapter passes `now` in, from a real clock
 /// (`fedreq_driver::Clock`) or from a simulator's virtual one, which starts at [`ZERO`](Self::ZERO).
-/// Nanosecond precision.
+/// Nanosecond precision, in 64 bits: points past the year 2554 saturate to [`NEVER`](Self::NEVER).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timestamp(Duration);
+pub struct Timestamp(u64);
 
 impl Timestamp {
     /// The Unix epoch.
-    pub const ZERO: Timestamp = Timestamp(Duration::ZERO);
+    pub const ZERO: Timestamp = Timestamp(0);
+
+    /// The last point a timestamp can hold; a timer set there never fires.
+    pub const NEVER: Timestamp = Timestamp(u64::MAX);
 
     /// The point `since_epoch` after the Unix epoch.
     pub const fn from_duration(since_epoch: Duration) -> Self {
-        Timestamp(since_epoch)
+        Timestamp(nanos(since_epoch))
     }
 
     /// The point `ms` milliseconds after the Unix epoch.
     pub const fn from_millis(ms: u64) -> Self {
-        Timestamp(Duration::from_millis(ms))
+        Timestamp(ms.saturating_mul(1_000_000))
     }
 
     /// Time elapsed since the Unix epoch.
     pub const fn since_epoch(self) -> Duration {
-        self.0
+        Duration::from_nanos(self.0)
+    }
+}
+
+/// `duration` in nanoseconds, at most `u64::MAX`.
+const fn nanos(duration: Duration) -> u64 {
+    let nanos = duration.as_nanos();
+    if nanos > u64::MAX as u128 {
+        u64::MAX
+    } else {
+        nanos as u64
     }
 }
 
@@ -36,7 +49,7 @@ impl Add<Duration> for Timestamp {
     type Output = Timestamp;
     /// Saturates instead of overflowing: a huge timeout means "never".
     fn add(self, rhs: Duration) -> Timestamp {
-        Timestamp(self.0.saturating_add(rhs))
+        Timestamp(self.0.saturating_add(nanos(rhs)))
     }
 }
 
@@ -44,6 +57,6 @@ impl Sub for Timestamp {
     type Output = Duration;
     /// Zero when `rhs` is later: elapsed time is never negative.
     fn sub(self, rhs: Timestamp) -> Duration {
-        self.0.saturating_sub(rhs.0)
+        Duration::from_nanos(self.0.saturating_sub(rhs.0))
     }
 }
