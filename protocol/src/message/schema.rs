@@ -191,12 +191,15 @@ macro_rules! messages {
             fn decode_fast(bytes: &[u8]) -> Option<Decoded<Self>> {
                 // Every field required (nullable ones too), nothing else allowed: what this
                 // accepts, the schema accepts.
+                // The command and version are only compared: borrowed, not allocated.
                 #[derive(Deserialize)]
                 #[serde(deny_unknown_fields)]
-                struct Whole {
+                struct Whole<'a> {
                     $( #[serde(deserialize_with = "crate::message::schema::required")] $field: $ty, )*
-                    command: String,
-                    protocol_version: Option<String>,
+                    #[serde(borrow)]
+                    command: std::borrow::Cow<'a, str>,
+                    #[serde(borrow)]
+                    protocol_version: Option<std::borrow::Cow<'a, str>>,
                 }
                 let whole: Whole = serde_json::from_slice(bytes).ok()?;
                 if whole.command != Command::$command.as_str() {
