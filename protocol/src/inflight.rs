@@ -52,8 +52,9 @@ pub(crate) struct Active {
     /// that lets request and fence travel together (see `Researcher`).
     pub(crate) primer: Option<Sequence>,
     pub(crate) targets: Option<Vec<NodeId>>,
-    /// The nodes it expects, in the order they are reported missing.
-    pub(crate) expected: Vec<NodeId>,
+    /// The nodes it expects, in the order they are reported missing, by their numbers (held
+    /// by its ledger).
+    pub(crate) expected: Vec<NodeRef>,
     /// Where it stands with each node it expects or heard from.
     pub(crate) nodes: Ledger,
     /// Expected nodes without presence and how long after sending each is awaited: they may
@@ -102,18 +103,17 @@ pub(crate) struct Active {
 }
 
 impl Active {
-    /// A request submitted at `now`, not yet sent, expecting `expected` (holding their numbers
-    /// in `registry`).
+    /// A request submitted at `now`, not yet sent, expecting the nodes numbered `expected` in
+    /// `registry` (it holds their numbers from now on).
     pub(crate) fn new(
         kind: Kind,
         policy: Policy,
         now: Timestamp,
-        expected: Vec<NodeId>,
+        expected: Vec<NodeRef>,
         registry: &mut Registry,
     ) -> Self {
         let mut nodes = Ledger::default();
-        for node in &expected {
-            let number = registry.enter(node);
+        for &number in &expected {
             nodes.line(registry, number).0.set(EXPECTED, true);
         }
         // Room for every expected reply: growing a vector of them copies them all.
@@ -206,7 +206,7 @@ impl Active {
     }
 
     /// Expects `node` too, told of it after sending (a primer's pong), unless it does already.
-    pub(crate) fn expect(&mut self, registry: &mut Registry, number: NodeRef, node: &str) {
+    pub(crate) fn expect(&mut self, registry: &mut Registry, number: NodeRef) {
         let (standing, before) = self.nodes.line(registry, number);
         standing.set(EXPECTED, true);
         if before.expected() {
@@ -214,7 +214,7 @@ impl Active {
         }
         // Its answer overtook the news of it (a broker that reordered).
         self.expected_answered += usize::from(before.answered());
-        self.expected.push(node.to_owned());
+        self.expected.push(number);
     }
 
     /// Records how `node` answered. A node given up that answers after all is counted once;
@@ -313,12 +313,9 @@ impl Active {
 
     /// Its expected nodes that did not answer, in order.
     pub(crate) fn missing(&self, registry: &Registry) -> Vec<NodeId> {
-        let answered = |node: &NodeId| self.standing(registry.find(node)).answered();
-        self.expected
-            .iter()
-            .filter(|n| !answered(n))
-            .cloned()
-            .collect()
+        let expected = self.expected.iter().copied();
+        let missing = expected.filter(|&node| !self.nodes.get(node).answered());
+        missing.map(|node| registry.id(node).to_owned()).collect()
     }
 }
 
@@ -449,7 +446,7 @@ mod tests {
             only_successful: true,
             ..Policy::default()
         };
-        let expected = expected.iter().map(|n| n.to_string()).collect();
+        let expected = expected.iter().map(|n| registry.enter(n)).collect();
         let kind = Kind::Collect(vec![]);
         let mut active = Active::new(kind, policy, Timestamp::ZERO, expected, registry);
         for (i, node) in repliers.iter().enumerate() {
@@ -495,7 +492,7 @@ mod tests {
         assert_eq!(active.missing(&registry), ["absent"]);
         // Told of a node after its reply came: expected, and answered already.
         let number = registry.find("node-7").unwrap();
-        active.expect(&mut registry, number, "node-7");
+        active.expect(&mut registry, number);
         assert!(standing(&active, &registry, "node-7").expected());
         assert_eq!(active.expected_answered, 3);
         // Over, it holds no number: every node is forgotten.

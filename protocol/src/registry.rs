@@ -220,14 +220,18 @@ impl Registry {
         self.entries[self.find(node)?.index()].heard
     }
 
-    /// The nodes heard, with how long each took.
-    pub(crate) fn heard(&self) -> impl Iterator<Item = (&str, Duration)> {
+    /// The id of the node numbered `node`.
+    pub(crate) fn id(&self, node: NodeRef) -> &str {
+        self.entries[node.index()].id(&self.ids)
+    }
+
+    /// The nodes heard, with their numbers and how long each took.
+    pub(crate) fn heard(&self) -> impl Iterator<Item = (NodeRef, &str, Duration)> {
         let (entries, ids) = (&self.entries, &self.ids);
-        let entries = self
-            .index
-            .iter()
-            .map(move |slot| &entries[slot.number as usize]);
-        entries.filter_map(move |entry| Some((entry.id(ids), entry.heard?)))
+        self.index.iter().filter_map(move |slot| {
+            let entry = &entries[slot.number as usize];
+            Some((NodeRef(slot.number), entry.id(ids), entry.heard?))
+        })
     }
 
     /// How long `node`, without presence, took to answer a broadcast: updated if it is heard
@@ -283,7 +287,8 @@ mod tests {
         assert_eq!(nodes.heard_took("node-1"), Some(Duration::from_millis(3)));
         nodes.hear(one, Duration::from_millis(5), false, 1);
         let heard: Vec<_> = nodes.heard().collect();
-        assert_eq!(heard, [("node-1", Duration::from_millis(5))]);
+        assert_eq!(heard, [(one, "node-1", Duration::from_millis(5))]);
+        assert_eq!(nodes.id(one), "node-1");
         nodes.unhear("node-1");
         assert_eq!((nodes.find("node-1"), nodes.heard_len()), (None, 0));
         // Released, most are forgotten; the ids' room is reclaimed and the rest still found.

@@ -350,7 +350,8 @@ impl Researcher {
 
     /// The nodes without presence heard lately, with how long each took to answer.
     pub fn heard(&self) -> BTreeMap<NodeId, Duration> {
-        self.nodes.heard().map(|(n, t)| (n.to_owned(), t)).collect()
+        let heard = self.nodes.heard();
+        heard.map(|(_, node, took)| (node.to_owned(), took)).collect()
     }
 
     /// What an adapter keeps for the next process ([`ResearcherConfig::known`]): the nodes
@@ -373,32 +374,36 @@ impl Researcher {
             .collect()
     }
 
-    /// Who a request to `targets` (every node when `None`) expects under `policy`, and how it
-    /// treats nodes nobody told it about.
+    /// Who a request to `targets` (every node when `None`) expects under `policy`, by their
+    /// numbers (given now to those without), and how it treats nodes nobody told it about.
     fn expectations(
-        &self,
+        &mut self,
         targets: Option<&[NodeId]>,
         policy: &Policy,
-    ) -> (Vec<NodeId>, Vec<(NodeId, Duration)>, Unknown) {
+    ) -> (Vec<NodeRef>, Vec<(NodeId, Duration)>, Unknown) {
+        let nodes = &mut self.nodes;
+        let mut enter = |ids: &[NodeId]| ids.iter().map(|node| nodes.enter(node)).collect();
         match (targets, &policy.roster) {
-            (Some(targets), _) => (targets.to_vec(), Vec::new(), Unknown::Ignored),
-            (None, Some(roster)) => (dedup(roster), Vec::new(), Unknown::Ignored),
+            (Some(targets), _) => (enter(targets), Vec::new(), Unknown::Ignored),
+            (None, Some(roster)) => (enter(&dedup(roster)), Vec::new(), Unknown::Ignored),
             (None, None) if !policy.expect_online => (Vec::new(), Vec::new(), Unknown::Ignored),
             (None, None) => {
-                let mut unsure: Vec<(NodeId, Duration)> = self
-                    .nodes
-                    .heard()
-                    .map(|(node, took)| {
-                        let wait = policy.first_contact.wait_for(took, policy.timeout);
-                        (node.to_owned(), wait)
-                    })
-                    .collect();
+                // As `expected_by_broadcast`: those online, then those heard, each by id.
+                let online = self.roster.iter().filter(|(_, m)| m.online());
+                let mut expected: Vec<NodeRef> =
+                    online.map(|(node, _)| self.nodes.enter(node)).collect();
+                let mut heard: Vec<_> = self.nodes.heard().collect();
+                heard.sort_unstable_by_key(|&(_, node, _)| node);
+                expected.extend(heard.iter().map(|&(number, ..)| number));
+                let wait = |took| policy.first_contact.wait_for(took, policy.timeout);
+                let unsure = heard.iter().map(|&(_, node, took)| (node.to_owned(), wait(took)));
+                let mut unsure: Vec<(NodeId, Duration)> = unsure.collect();
                 unsure.sort_by_key(|&(_, wait)| wait);
                 let unknown = match self.knows_federation {
                     true => Unknown::Known,
                     false => Unknown::Settles,
                 };
-                (self.expected_by_broadcast(), unsure, unknown)
+                (expected, unsure, unknown)
             }
         }
     }
@@ -486,7 +491,11 @@ impl Researcher {
         let targets = collect.expect.as_deref().map(dedup);
         let (expected, unsure, unknown) = match (targets, collect.broadcast) {
             (None, true) => self.expectations(None, &collect.policy),
-            (targets, _) => (targets.unwrap_or_default(), Vec::new(), Unknown::Ignored),
+            (targets, _) => {
+                let targets = targets.iter().flatten();
+                let expected = targets.map(|node| self.nodes.enter(node)).collect();
+                (expected, Vec::new(), Unknown::Ignored)
+            }
         };
         let kind = Kind::Collect(collect.commands);
         let mut active = Active {
@@ -506,7 +515,10 @@ impl Researcher {
             active.fence = Some(sequence);
             let topics = match active.by_presence() {
                 true => Target::All.topics(),
-                false => Target::Nodes(active.expected.clone()).topics(),
+                false => {
+                    let expected = active.expected.iter().map(|&n| self.nodes.id(n).to_owned());
+                    Target::Nodes(expected.collect()).topics()
+                }
             };
             let ping = self.ping(sequence);
             for topic in topics.unwrap_or_default() {
@@ -852,7 +864,7 @@ impl Researcher {
             return self.nodes.forget_if_unused(number);
         }
         active.met_unexpected = true;
-        active.expect(&mut self.nodes, number, node);
+        active.expect(&mut self.nodes, number);
         let took = now - active.sent.unwrap_or(now);
         let wait = (took + active.policy.first_contact.max).min(active.policy.timeout);
         let at = active.unsure.partition_point(|&(_, w)| w <= wait);
@@ -1284,14 +1296,13 @@ impl Researcher {
     /// Whether a fenced request may reach nodes that announce nothing (Fed-BioMed v4.4's):
     /// a broadcast while one may be out there, a roster given, or a target not online.
     fn may_meet_v44(&self, active: &Active) -> bool {
-        let without_presence = |nodes: &[NodeId]| {
-            nodes
-                .iter()
-                .any(|node| !self.roster.get(node).is_some_and(Member::online))
-        };
+        let without_presence = |node: &str| !self.roster.get(node).is_some_and(Member::online);
         match (&active.targets, active.unknown) {
-            (Some(targets), _) => without_presence(targets),
-            (None, Unknown::Ignored | Unknown::Known) => without_presence(&active.expected),
+            (Some(targets), _) => targets.iter().any(|node| without_presence(node)),
+            (None, Unknown::Ignored | Unknown::Known) => {
+                let mut expected = active.expected.iter();
+                expected.any(|&node| without_presence(self.nodes.id(node)))
+            }
             (None, Unknown::Settles) => true,
         }
     }
