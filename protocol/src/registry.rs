@@ -22,8 +22,8 @@ pub(crate) fn keyed(seed: u64) -> Keyed {
 /// A plain map keyed by node id, for the tables no reply visits.
 pub(crate) type NodeMap<V> = hashbrown::HashMap<NodeId, V, Keyed>;
 
-/// A node's number in the [`Registry`]. It stays the node's while a request holds it or the
-/// node is heard; after that it may go to another node.
+/// A node's number in the [`Registry`]. It stays the node's while a request or the roster
+/// holds it or the node is heard; after that it may go to another node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct NodeRef(u32);
 
@@ -37,8 +37,9 @@ impl NodeRef {
     }
 }
 
-/// Every node a request in flight holds, and every node heard without presence (bounded by
-/// the caller): what the network sends is forgotten when no request holds it any more. The
+/// Every node a request in flight or the roster holds, and every node heard without presence
+/// (both bounded by the caller): what the network sends is forgotten when nothing holds it
+/// any more. The
 /// ids are kept end to end in one buffer: meeting a node costs a copy of its id, not an
 /// allocation.
 #[derive(Debug)]
@@ -83,7 +84,7 @@ struct Record {
     /// How long it took to answer a broadcast, when it is heard without presence (zero when
     /// an earlier process knew it by presence only): broadcasts expect it.
     heard: Option<Duration>,
-    /// The requests in flight that hold its number.
+    /// The requests in flight, and the roster, that hold its number.
     holders: u32,
 }
 
@@ -155,7 +156,7 @@ impl Registry {
         }
     }
 
-    /// A request holds `node`'s number: it is not given to another node meanwhile.
+    /// A request or the roster holds `node`'s number: it is not given to another node meanwhile.
     #[inline]
     pub(crate) fn hold(&mut self, node: NodeRef) {
         self.entries[node.index()].holders += 1;

@@ -273,8 +273,9 @@ pub struct Researcher {
     offline: BTreeSet<NodeId>,
     /// When each member last said `online` again, of the run we know: it connected again.
     reconnected: NodeMap<Timestamp>,
-    /// Every node a request in flight has a standing with, and those without presence that
-    /// answered a broadcast lately, with how long they took: expected by the next ones.
+    /// Every node a request in flight has a standing with, every member of the roster, and
+    /// those without presence that answered a broadcast lately, with how long they took:
+    /// expected by the next ones.
     nodes: Registry,
     /// When our connection broke, while it is down.
     disconnected_at: Option<Timestamp>,
@@ -351,7 +352,9 @@ impl Researcher {
     /// The nodes without presence heard lately, with how long each took to answer.
     pub fn heard(&self) -> BTreeMap<NodeId, Duration> {
         let heard = self.nodes.heard();
-        heard.map(|(_, node, took)| (node.to_owned(), took)).collect()
+        heard
+            .map(|(_, node, took)| (node.to_owned(), took))
+            .collect()
     }
 
     /// What an adapter keeps for the next process ([`ResearcherConfig::known`]): the nodes
@@ -396,7 +399,9 @@ impl Researcher {
                 heard.sort_unstable_by_key(|&(_, node, _)| node);
                 expected.extend(heard.iter().map(|&(number, ..)| number));
                 let wait = |took| policy.first_contact.wait_for(took, policy.timeout);
-                let unsure = heard.iter().map(|&(_, node, took)| (node.to_owned(), wait(took)));
+                let unsure = heard
+                    .iter()
+                    .map(|&(_, node, took)| (node.to_owned(), wait(took)));
                 let mut unsure: Vec<(NodeId, Duration)> = unsure.collect();
                 unsure.sort_by_key(|&(_, wait)| wait);
                 let unknown = match self.knows_federation {
@@ -981,6 +986,9 @@ impl Researcher {
                 Some(node) => {
                     self.roster.remove(&node);
                     self.reconnected.remove(&node);
+                    if let Some(number) = self.nodes.find(&node) {
+                        self.nodes.release(number);
+                    }
                 }
                 None => return,
             }
@@ -1001,7 +1009,15 @@ impl Researcher {
         if !retained || presence.status.is_online() || only_by_presence {
             self.nodes.unhear(node);
         }
-        self.roster.insert(presence.node_id.clone(), member);
+        if self
+            .roster
+            .insert(presence.node_id.clone(), member)
+            .is_none()
+        {
+            // A member keeps its number: each broadcast finds it rather than meeting it again.
+            let number = self.nodes.enter(node);
+            self.nodes.hold(number);
+        }
         self.events.push_back(Event::Presence(presence.clone()));
         let node = presence.node_id.as_str();
         match presence.status {
@@ -1599,5 +1615,39 @@ mod tests {
         assert_eq!(core.nodes.heard_len(), 10);
         assert_eq!(core.nodes.live(), 10);
         assert_eq!(core.heard().len(), 10);
+    }
+
+    #[test]
+    fn a_member_of_the_roster_keeps_its_number_until_it_is_forgotten() {
+        let config = ResearcherConfig {
+            mailbox_capacity: 2,
+            ..ResearcherConfig::new("me")
+        };
+        let mut core = Researcher::new(config);
+        let say = |core: &mut Researcher, node: &str, status| {
+            let presence = Presence::new(node, status, 1);
+            core.handle_publish(Timestamp::ZERO, &presence::topic(node), &presence.encode());
+        };
+        say(&mut core, "a", Status::Online);
+        say(&mut core, "b", Status::Offline);
+        let number = core.nodes.find("a");
+        assert!(number.is_some() && core.nodes.find("b").is_some());
+        let ping = Submission::broadcast(Request::ping());
+        core.submit(
+            Timestamp::ZERO,
+            ping.with_policy(Policy::quiet(Duration::from_secs(1))),
+        )
+        .unwrap();
+        core.handle_timeout(Timestamp::from_duration(Duration::from_secs(60)));
+        assert_eq!(completed(&mut core), 1);
+        assert_eq!(
+            core.nodes.find("a"),
+            number,
+            "the request let go, the roster did not"
+        );
+        // A full roster forgets its offline member for a newcomer, and so does the registry.
+        say(&mut core, "c", Status::Online);
+        assert_eq!(core.nodes.find("b"), None);
+        assert_eq!(core.nodes.live(), 2);
     }
 }
