@@ -1578,6 +1578,14 @@ mod tests {
     use super::*;
     use crate::message::PingReply;
 
+    /// A core of researcher `me` whose mailbox, roster and nodes heard hold `capacity` each.
+    fn with_mailbox(capacity: usize) -> Researcher {
+        Researcher::new(ResearcherConfig {
+            mailbox_capacity: capacity,
+            ..ResearcherConfig::new("me")
+        })
+    }
+
     fn completed(core: &mut Researcher) -> usize {
         std::iter::from_fn(|| core.poll_event())
             .filter(|e| matches!(e, Event::Completed(_)))
@@ -1586,11 +1594,7 @@ mod tests {
 
     #[test]
     fn the_ids_a_request_met_are_forgotten_when_it_ends_but_those_heard() {
-        let config = ResearcherConfig {
-            mailbox_capacity: 10,
-            ..ResearcherConfig::new("me")
-        };
-        let mut core = Researcher::new(config);
+        let mut core = with_mailbox(10);
         let policy = Policy::quiet(Duration::from_millis(100));
         let ping = Submission::broadcast(Request::ping()).with_policy(policy.clone());
         core.submit(Timestamp::ZERO, ping).unwrap();
@@ -1619,11 +1623,7 @@ mod tests {
 
     #[test]
     fn a_member_of_the_roster_keeps_its_number_until_it_is_forgotten() {
-        let config = ResearcherConfig {
-            mailbox_capacity: 2,
-            ..ResearcherConfig::new("me")
-        };
-        let mut core = Researcher::new(config);
+        let mut core = with_mailbox(2);
         let say = |core: &mut Researcher, node: &str, status| {
             let presence = Presence::new(node, status, 1);
             core.handle_publish(Timestamp::ZERO, &presence::topic(node), &presence.encode());
