@@ -39,9 +39,8 @@ impl NodeRef {
 
 /// Every node a request in flight or the roster holds, and every node heard without presence
 /// (both bounded by the caller): what the network sends is forgotten when nothing holds it
-/// any more. The
-/// ids are kept end to end in one buffer: meeting a node costs a copy of its id, not an
-/// allocation.
+/// any more. The ids are kept end to end in one buffer: meeting a node costs a copy of its
+/// id, not an allocation.
 #[derive(Debug)]
 pub(crate) struct Registry {
     index: HashTable<Slot>,

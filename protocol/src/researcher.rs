@@ -351,8 +351,8 @@ impl Researcher {
 
     /// The nodes without presence heard lately, with how long each took to answer.
     pub fn heard(&self) -> BTreeMap<NodeId, Duration> {
-        let heard = self.nodes.heard();
-        heard
+        self.nodes
+            .heard()
             .map(|(_, node, took)| (node.to_owned(), took))
             .collect()
     }
@@ -1009,11 +1009,8 @@ impl Researcher {
         if !retained || presence.status.is_online() || only_by_presence {
             self.nodes.unhear(node);
         }
-        if self
-            .roster
-            .insert(presence.node_id.clone(), member)
-            .is_none()
-        {
+        let before = self.roster.insert(presence.node_id.clone(), member);
+        if before.is_none() {
             // A member keeps its number: each broadcast finds it rather than meeting it again.
             let number = self.nodes.enter(node);
             self.nodes.hold(number);

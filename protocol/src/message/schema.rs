@@ -190,8 +190,8 @@ macro_rules! messages {
             #[inline]
             fn decode_fast(bytes: &[u8]) -> Option<Decoded<Self>> {
                 // Every field required (nullable ones too), nothing else allowed: what this
-                // accepts, the schema accepts.
-                // The command and version are only compared: borrowed, not allocated.
+                // accepts, the schema accepts. The command and version, only compared, are
+                // borrowed rather than allocated.
                 #[derive(Deserialize)]
                 #[serde(deny_unknown_fields)]
                 struct Whole<'a> {
