@@ -371,10 +371,16 @@ impl Researcher {
     /// heard lately.
     pub fn expected_by_broadcast(&self) -> Vec<NodeId> {
         let online = self.roster.iter().filter(|(_, m)| m.online());
-        online
-            .map(|(node, _)| node.clone())
-            .chain(self.heard().into_keys())
-            .collect()
+        let heard = self.heard_by_id().into_iter().map(|(_, node, _)| node);
+        let online = online.map(|(node, _)| node.as_str());
+        online.chain(heard).map(str::to_owned).collect()
+    }
+
+    /// The nodes heard, with their numbers and how long each took, in the order of their ids.
+    fn heard_by_id(&self) -> Vec<(NodeRef, &str, Duration)> {
+        let mut heard: Vec<_> = self.nodes.heard().collect();
+        heard.sort_unstable_by_key(|&(_, node, _)| node);
+        heard
     }
 
     /// Who a request to `targets` (every node when `None`) expects under `policy`, by their
@@ -391,12 +397,11 @@ impl Researcher {
             (None, Some(roster)) => (enter(&dedup(roster)), Vec::new(), Unknown::Ignored),
             (None, None) if !policy.expect_online => (Vec::new(), Vec::new(), Unknown::Ignored),
             (None, None) => {
-                // As `expected_by_broadcast`: those online, then those heard, each by id.
+                // As `expected_by_broadcast`: those online, then those heard.
                 let online = self.roster.iter().filter(|(_, m)| m.online());
                 let mut expected: Vec<NodeRef> =
                     online.map(|(node, _)| self.nodes.enter(node)).collect();
-                let mut heard: Vec<_> = self.nodes.heard().collect();
-                heard.sort_unstable_by_key(|&(_, node, _)| node);
+                let heard = self.heard_by_id();
                 expected.extend(heard.iter().map(|&(number, ..)| number));
                 let wait = |took| policy.first_contact.wait_for(took, policy.timeout);
                 let unsure = heard
@@ -497,9 +502,8 @@ impl Researcher {
         let (expected, unsure, unknown) = match (targets, collect.broadcast) {
             (None, true) => self.expectations(None, &collect.policy),
             (targets, _) => {
-                let targets = targets.iter().flatten();
-                let expected = targets.map(|node| self.nodes.enter(node)).collect();
-                (expected, Vec::new(), Unknown::Ignored)
+                let targets = targets.unwrap_or_default();
+                self.expectations(Some(&targets), &collect.policy)
             }
         };
         let kind = Kind::Collect(collect.commands);
