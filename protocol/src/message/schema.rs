@@ -199,13 +199,13 @@ macro_rules! messages {
                     #[serde(borrow)]
                     command: std::borrow::Cow<'a, str>,
                     #[serde(borrow)]
-                    protocol_version: Option<std::borrow::Cow<'a, str>>,
+                    protocol_version: Option<crate::message::schema::Text<'a>>,
                 }
                 let whole: Whole = serde_json::from_slice(bytes).ok()?;
                 if whole.command != Command::$command.as_str() {
                     return None;
                 }
-                let compatibility = ProtocolVersion::OURS.judge(whole.protocol_version.as_deref()).ok()?;
+                let compatibility = ProtocolVersion::OURS.judge(whole.protocol_version.as_ref().map(|v| v.0.as_ref())).ok()?;
                 let message = $name { $( $field: whole.$field, )* };
                 Some(Decoded { message, compatibility })
             }
@@ -213,6 +213,12 @@ macro_rules! messages {
     )*};
 }
 pub(super) use messages;
+
+/// Text borrowed from the payload unless it carries escapes. Serde borrows a `Cow` field
+/// only when it is the field's whole type: inside an `Option`, it would allocate.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Text<'a>(#[serde(borrow)] pub(crate) std::borrow::Cow<'a, str>);
 
 /// A field that must be present even when it may be null (serde lets a missing `Option`
 /// default to `None` unless the field has its own deserializer).

@@ -167,6 +167,16 @@ fn version_is_judged_after_the_command_is_known() {
 }
 
 #[test]
+fn escaped_command_and_version_decode_as_plain_ones() {
+    // Decoding borrows both from the payload; escapes must still be read.
+    let plain = decode_reply(pong()).unwrap();
+    let escaped = br#"{"researcher_id": "r", "node_id": "n", "success": true, "sequence": 3,
+        "command": "po\u006eg", "protocol_version": "\u0031"}"#;
+    let decoded = NodeMessage::decode(escaped, &Limits::default()).unwrap();
+    assert_eq!(decoded.message, plain);
+}
+
+#[test]
 fn numbers_are_checked_for_range_and_sign() {
     for bad in [
         json!(-1),
