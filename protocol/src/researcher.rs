@@ -258,7 +258,7 @@ pub struct Researcher {
     strays: BTreeMap<Option<Command>, Counters>,
     /// Commands without sequence that have completed at least once, to tell late from unknown.
     finished: BTreeSet<Command>,
-    timers: BTreeSet<(Timestamp, RequestId)>,
+    timers: Wakes,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     mailbox: VecDeque<Mail>,
@@ -312,7 +312,7 @@ impl Researcher {
             broadcasts: BTreeSet::new(),
             collects: BTreeSet::new(),
             strays: BTreeMap::new(),
-            timers: BTreeSet::new(),
+            timers: Wakes::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             mailbox: VecDeque::new(),
@@ -608,8 +608,9 @@ impl Researcher {
                 self.on_error(now, error)
             }
             message if message.researcher_id() != self.config.researcher_id => {
-                if let Some(Match::Reply(id)) = self.candidate(&message) {
-                    self.active(id).counters.foreign += 1;
+                let found = candidate(&mut self.requests, &self.by_sequence, &self.busy, &message);
+                if let Some((Match::Reply(_), active)) = found {
+                    active.counters.foreign += 1;
                 }
                 self.post(now, Unmatched::Foreign, message);
             }
@@ -646,11 +647,7 @@ impl Researcher {
     /// Fires every timer due at `now`. Call it when the clock reaches [`poll_timeout`](Self::poll_timeout);
     /// calling it at other times is harmless.
     pub fn handle_timeout(&mut self, now: Timestamp) {
-        while let Some(&(at, id)) = self.timers.first() {
-            if at > now {
-                break;
-            }
-            self.timers.pop_first();
+        while let Some((at, id)) = self.timers.pop_due(now) {
             // Judged at the timer's own instant, so a late call changes no outcome.
             let active = self
                 .requests
@@ -688,7 +685,7 @@ impl Researcher {
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next; `None` when no timer runs.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.timers.first().map(|&(at, _)| at)
+        self.timers.earliest
     }
 
     /// Takes the unmatched messages of these commands (all when `commands` is empty),
@@ -708,47 +705,15 @@ impl Researcher {
             .expect("timers and indexes only name requests in flight")
     }
 
-    /// The request in flight a reply would belong to, judging by command and sequence only.
-    fn candidate(&self, reply: &NodeMessage) -> Option<Match> {
-        let command = reply.command();
-        let id = match reply.sequence() {
-            Some(sequence) => *self.by_sequence.get(&sequence)?,
-            None => *self.busy.get(&request_of(command))?,
-        };
-        let active = &self.requests[&id];
-        if command == Command::Pong && active.fence.is_some() {
-            if active.fence == reply.sequence() {
-                return Some(Match::Fence(id));
-            }
-            if active.primer == reply.sequence() {
-                return Some(Match::Primer(id));
-            }
-        }
-        let Kind::Sent { request, .. } = &active.kind else {
-            return None;
-        };
-        if active.reply_command() != Some(command) {
-            return None;
-        }
-        // The request itself (boxed, cold when its first reply comes) is read only where a
-        // reply of its command may disagree with it: on the job, which both sides of those
-        // commands carry, and on a search's tags.
-        let agrees = match reply.job_id() {
-            Some(job) => request.job_id() == Some(job),
-            None => command != Command::Search || answers_search(request, reply),
-        };
-        agrees.then_some(Match::Reply(id))
-    }
-
     fn on_reply(&mut self, now: Timestamp, reply: NodeMessage) {
-        let id = match self.candidate(&reply) {
-            Some(Match::Reply(id)) => id,
-            Some(Match::Fence(id)) => return self.on_fence(now, id, reply.node_id()),
-            Some(Match::Primer(id)) => return self.on_primer(now, id, reply.node_id()),
+        let found = candidate(&mut self.requests, &self.by_sequence, &self.busy, &reply);
+        let (id, active) = match found {
+            Some((Match::Reply(id), active)) => (id, active),
+            Some((Match::Fence(id), _)) => return self.on_fence(now, id, reply.node_id()),
+            Some((Match::Primer(id), _)) => return self.on_primer(now, id, reply.node_id()),
             None => return self.on_stray_reply(now, reply),
         };
         let node = reply.node_id();
-        let active = self.requests.get_mut(&id).expect("candidate is in flight");
         let Some(number) = active.reaches(&mut self.nodes, node) else {
             active.counters.not_targeted += 1;
             return self.post(now, Unmatched::NotTargeted, reply);
@@ -1399,10 +1364,10 @@ impl Researcher {
         }
         active.wake = new;
         if let Some(at) = old {
-            self.timers.remove(&(at, id));
+            self.timers.remove(at, id);
         }
         if let Some(at) = new {
-            self.timers.insert((at, id));
+            self.timers.insert(at, id);
         }
     }
 
@@ -1411,7 +1376,7 @@ impl Researcher {
             return;
         };
         if let Some(at) = active.wake {
-            self.timers.remove(&(at, id));
+            self.timers.remove(at, id);
         }
         self.collects.remove(&id);
         self.broadcasts.remove(&id);
@@ -1550,6 +1515,76 @@ fn request_of(reply: Command) -> Command {
 /// already, remembered if it is met (`meet`), unless it is online by presence, and fewer
 /// than `capacity` are heard. [`Researcher::hear`] on the fields it needs, so that a
 /// request in flight may stay borrowed meanwhile.
+/// The wake of each request in flight, earliest first. Every message asks whether one is
+/// due: the earliest is kept apart, where a B-tree would be walked down to its first leaf.
+#[derive(Debug, Default)]
+struct Wakes {
+    set: BTreeSet<(Timestamp, RequestId)>,
+    earliest: Option<Timestamp>,
+}
+
+impl Wakes {
+    fn insert(&mut self, at: Timestamp, id: RequestId) {
+        self.set.insert((at, id));
+        self.earliest = Some(self.earliest.map_or(at, |earliest| earliest.min(at)));
+    }
+
+    fn remove(&mut self, at: Timestamp, id: RequestId) {
+        self.set.remove(&(at, id));
+        if self.earliest == Some(at) {
+            self.earliest = self.set.first().map(|&(at, _)| at);
+        }
+    }
+
+    /// The earliest wake, if it is due at `now`, taken out.
+    fn pop_due(&mut self, now: Timestamp) -> Option<(Timestamp, RequestId)> {
+        if self.earliest? > now {
+            return None;
+        }
+        let due = self.set.pop_first();
+        self.earliest = self.set.first().map(|&(at, _)| at);
+        due
+    }
+}
+
+/// The request in flight a reply would belong to, judging by command and sequence only, and
+/// how: found once, for the caller to go on with.
+fn candidate<'a>(
+    requests: &'a mut HashMap<RequestId, Active, Keyed>,
+    by_sequence: &HashMap<Sequence, RequestId, Keyed>,
+    busy: &BTreeMap<Command, RequestId>,
+    reply: &NodeMessage,
+) -> Option<(Match, &'a mut Active)> {
+    let command = reply.command();
+    let id = match reply.sequence() {
+        Some(sequence) => *by_sequence.get(&sequence)?,
+        None => *busy.get(&request_of(command))?,
+    };
+    let active = requests.get_mut(&id)?;
+    if command == Command::Pong && active.fence.is_some() {
+        if active.fence == reply.sequence() {
+            return Some((Match::Fence(id), active));
+        }
+        if active.primer == reply.sequence() {
+            return Some((Match::Primer(id), active));
+        }
+    }
+    let Kind::Sent { request, .. } = &active.kind else {
+        return None;
+    };
+    if active.reply_command() != Some(command) {
+        return None;
+    }
+    // The request itself (boxed, cold when its first reply comes) is read only where a
+    // reply of its command may disagree with it: on the job, which both sides of those
+    // commands carry, and on a search's tags.
+    let agrees = match reply.job_id() {
+        Some(job) => request.job_id() == Some(job),
+        None => command != Command::Search || answers_search(request, reply),
+    };
+    agrees.then_some((Match::Reply(id), active))
+}
+
 fn hear(
     nodes: &mut Registry,
     roster: &BTreeMap<NodeId, Member>,
@@ -1560,7 +1595,7 @@ fn hear(
 ) {
     // Never zero, which stands for a node never timed (known by presence).
     let took = took.max(Duration::from_nanos(1));
-    let meet = meet && !roster.get(node).is_some_and(Member::online);
+    let meet = meet && (roster.is_empty() || !roster.get(node).is_some_and(Member::online));
     nodes.hear(number, took, meet, capacity);
 }
 
@@ -1578,6 +1613,24 @@ fn dedup(nodes: &[NodeId]) -> Vec<NodeId> {
 mod tests {
     use super::*;
     use crate::message::PingReply;
+
+    #[test]
+    fn the_earliest_wake_follows_every_change() {
+        let at = Timestamp::from_millis;
+        let mut wakes = Wakes::default();
+        wakes.insert(at(30), RequestId(1));
+        wakes.insert(at(10), RequestId(2));
+        wakes.insert(at(20), RequestId(3));
+        assert_eq!(wakes.earliest, Some(at(10)));
+        wakes.remove(at(10), RequestId(2));
+        assert_eq!(wakes.earliest, Some(at(20)));
+        assert_eq!(wakes.pop_due(at(19)), None);
+        assert_eq!(wakes.pop_due(at(25)), Some((at(20), RequestId(3))));
+        assert_eq!(wakes.earliest, Some(at(30)));
+        wakes.remove(at(30), RequestId(1));
+        assert_eq!(wakes.earliest, None);
+        assert_eq!(wakes.pop_due(at(99)), None);
+    }
 
     /// A core of researcher `me` whose mailbox, roster and nodes heard hold `capacity` each.
     fn with_mailbox(capacity: usize) -> Researcher {
