@@ -1,7 +1,9 @@
 //! The researcher core: requests out, replies in, outcomes and events out.
 
+use std::cmp::Reverse;
+use std::collections::binary_heap::PeekMut;
 use std::collections::btree_map::Entry as Slot;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::Duration;
 
 use crate::completion::Answer;
@@ -647,7 +649,10 @@ impl Researcher {
     /// Fires every timer due at `now`. Call it when the clock reaches [`poll_timeout`](Self::poll_timeout);
     /// calling it at other times is harmless.
     pub fn handle_timeout(&mut self, now: Timestamp) {
-        while let Some((at, id)) = self.timers.pop_due(now) {
+        while let Some((at, id)) = self
+            .timers
+            .pop_due(now, |at, id| holds(&self.requests, at, id))
+        {
             // Judged at the timer's own instant, so a late call changes no outcome.
             let active = self
                 .requests
@@ -685,7 +690,7 @@ impl Researcher {
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next; `None` when no timer runs.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.timers.earliest
+        self.timers.earliest()
     }
 
     /// Takes the unmatched messages of these commands (all when `commands` is empty),
@@ -1363,11 +1368,11 @@ impl Researcher {
             return;
         }
         active.wake = new;
-        if let Some(at) = old {
-            self.timers.remove(at, id);
-        }
         if let Some(at) = new {
             self.timers.insert(at, id);
+        }
+        if old.is_some() {
+            self.timers.leave(|at, id| holds(&self.requests, at, id));
         }
     }
 
@@ -1375,8 +1380,8 @@ impl Researcher {
         let Some(mut active) = self.requests.remove(&id) else {
             return;
         };
-        if let Some(at) = active.wake {
-            self.timers.remove(at, id);
+        if active.wake.is_some() {
+            self.timers.leave(|at, id| holds(&self.requests, at, id));
         }
         self.collects.remove(&id);
         self.broadcasts.remove(&id);
@@ -1515,36 +1520,65 @@ fn request_of(reply: Command) -> Command {
 /// already, remembered if it is met (`meet`), unless it is online by presence, and fewer
 /// than `capacity` are heard. [`Researcher::hear`] on the fields it needs, so that a
 /// request in flight may stay borrowed meanwhile.
-/// The wake of each request in flight, earliest first. Every message asks whether one is
-/// due: the earliest is kept apart, where a B-tree would be walked down to its first leaf.
+/// The wake of each request in flight, earliest first. A wake only moves earlier, or goes
+/// with its request: the entry it leaves behind stays until it comes up or is swept, so a move
+/// costs one insertion and no removal. The earliest entry is always one still held.
 #[derive(Debug, Default)]
 struct Wakes {
-    set: BTreeSet<(Timestamp, RequestId)>,
-    earliest: Option<Timestamp>,
+    heap: BinaryHeap<Reverse<(Timestamp, RequestId)>>,
+    /// Entries left behind.
+    stale: usize,
 }
 
 impl Wakes {
-    fn insert(&mut self, at: Timestamp, id: RequestId) {
-        self.set.insert((at, id));
-        self.earliest = Some(self.earliest.map_or(at, |earliest| earliest.min(at)));
+    fn earliest(&self) -> Option<Timestamp> {
+        self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
-    fn remove(&mut self, at: Timestamp, id: RequestId) {
-        self.set.remove(&(at, id));
-        if self.earliest == Some(at) {
-            self.earliest = self.set.first().map(|&(at, _)| at);
-        }
+    fn insert(&mut self, at: Timestamp, id: RequestId) {
+        self.heap.push(Reverse((at, id)));
+    }
+
+    /// A wake moved, or went with its request: its entry is left behind. `held` tells the
+    /// entries still held.
+    fn leave(&mut self, held: impl Fn(Timestamp, RequestId) -> bool) {
+        self.stale += 1;
+        self.tidy(held);
     }
 
     /// The earliest wake, if it is due at `now`, taken out.
-    fn pop_due(&mut self, now: Timestamp) -> Option<(Timestamp, RequestId)> {
-        if self.earliest? > now {
-            return None;
-        }
-        let due = self.set.pop_first();
-        self.earliest = self.set.first().map(|&(at, _)| at);
-        due
+    fn pop_due(
+        &mut self,
+        now: Timestamp,
+        held: impl Fn(Timestamp, RequestId) -> bool,
+    ) -> Option<(Timestamp, RequestId)> {
+        let Reverse(due) = PeekMut::pop(self.heap.peek_mut().filter(|top| top.0 .0 <= now)?);
+        self.tidy(held);
+        Some(due)
     }
+
+    /// Drops the entries left behind from the top, and sweeps them all once they are half
+    /// the heap: it stays within twice the wakes held.
+    fn tidy(&mut self, held: impl Fn(Timestamp, RequestId) -> bool) {
+        if self.stale > self.heap.len() / 2 {
+            self.heap.retain(|&Reverse((at, id))| held(at, id));
+            self.stale = 0;
+        }
+        while let Some(&Reverse((at, id))) = self.heap.peek() {
+            if held(at, id) {
+                break;
+            }
+            self.heap.pop();
+            self.stale = self.stale.saturating_sub(1);
+        }
+    }
+}
+
+/// Whether request `id` is in flight with its wake at `at`.
+fn holds(requests: &HashMap<RequestId, Active, Keyed>, at: Timestamp, id: RequestId) -> bool {
+    requests
+        .get(&id)
+        .is_some_and(|active| active.wake == Some(at))
 }
 
 /// The request in flight a reply would belong to, judging by command and sequence only, and
@@ -1615,21 +1649,44 @@ mod tests {
     use crate::message::PingReply;
 
     #[test]
-    fn the_earliest_wake_follows_every_change() {
+    fn a_wake_left_behind_is_never_the_earliest_and_is_swept() {
         let at = Timestamp::from_millis;
+        let mut held: BTreeMap<RequestId, Timestamp> = BTreeMap::new();
         let mut wakes = Wakes::default();
-        wakes.insert(at(30), RequestId(1));
-        wakes.insert(at(10), RequestId(2));
-        wakes.insert(at(20), RequestId(3));
-        assert_eq!(wakes.earliest, Some(at(10)));
-        wakes.remove(at(10), RequestId(2));
-        assert_eq!(wakes.earliest, Some(at(20)));
-        assert_eq!(wakes.pop_due(at(19)), None);
-        assert_eq!(wakes.pop_due(at(25)), Some((at(20), RequestId(3))));
-        assert_eq!(wakes.earliest, Some(at(30)));
-        wakes.remove(at(30), RequestId(1));
-        assert_eq!(wakes.earliest, None);
-        assert_eq!(wakes.pop_due(at(99)), None);
+        let wake = |wakes: &mut Wakes, held: &mut BTreeMap<_, _>, id, ms| {
+            let moved = held.insert(RequestId(id), at(ms)).is_some();
+            wakes.insert(at(ms), RequestId(id));
+            if moved {
+                wakes.leave(|at, id| held.get(&id) == Some(&at));
+            }
+        };
+        wake(&mut wakes, &mut held, 1, 30);
+        wake(&mut wakes, &mut held, 2, 20);
+        wake(&mut wakes, &mut held, 2, 10);
+        assert_eq!(wakes.earliest(), Some(at(10)));
+        // Request 2 completes: its wake goes with it.
+        held.remove(&RequestId(2));
+        wakes.leave(|at, id| held.get(&id) == Some(&at));
+        assert_eq!(wakes.earliest(), Some(at(30)));
+        assert_eq!(
+            wakes.pop_due(at(29), |at, id| held.get(&id) == Some(&at)),
+            None
+        );
+        // A thousand moves of one wake leave a heap of a few entries, not a thousand.
+        for ms in (100..1100).rev() {
+            wake(&mut wakes, &mut held, 3, ms);
+        }
+        assert!(
+            wakes.heap.len() <= 2 * held.len() + 1,
+            "{}",
+            wakes.heap.len()
+        );
+        assert_eq!(wakes.earliest(), Some(at(30)));
+        let due =
+            |wakes: &mut Wakes, now| wakes.pop_due(at(now), |at, id| held.get(&id) == Some(&at));
+        assert_eq!(due(&mut wakes, 500), Some((at(30), RequestId(1))));
+        assert_eq!(due(&mut wakes, 500), Some((at(100), RequestId(3))));
+        assert_eq!(due(&mut wakes, 5000), None);
     }
 
     /// A core of researcher `me` whose mailbox, roster and nodes heard hold `capacity` each.
