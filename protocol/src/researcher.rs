@@ -648,7 +648,15 @@ impl Researcher {
 
     /// Fires every timer due at `now`. Call it when the clock reaches [`poll_timeout`](Self::poll_timeout);
     /// calling it at other times is harmless.
+    #[inline]
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        // Every message asks first; a timer is rarely due.
+        if self.timers.earliest().is_some_and(|at| at <= now) {
+            self.fire_due(now);
+        }
+    }
+
+    fn fire_due(&mut self, now: Timestamp) {
         while let Some((at, id)) = self
             .timers
             .pop_due(now, |at, id| holds(&self.requests, at, id))
