@@ -1524,10 +1524,6 @@ fn request_of(reply: Command) -> Command {
     }
 }
 
-/// How long `node`, without presence, took to answer a broadcast: updated if it is heard
-/// already, remembered if it is met (`meet`), unless it is online by presence, and fewer
-/// than `capacity` are heard. [`Researcher::hear`] on the fields it needs, so that a
-/// request in flight may stay borrowed meanwhile.
 /// The wake of each request in flight, earliest first. A wake only moves earlier, or goes
 /// with its request: the entry it leaves behind stays until it comes up or is swept, so a move
 /// costs one insertion and no removal. The earliest entry is always one still held.
@@ -1560,7 +1556,8 @@ impl Wakes {
         now: Timestamp,
         held: impl Fn(Timestamp, RequestId) -> bool,
     ) -> Option<(Timestamp, RequestId)> {
-        let Reverse(due) = PeekMut::pop(self.heap.peek_mut().filter(|top| top.0 .0 <= now)?);
+        let top = self.heap.peek_mut().filter(|top| top.0 .0 <= now)?;
+        let Reverse(due) = PeekMut::pop(top);
         self.tidy(held);
         Some(due)
     }
@@ -1627,6 +1624,10 @@ fn candidate<'a>(
     agrees.then_some((Match::Reply(id), active))
 }
 
+/// How long `node`, without presence, took to answer a broadcast: updated if it is heard
+/// already, remembered if it is met (`meet`), unless it is online by presence, and fewer
+/// than `capacity` are heard. [`Researcher::hear`] on the fields it needs, so that a
+/// request in flight may stay borrowed meanwhile.
 fn hear(
     nodes: &mut Registry,
     roster: &BTreeMap<NodeId, Member>,
