@@ -1526,7 +1526,7 @@ fn request_of(reply: Command) -> Command {
 
 /// The wake of each request in flight, earliest first. A wake only moves earlier, or goes
 /// with its request: the entry it leaves behind stays until it comes up or is swept, so a move
-/// costs one insertion and no removal. The earliest entry is always one still held.
+/// costs one insertion and no removal. Between calls, the earliest entry is one still held.
 #[derive(Debug, Default)]
 struct Wakes {
     heap: BinaryHeap<Reverse<(Timestamp, RequestId)>>,
@@ -1550,16 +1550,23 @@ impl Wakes {
         self.tidy(held);
     }
 
-    /// The earliest wake, if it is due at `now`, taken out.
+    /// The earliest wake held, if it is due at `now`, taken out. Held is judged again here:
+    /// firing a wake may leave an entry of its request behind at the top (one left at the
+    /// same instant by an earlier move).
     fn pop_due(
         &mut self,
         now: Timestamp,
         held: impl Fn(Timestamp, RequestId) -> bool,
     ) -> Option<(Timestamp, RequestId)> {
-        let top = self.heap.peek_mut().filter(|top| top.0 .0 <= now)?;
-        let Reverse(due) = PeekMut::pop(top);
-        self.tidy(held);
-        Some(due)
+        loop {
+            let top = self.heap.peek_mut().filter(|top| top.0 .0 <= now)?;
+            let Reverse((at, id)) = PeekMut::pop(top);
+            if held(at, id) {
+                self.tidy(held);
+                return Some((at, id));
+            }
+            self.stale = self.stale.saturating_sub(1);
+        }
     }
 
     /// Drops the entries left behind from the top, and sweeps them all once they are half
@@ -1696,6 +1703,40 @@ mod tests {
         assert_eq!(due(&mut wakes, 500), Some((at(30), RequestId(1))));
         assert_eq!(due(&mut wakes, 500), Some((at(100), RequestId(3))));
         assert_eq!(due(&mut wakes, 5000), None);
+    }
+
+    #[test]
+    fn a_wake_set_again_where_it_was_left_fires_once() {
+        let at = Timestamp::from_millis;
+        let mut held: BTreeMap<RequestId, Timestamp> = BTreeMap::new();
+        let mut wakes = Wakes::default();
+        // Others in flight, one before its deadline: the entry left behind is not on top
+        // when its wake fires, and the heap is not swept meanwhile.
+        for (other, ms) in [(1, 20), (2, 1000), (3, 1000), (4, 1000)] {
+            held.insert(RequestId(other), at(ms));
+            wakes.insert(at(ms), RequestId(other));
+        }
+        let id = RequestId(7);
+        // Its deadline at 30, moved to a settle window at 10: the entry at 30 is left behind.
+        held.insert(id, at(30));
+        wakes.insert(at(30), id);
+        held.insert(id, at(10));
+        wakes.insert(at(10), id);
+        wakes.leave(|at, id| held.get(&id) == Some(&at));
+        let due = |wakes: &mut Wakes, held: &BTreeMap<_, _>, now| {
+            wakes.pop_due(at(now), |at, id| held.get(&id) == Some(&at))
+        };
+        assert_eq!(due(&mut wakes, &held, 10), Some((at(10), id)));
+        // Fired, it waits for its deadline again: a second entry at 30.
+        held.insert(id, at(30));
+        wakes.insert(at(30), id);
+        assert_eq!(due(&mut wakes, &held, 20), Some((at(20), RequestId(1))));
+        held.remove(&RequestId(1));
+        assert_eq!(due(&mut wakes, &held, 30), Some((at(30), id)));
+        // Fired at its deadline, it completes: the entry left at 30 is not its wake.
+        held.remove(&id);
+        assert_eq!(due(&mut wakes, &held, 30), None);
+        assert_eq!(wakes.earliest(), Some(at(1000)));
     }
 
     /// A core of researcher `me` whose mailbox, roster and nodes heard hold `capacity` each.
