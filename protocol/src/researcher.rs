@@ -1366,8 +1366,8 @@ impl Researcher {
     }
 
     /// Registers request `id`'s next wake. One that moved later stays where it was: it fires
-    /// early, finds nothing due and is registered again, where moving it would cost the timer
-    /// set a removal and an insertion on every reply (each one moves the quiet period).
+    /// early, finds nothing due and is registered again, where moving it would leave an entry
+    /// behind on every reply (each one moves the quiet period).
     fn reschedule(&mut self, id: RequestId) {
         let active = self.active(id);
         let new = active.timers().earliest();
