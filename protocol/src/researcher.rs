@@ -1550,23 +1550,17 @@ impl Wakes {
         self.tidy(held);
     }
 
-    /// The earliest wake held, if it is due at `now`, taken out. Held is judged again here:
-    /// firing a wake may leave an entry of its request behind at the top (one left at the
-    /// same instant by an earlier move).
+    /// The earliest wake, if it is due at `now`, taken out. Called until it gives `None`:
+    /// firing a wake may leave an entry of its request on top (one left at the same instant
+    /// by an earlier move), dropped here first.
     fn pop_due(
         &mut self,
         now: Timestamp,
         held: impl Fn(Timestamp, RequestId) -> bool,
     ) -> Option<(Timestamp, RequestId)> {
-        loop {
-            let top = self.heap.peek_mut().filter(|top| top.0 .0 <= now)?;
-            let Reverse((at, id)) = PeekMut::pop(top);
-            if held(at, id) {
-                self.tidy(held);
-                return Some((at, id));
-            }
-            self.stale = self.stale.saturating_sub(1);
-        }
+        self.tidy(held);
+        let top = self.heap.peek_mut().filter(|top| top.0 .0 <= now)?;
+        Some(PeekMut::pop(top).0)
     }
 
     /// Drops the entries left behind from the top, and sweeps them all once they are half
