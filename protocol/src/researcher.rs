@@ -239,8 +239,9 @@ pub struct Researcher {
     config: ResearcherConfig,
     next_id: u64,
     next_sequence: Sequence,
-    /// Looked up on every reply: hashed, not ordered.
-    requests: HashMap<RequestId, Active, Keyed>,
+    /// Looked up on every reply: hashed, not ordered. Boxed, the table stays small and each
+    /// request lies where it was made, next to the requests made with it.
+    requests: HashMap<RequestId, Box<Active>, Keyed>,
     by_sequence: HashMap<Sequence, RequestId, Keyed>,
     /// The one request in flight per command without a sequence.
     busy: BTreeMap<Command, RequestId>,
@@ -479,7 +480,7 @@ impl Researcher {
             ..Active::new(kind, policy, now, expected, &mut self.nodes)
         };
         self.index(id, &active);
-        self.requests.insert(id, active);
+        self.requests.insert(id, Box::new(active));
         if let Some(sequence) = sequence {
             self.by_sequence.insert(sequence, id);
             self.send(id, now);
@@ -552,7 +553,7 @@ impl Researcher {
         // What waited in the mailbox is news of the first round; the quiet period starts now.
         active.last_reply = now;
         let done = active.on_answer(now, Answer::Reply);
-        self.requests.insert(id, active);
+        self.requests.insert(id, Box::new(active));
         match done {
             Some(completion) => self.complete(id, now, completion),
             None => self.reschedule(id),
@@ -1581,7 +1582,7 @@ impl Wakes {
 }
 
 /// Whether request `id` is in flight with its wake at `at`.
-fn holds(requests: &HashMap<RequestId, Active, Keyed>, at: Timestamp, id: RequestId) -> bool {
+fn holds(requests: &HashMap<RequestId, Box<Active>, Keyed>, at: Timestamp, id: RequestId) -> bool {
     requests
         .get(&id)
         .is_some_and(|active| active.wake == Some(at))
@@ -1590,7 +1591,7 @@ fn holds(requests: &HashMap<RequestId, Active, Keyed>, at: Timestamp, id: Reques
 /// The request in flight a reply would belong to, judging by command and sequence only, and
 /// how: found once, for the caller to go on with.
 fn candidate<'a>(
-    requests: &'a mut HashMap<RequestId, Active, Keyed>,
+    requests: &'a mut HashMap<RequestId, Box<Active>, Keyed>,
     by_sequence: &HashMap<Sequence, RequestId, Keyed>,
     busy: &BTreeMap<Command, RequestId>,
     reply: &NodeMessage,
