@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::Duration;
 
 use crate::completion::Answer;
-use crate::error::SubmitError;
+use crate::error::{DecodeError, SubmitError};
 use crate::event::{ConnectionState, Event, Mail, Unmatched};
 use crate::inflight::{Active, Answered, Kind, Unknown};
 use crate::message::{Command, ErrorMessage, Limits, NodeMessage, Request, Sequence};
@@ -17,7 +17,7 @@ use crate::presence::{self, NoMatch, Presence, Status};
 use crate::registry::{keyed, Keyed, NodeMap, NodeRef, Registry};
 use crate::time::Timestamp;
 use crate::topic::{NodeId, Target};
-use crate::version::Compatibility;
+use crate::version::{Compatibility, ProtocolVersion};
 
 /// How a researcher core is set up.
 #[derive(Clone, Debug)]
@@ -587,22 +587,43 @@ impl Researcher {
         self.arriving = payload.len();
         let decoded = match NodeMessage::decode(payload, &self.config.limits) {
             Ok(decoded) => decoded,
-            Err(error) => {
-                self.strays.entry(error.command()).or_default().malformed += 1;
-                self.events.push_back(Event::Rejected {
-                    topic: topic.to_owned(),
-                    error,
-                });
-                return;
-            }
+            Err(error) => return self.on_malformed(topic, error),
         };
         if let Compatibility::Older(version) = decoded.compatibility {
-            self.events.push_back(Event::OlderVersion {
-                node_id: decoded.message.node_id().to_owned(),
-                version,
-            });
+            self.on_older(&decoded.message, version);
         }
         match decoded.message {
+            message @ (NodeMessage::Log(_) | NodeMessage::AddScalar(_) | NodeMessage::Error(_)) => {
+                self.on_notice(now, message)
+            }
+            message if message.researcher_id() != self.config.researcher_id => {
+                self.on_foreign(now, message)
+            }
+            message => self.on_reply(now, message),
+        }
+    }
+
+    // What is not a reply to us is kept out of line: the code a reply runs stays compact.
+
+    #[cold]
+    fn on_malformed(&mut self, topic: &str, error: DecodeError) {
+        self.strays.entry(error.command()).or_default().malformed += 1;
+        let topic = topic.to_owned();
+        self.events.push_back(Event::Rejected { topic, error });
+    }
+
+    #[cold]
+    fn on_older(&mut self, message: &NodeMessage, version: ProtocolVersion) {
+        self.events.push_back(Event::OlderVersion {
+            node_id: message.node_id().to_owned(),
+            version,
+        });
+    }
+
+    /// A log, a monitoring scalar or an error: the last two for us or for another researcher.
+    #[inline(never)]
+    fn on_notice(&mut self, now: Timestamp, message: NodeMessage) {
+        match message {
             NodeMessage::Log(log) => self.events.push_back(Event::Log(log.into())),
             NodeMessage::AddScalar(scalar) if scalar.researcher_id == self.config.researcher_id => {
                 self.events.push_back(Event::Monitoring(*scalar))
@@ -610,15 +631,18 @@ impl Researcher {
             NodeMessage::Error(error) if error.is_for(&self.config.researcher_id) => {
                 self.on_error(now, error)
             }
-            message if message.researcher_id() != self.config.researcher_id => {
-                let found = candidate(&mut self.requests, &self.by_sequence, &self.busy, &message);
-                if let Some((Match::Reply(_), active)) = found {
-                    active.counters.foreign += 1;
-                }
-                self.post(now, Unmatched::Foreign, message);
-            }
-            message => self.on_reply(now, message),
+            message => self.on_foreign(now, message),
         }
+    }
+
+    /// A message for another researcher, counted by the request it would have matched.
+    #[inline(never)]
+    fn on_foreign(&mut self, now: Timestamp, message: NodeMessage) {
+        let found = candidate(&mut self.requests, &self.by_sequence, &self.busy, &message);
+        if let Some((Match::Reply(_), active)) = found {
+            active.counters.foreign += 1;
+        }
+        self.post(now, Unmatched::Foreign, message);
     }
 
     /// Takes a change of the adapter's connection state, reported as an event. Requests in
@@ -800,6 +824,7 @@ impl Researcher {
     /// A node said our search found nothing on it: it answered, as one that passed the
     /// fence. The word is for the search in flight with the same tags (searches carry no
     /// sequence; any search of those tags has the same answer).
+    #[inline(never)]
     fn on_no_match(&mut self, now: Timestamp, topic: &str, payload: &[u8]) {
         let no_match = match NoMatch::decode(payload, &self.config.limits) {
             Ok(no_match) => no_match,
@@ -835,6 +860,7 @@ impl Researcher {
     /// `node` answered the primer of request `id`: it is out there, and a broadcast awaits its
     /// answer (a reply, or its fence passed) for the first-contact window's longest wait after
     /// its pong (a search may take the node a while), so a forged pong costs no more than that.
+    #[inline(never)]
     fn on_primer(&mut self, now: Timestamp, id: RequestId, node: &str) {
         let capacity = self.config.mailbox_capacity;
         let active = self
@@ -864,6 +890,7 @@ impl Researcher {
     /// A reply for us that no request in flight takes: late or unknown, counted by the
     /// requests in flight of the same command, and kept in the mailbox. A late reply to a
     /// recent broadcast makes its node known; a late pong to a fence is ours, and dropped.
+    #[inline(never)]
     fn on_stray_reply(&mut self, now: Timestamp, reply: NodeMessage) {
         let command = reply.command();
         let late = match reply.sequence() {
@@ -932,6 +959,7 @@ impl Researcher {
     /// every will), and it says `online` again on its next session. A node that goes offline is
     /// awaited by the requests in flight for their return window; one that stopped, or came
     /// back as a new run, is awaited no more.
+    #[inline(never)]
     fn on_presence(&mut self, now: Timestamp, topic: &str, payload: &[u8], retained: bool) {
         let presence = match Presence::decode(topic, payload, &self.config.limits) {
             Ok(presence) => presence,
