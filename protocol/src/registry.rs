@@ -167,12 +167,19 @@ impl Registry {
         self.forget_if_unused(node);
     }
 
-    /// Forgets `node` if no request holds it and it is not heard.
+    /// Forgets `node` if no request holds it and it is not heard. Asked on every reply to a
+    /// broadcast: the question is inlined, the forgetting is not.
+    #[inline]
     pub(crate) fn forget_if_unused(&mut self, node: NodeRef) {
         let entry = &self.entries[node.index()];
-        if entry.holders > 0 || entry.heard.is_some() {
-            return;
+        if entry.holders == 0 && entry.heard.is_none() {
+            self.forget(node);
         }
+    }
+
+    /// Forgets `node`, which nothing holds.
+    fn forget(&mut self, node: NodeRef) {
+        let entry = &self.entries[node.index()];
         let (hash, len) = (entry.hash, entry.len);
         let found = self
             .index
