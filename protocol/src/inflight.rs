@@ -1,13 +1,14 @@
 //! A request in flight: what it was sent as, and what it has received. The rules that
 //! complete it are in [`completion`](crate::completion).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::completion::SettleFrom;
 use crate::message::{Command, ErrorMessage, NodeMessage, Request, Sequence};
-use crate::outcome::Counters;
+use crate::outcome::{Counters, RequestId};
 use crate::policy::Policy;
-use crate::registry::{NodeRef, Registry};
+use crate::registry::{Keyed, NodeRef, Registry};
 use crate::time::Timestamp;
 use crate::topic::NodeId;
 
@@ -319,6 +320,57 @@ impl Active {
     }
 }
 
+/// Our sequences in flight, each with the request whose replies carry it. The replies to a
+/// request come together, so the last sequence found is remembered: most replies skip the
+/// table, and the dependent reads of a lookup.
+#[derive(Debug)]
+pub(crate) struct Sequences {
+    table: HashMap<Sequence, RequestId, Keyed>,
+    last: Option<(Sequence, RequestId)>,
+}
+
+impl Sequences {
+    pub(crate) fn new(keyed: Keyed) -> Self {
+        Sequences {
+            table: HashMap::with_hasher(keyed),
+            last: None,
+        }
+    }
+
+    /// The request `sequence` belongs to.
+    #[inline]
+    pub(crate) fn get(&mut self, sequence: Sequence) -> Option<RequestId> {
+        match self.last {
+            Some((last, id)) if last == sequence => Some(id),
+            _ => {
+                let id = *self.table.get(&sequence)?;
+                self.last = Some((sequence, id));
+                Some(id)
+            }
+        }
+    }
+
+    pub(crate) fn contains(&self, sequence: Sequence) -> bool {
+        self.table.contains_key(&sequence)
+    }
+
+    pub(crate) fn insert(&mut self, sequence: Sequence, id: RequestId) {
+        self.forget_last(sequence);
+        self.table.insert(sequence, id);
+    }
+
+    pub(crate) fn remove(&mut self, sequence: Sequence) {
+        self.forget_last(sequence);
+        self.table.remove(&sequence);
+    }
+
+    fn forget_last(&mut self, sequence: Sequence) {
+        if self.last.is_some_and(|(last, _)| last == sequence) {
+            self.last = None;
+        }
+    }
+}
+
 /// How a node answered a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Answered {
@@ -512,6 +564,28 @@ mod tests {
         assert!(registry.find("a").is_some(), "the other request holds it");
         other.nodes.release(&mut registry);
         assert_eq!(registry.find("a"), None);
+    }
+
+    #[test]
+    fn a_sequence_remembered_goes_with_its_request() {
+        let mut sequences = Sequences::new(keyed(5));
+        sequences.insert(7, RequestId(1));
+        sequences.insert(8, RequestId(2));
+        assert_eq!(sequences.get(7), Some(RequestId(1)));
+        assert_eq!(sequences.get(7), Some(RequestId(1)), "remembered");
+        assert_eq!(sequences.get(9), None);
+        assert_eq!(
+            sequences.get(7),
+            Some(RequestId(1)),
+            "a miss forgets nothing"
+        );
+        // Completed, its sequence is no one's; given again, it is the new request's.
+        sequences.remove(7);
+        assert_eq!(sequences.get(7), None);
+        assert!(!sequences.contains(7) && sequences.contains(8));
+        sequences.insert(7, RequestId(3));
+        assert_eq!(sequences.get(7), Some(RequestId(3)));
+        assert_eq!(sequences.get(8), Some(RequestId(2)));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::completion::Answer;
 use crate::error::{DecodeError, SubmitError};
 use crate::event::{ConnectionState, Event, Mail, Unmatched};
-use crate::inflight::{Active, Answered, Kind, Unknown};
+use crate::inflight::{Active, Answered, Kind, Sequences, Unknown};
 use crate::message::{Command, Decoded, ErrorMessage, Limits, NodeMessage, Request, Sequence};
 use crate::outcome::{Completion, Counters, Outcome, RequestId};
 use crate::policy::Policy;
@@ -242,7 +242,7 @@ pub struct Researcher {
     /// Looked up on every reply: hashed, not ordered. Boxed, the table stays small and each
     /// request lies where it was made, next to the requests made with it.
     requests: HashMap<RequestId, Box<Active>, Keyed>,
-    by_sequence: HashMap<Sequence, RequestId, Keyed>,
+    by_sequence: Sequences,
     /// The one request in flight per command without a sequence.
     busy: BTreeMap<Command, RequestId>,
     /// Requests waiting for their command's turn, oldest first.
@@ -304,7 +304,7 @@ impl Researcher {
             next_id: 0,
             next_sequence: config.first_sequence,
             requests: HashMap::with_hasher(keyed.clone()),
-            by_sequence: HashMap::with_hasher(keyed.clone()),
+            by_sequence: Sequences::new(keyed.clone()),
             busy: BTreeMap::new(),
             waiting: BTreeMap::new(),
             finished: BTreeSet::new(),
@@ -441,7 +441,7 @@ impl Researcher {
         request.set_researcher_id(&self.config.researcher_id);
         let sequence = match request.sequence_mut() {
             Some(slot) if keep_sequence => {
-                if self.by_sequence.contains_key(slot) {
+                if self.by_sequence.contains(*slot) {
                     return Err(SubmitError::SequenceInUse(*slot));
                 }
                 Some(*slot)
@@ -588,7 +588,10 @@ impl Researcher {
         // Taken apart as it leaves the result: moving the whole `Decoded` first copied its
         // 136 bytes through a call to memcpy on every reply.
         let (message, compatibility) = match NodeMessage::decode(payload, &self.config.limits) {
-            Ok(Decoded { message, compatibility }) => (message, compatibility),
+            Ok(Decoded {
+                message,
+                compatibility,
+            }) => (message, compatibility),
             Err(error) => return self.on_malformed(topic, error),
         };
         if let Compatibility::Older(version) = compatibility {
@@ -640,7 +643,12 @@ impl Researcher {
     /// A message for another researcher, counted by the request it would have matched.
     #[inline(never)]
     fn on_foreign(&mut self, now: Timestamp, message: NodeMessage) {
-        let found = candidate(&mut self.requests, &self.by_sequence, &self.busy, &message);
+        let found = candidate(
+            &mut self.requests,
+            &mut self.by_sequence,
+            &self.busy,
+            &message,
+        );
         if let Some((Match::Reply(_), active)) = found {
             active.counters.foreign += 1;
         }
@@ -746,7 +754,12 @@ impl Researcher {
     }
 
     fn on_reply(&mut self, now: Timestamp, reply: NodeMessage) {
-        let found = candidate(&mut self.requests, &self.by_sequence, &self.busy, &reply);
+        let found = candidate(
+            &mut self.requests,
+            &mut self.by_sequence,
+            &self.busy,
+            &reply,
+        );
         let (id, active) = match found {
             Some((Match::Reply(id), active)) => (id, active),
             Some((Match::Fence(id), _)) => return self.on_fence(now, id, reply.node_id()),
@@ -1226,7 +1239,7 @@ impl Researcher {
 
     /// The next sequence number of ours, skipping those a kept sequence holds, or held lately.
     fn next_sequence(&mut self) -> Sequence {
-        while self.by_sequence.contains_key(&self.next_sequence)
+        while self.by_sequence.contains(self.next_sequence)
             || self.kept_finished.contains(&self.next_sequence)
         {
             self.next_sequence = self.next_sequence.wrapping_add(1);
@@ -1438,7 +1451,7 @@ impl Researcher {
         let sent = active.sent.unwrap_or(now);
         let broadcast = active.by_presence();
         if let Some(sequence) = active.sequence {
-            self.by_sequence.remove(&sequence);
+            self.by_sequence.remove(sequence);
             if !self.stamped(sequence) {
                 self.kept_finished.push_back(sequence);
                 if self.kept_finished.len() > KEPT_REMEMBERED {
@@ -1455,7 +1468,7 @@ impl Researcher {
             }
         }
         for sequence in active.fence.into_iter().chain(active.primer) {
-            self.by_sequence.remove(&sequence);
+            self.by_sequence.remove(sequence);
             self.remember(Recent {
                 sequence,
                 sent,
@@ -1622,13 +1635,13 @@ fn holds(requests: &HashMap<RequestId, Box<Active>, Keyed>, at: Timestamp, id: R
 /// how: found once, for the caller to go on with.
 fn candidate<'a>(
     requests: &'a mut HashMap<RequestId, Box<Active>, Keyed>,
-    by_sequence: &HashMap<Sequence, RequestId, Keyed>,
+    by_sequence: &mut Sequences,
     busy: &BTreeMap<Command, RequestId>,
     reply: &NodeMessage,
 ) -> Option<(Match, &'a mut Active)> {
     let command = reply.command();
     let id = match reply.sequence() {
-        Some(sequence) => *by_sequence.get(&sequence)?,
+        Some(sequence) => by_sequence.get(sequence)?,
         None => *busy.get(&request_of(command))?,
     };
     let active = requests.get_mut(&id)?;
