@@ -242,7 +242,7 @@ pub struct Researcher {
     /// Looked up on every reply: hashed, not ordered. Boxed, the table stays small and each
     /// request lies where it was made, next to the requests made with it.
     requests: HashMap<RequestId, Box<Active>, Keyed>,
-    by_sequence: Sequences,
+    sequences: Sequences,
     /// The one request in flight per command without a sequence.
     busy: BTreeMap<Command, RequestId>,
     /// Requests waiting for their command's turn, oldest first.
@@ -304,7 +304,7 @@ impl Researcher {
             next_id: 0,
             next_sequence: config.first_sequence,
             requests: HashMap::with_hasher(keyed.clone()),
-            by_sequence: Sequences::new(keyed.clone()),
+            sequences: Sequences::new(keyed.clone()),
             busy: BTreeMap::new(),
             waiting: BTreeMap::new(),
             finished: BTreeSet::new(),
@@ -441,7 +441,7 @@ impl Researcher {
         request.set_researcher_id(&self.config.researcher_id);
         let sequence = match request.sequence_mut() {
             Some(slot) if keep_sequence => {
-                if self.by_sequence.contains(*slot) {
+                if self.sequences.contains(*slot) {
                     return Err(SubmitError::SequenceInUse(*slot));
                 }
                 Some(*slot)
@@ -482,7 +482,7 @@ impl Researcher {
         self.index(id, &active);
         self.requests.insert(id, Box::new(active));
         if let Some(sequence) = sequence {
-            self.by_sequence.insert(sequence, id);
+            self.sequences.insert(sequence, id);
             self.send(id, now);
         } else if let Slot::Vacant(slot) = self.busy.entry(command) {
             slot.insert(id);
@@ -645,7 +645,7 @@ impl Researcher {
     fn on_foreign(&mut self, now: Timestamp, message: NodeMessage) {
         let found = candidate(
             &mut self.requests,
-            &mut self.by_sequence,
+            &mut self.sequences,
             &self.busy,
             &message,
         );
@@ -754,12 +754,7 @@ impl Researcher {
     }
 
     fn on_reply(&mut self, now: Timestamp, reply: NodeMessage) {
-        let found = candidate(
-            &mut self.requests,
-            &mut self.by_sequence,
-            &self.busy,
-            &reply,
-        );
+        let found = candidate(&mut self.requests, &mut self.sequences, &self.busy, &reply);
         let (id, active) = match found {
             Some((Match::Reply(id), active)) => (id, active),
             Some((Match::Fence(id), _)) => return self.on_fence(now, id, reply.node_id()),
@@ -1239,7 +1234,7 @@ impl Researcher {
 
     /// The next sequence number of ours, skipping those a kept sequence holds, or held lately.
     fn next_sequence(&mut self) -> Sequence {
-        while self.by_sequence.contains(self.next_sequence)
+        while self.sequences.contains(self.next_sequence)
             || self.kept_finished.contains(&self.next_sequence)
         {
             self.next_sequence = self.next_sequence.wrapping_add(1);
@@ -1381,7 +1376,7 @@ impl Researcher {
     /// are the request's.
     fn probe(&mut self, id: RequestId) -> Sequence {
         let sequence = self.next_sequence();
-        self.by_sequence.insert(sequence, id);
+        self.sequences.insert(sequence, id);
         sequence
     }
 
@@ -1451,7 +1446,7 @@ impl Researcher {
         let sent = active.sent.unwrap_or(now);
         let broadcast = active.by_presence();
         if let Some(sequence) = active.sequence {
-            self.by_sequence.remove(sequence);
+            self.sequences.remove(sequence);
             if !self.stamped(sequence) {
                 self.kept_finished.push_back(sequence);
                 if self.kept_finished.len() > KEPT_REMEMBERED {
@@ -1468,7 +1463,7 @@ impl Researcher {
             }
         }
         for sequence in active.fence.into_iter().chain(active.primer) {
-            self.by_sequence.remove(sequence);
+            self.sequences.remove(sequence);
             self.remember(Recent {
                 sequence,
                 sent,
@@ -1635,13 +1630,13 @@ fn holds(requests: &HashMap<RequestId, Box<Active>, Keyed>, at: Timestamp, id: R
 /// how: found once, for the caller to go on with.
 fn candidate<'a>(
     requests: &'a mut HashMap<RequestId, Box<Active>, Keyed>,
-    by_sequence: &mut Sequences,
+    sequences: &mut Sequences,
     busy: &BTreeMap<Command, RequestId>,
     reply: &NodeMessage,
 ) -> Option<(Match, &'a mut Active)> {
     let command = reply.command();
     let id = match reply.sequence() {
-        Some(sequence) => by_sequence.get(sequence)?,
+        Some(sequence) => sequences.get(sequence)?,
         None => *busy.get(&request_of(command))?,
     };
     let active = requests.get_mut(&id)?;
